@@ -1,1 +1,307 @@
-//! Command line (placeholder).
+//! The `ferry` command line.
+//!
+//! ```text
+//! ferry serve [--config PATH]
+//! ferry keygen [--out PATH] [--force]
+//! ferry config check [--config PATH]
+//! ferry config example
+//! ferry migrate status | up [--to N] | down --to N  [--config PATH]
+//! ```
+//!
+//! Exit codes: 0 success, 1 failure at run time, 2 invalid configuration or usage.
+//! Configuration errors are printed one per line as `error: <setting>: <problem>
+//! (<ENV_VAR>)`.
+
+use std::ffi::OsString;
+use std::io::{self, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::keys::{self, ServerKey};
+
+/// Exit code for an invalid configuration (the same as clap's usage errors).
+pub const EXIT_CONFIG: u8 = 2;
+
+/// Exit code for a failure at run time.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// What `src/main.rs` calls: parses `std::env::args_os()` and runs the command.
+pub fn main_entry() -> ExitCode {
+    run(std::env::args_os())
+}
+
+/// Parses `args` (the first one is the program name) and runs the command, reading
+/// `FERRY_*` settings from the process environment.
+pub fn run<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Prints help and version to stdout, usage errors to stderr.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_CONFIG));
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => serve(&args),
+        Command::Keygen(args) => keygen(&args),
+        Command::Config(ConfigCommand::Check(args)) => config_check(&args),
+        Command::Config(ConfigCommand::Example) => {
+            print_stdout(config::EXAMPLE);
+            ExitCode::SUCCESS
+        }
+        Command::Migrate(args) => migrate(&args),
+    }
+}
+
+/// Ferry: a relay server for end-to-end-encrypted device sync.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the relay server.
+    Serve(ConfigArg),
+    /// Generate a new server identity key file.
+    Keygen(KeygenArgs),
+    /// Check the configuration or print the example.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Inspect or apply database migrations.
+    Migrate(MigrateArgs),
+    // Later: `Client(ClientCommand)` (a command-line sync client for testing) and
+    // `Admin(AdminCommand)` (talks to the admin listener) go here.
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Configuration file (TOML). Without it: built-in defaults and FERRY_* variables.
+    #[arg(long, short = 'c', value_name = "PATH", env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct KeygenArgs {
+    /// Where to write the key file (created with mode 0600).
+    #[arg(long, value_name = "PATH", default_value = "./ferry-data/server.key")]
+    out: PathBuf,
+    /// Replace an existing key file. Clients that pinned the old public key will no
+    /// longer connect.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print it with secrets redacted.
+    Check(ConfigArg),
+    /// Print the example configuration (every setting with its default).
+    Example,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(subcommand)]
+    action: MigrateAction,
+    /// Configuration file (TOML). Without it: built-in defaults and FERRY_* variables.
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "PATH",
+        env = "FERRY_CONFIG",
+        global = true
+    )]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateAction {
+    /// Show applied and pending migrations.
+    Status,
+    /// Apply pending migrations, all or up to version N.
+    Up {
+        /// Stop after this version.
+        #[arg(long, value_name = "N")]
+        to: Option<u32>,
+    },
+    /// Revert migrations down to version N (N stays applied).
+    Down {
+        /// The version to end at.
+        #[arg(long, value_name = "N")]
+        to: u32,
+    },
+}
+
+fn serve(args: &ConfigArg) -> ExitCode {
+    let config = match load_config(args.config.clone()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(crate::server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format_args!("{e:#}")),
+    }
+}
+
+fn keygen(args: &KeygenArgs) -> ExitCode {
+    let key = ServerKey::generate(&mut rand::rngs::OsRng);
+    if let Err(e) = keys::write_key_file(&args.out, &key, args.force) {
+        return match e.kind() {
+            io::ErrorKind::AlreadyExists => fail(format_args!("{e}")),
+            _ => fail(format_args!("cannot write {}: {e}", args.out.display())),
+        };
+    }
+    print_stdout(&format!(
+        "wrote a new server key to {} (mode 0600)\npublic key: {}\n",
+        args.out.display(),
+        key.public_b64u()
+    ));
+    ExitCode::SUCCESS
+}
+
+fn config_check(args: &ConfigArg) -> ExitCode {
+    match load_config(args.config.clone()) {
+        Ok(config) => {
+            print_stdout(&format!(
+                "# configuration is valid; effective values, secrets redacted\n{}",
+                config.to_redacted_toml()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn migrate(args: &MigrateArgs) -> ExitCode {
+    let config = match load_config(args.config.clone()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    crate::telemetry::init(config.env == config::Environment::Production);
+    let url = config.database.url.as_str();
+    let result: Result<String, String> = runtime.block_on(async {
+        match args.action {
+            MigrateAction::Status => crate::store::migrate_status(url)
+                .await
+                .map(|status| status.to_string()),
+            MigrateAction::Up { to } => crate::store::migrate_up(url, to)
+                .await
+                .map(|applied| versions_line("applied", &applied)),
+            MigrateAction::Down { to } => crate::store::migrate_down(url, to)
+                .await
+                .map(|reverted| versions_line("reverted", &reverted)),
+        }
+        .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(text) => {
+            print_stdout(&format!("{}\n", text.trim_end()));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format_args!(
+            "migrate ({}): {e}",
+            config.database.redacted_url()
+        )),
+    }
+}
+
+fn versions_line(verb: &str, versions: &[u32]) -> String {
+    if versions.is_empty() {
+        return format!("nothing {verb}: already at the requested version");
+    }
+    let list: Vec<String> = versions.iter().map(u32::to_string).collect();
+    format!("{verb} migrations: {}", list.join(", "))
+}
+
+/// Loads and validates; on failure prints every issue and returns exit code 2.
+fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
+    Config::from_process_env(file.as_deref()).map_err(|e| {
+        let mut stderr = io::stderr().lock();
+        for issue in &e.issues {
+            let _ = writeln!(stderr, "error: {issue}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format_args!("cannot start the async runtime: {e}")))
+}
+
+fn fail(message: std::fmt::Arguments<'_>) -> ExitCode {
+    let _ = writeln!(io::stderr().lock(), "error: {message}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+/// Writes to stdout, ignoring a closed pipe (`ferry config example | head`).
+fn print_stdout(text: &str) {
+    let mut stdout = io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_the_documented_forms() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.command);
+        assert!(matches!(parse(&["ferry", "serve"]), Ok(Command::Serve(_))));
+        assert!(matches!(
+            parse(&["ferry", "keygen", "--out", "k", "--force"]),
+            Ok(Command::Keygen(KeygenArgs { force: true, .. }))
+        ));
+        assert!(matches!(
+            parse(&["ferry", "config", "check", "--config", "f.toml"]),
+            Ok(Command::Config(ConfigCommand::Check(ConfigArg {
+                config: Some(_)
+            })))
+        ));
+        assert!(matches!(
+            parse(&["ferry", "migrate", "up", "--to", "3", "--config", "f.toml"]),
+            Ok(Command::Migrate(MigrateArgs {
+                action: MigrateAction::Up { to: Some(3) },
+                config: Some(_)
+            }))
+        ));
+        assert!(matches!(
+            parse(&[
+                "ferry", "migrate", "--config", "f.toml", "down", "--to", "1"
+            ]),
+            Ok(Command::Migrate(MigrateArgs {
+                action: MigrateAction::Down { to: 1 },
+                ..
+            }))
+        ));
+        assert!(parse(&["ferry", "migrate", "down"]).is_err());
+    }
+}

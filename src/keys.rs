@@ -65,11 +65,7 @@ impl ServerKey {
             alphabet,
             GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
         );
-        let bytes = Zeroizing::new(
-            engine
-                .decode(text)
-                .map_err(|_| KeyParseError::NotBase64)?,
-        );
+        let bytes = Zeroizing::new(engine.decode(text).map_err(|_| KeyParseError::NotBase64)?);
         let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
             bytes
                 .as_slice()
@@ -284,7 +280,10 @@ fn parse_key_file(text: &str) -> Result<ServerKey, KeyParseError> {
 fn already_exists(path: &Path) -> io::Error {
     io::Error::new(
         io::ErrorKind::AlreadyExists,
-        format!("{} already exists (use --force to replace it)", path.display()),
+        format!(
+            "{} already exists (use --force to replace it)",
+            path.display()
+        ),
     )
 }
 
@@ -363,11 +362,23 @@ mod tests {
         let url_nopad = ferry_proto::b64u::encode(&[0xfb; 32]);
         assert!(std_pad.contains('+') || std_pad.contains('/'));
         assert_eq!(ServerKey::from_base64(&std_pad).unwrap(), key);
-        assert_eq!(ServerKey::from_base64(std_pad.trim_end_matches('=')).unwrap(), key);
-        assert_eq!(ServerKey::from_base64(&format!(" {url_nopad}\n")).unwrap(), key);
-        assert_eq!(ServerKey::from_base64(&format!("{url_nopad}=")).unwrap(), key);
+        assert_eq!(
+            ServerKey::from_base64(std_pad.trim_end_matches('=')).unwrap(),
+            key
+        );
+        assert_eq!(
+            ServerKey::from_base64(&format!(" {url_nopad}\n")).unwrap(),
+            key
+        );
+        assert_eq!(
+            ServerKey::from_base64(&format!("{url_nopad}=")).unwrap(),
+            key
+        );
         assert_eq!(ServerKey::from_base64(""), Err(KeyParseError::Empty));
-        assert_eq!(ServerKey::from_base64("not base64!"), Err(KeyParseError::NotBase64));
+        assert_eq!(
+            ServerKey::from_base64("not base64!"),
+            Err(KeyParseError::NotBase64)
+        );
         assert_eq!(
             ServerKey::from_base64(&ferry_proto::b64u::encode(&[1; 31])),
             Err(KeyParseError::WrongLength(31))

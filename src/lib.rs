@@ -5,11 +5,29 @@
 //! - [`config`]: typed, layered, validated configuration.
 //! - [`keys`]: the server identity key (load, generate, permissions).
 //! - [`cli`]: the `ferry` command line.
+//! - [`server`]: `run(config, listeners, shutdown)` — builds [`app::App`] and serves.
+//! - [`net`]: accepting connections (caps, TLS, HTTP, graceful close).
+//! - [`api`]: the HTTP routers (`/v1/ws`, health, metrics).
+//! - [`session`]: the IO shell of one WebSocket connection.
+//! - [`relay`]: live sessions by user, one session per device, fan-out queues.
+//! - [`limits`]: rate limits and connection caps.
 //! - [`store`]: durable storage behind one trait; the only module that knows SQL.
+//! - [`telemetry`]: tracing and Prometheus metrics.
+//!
+//! The wire protocol itself lives in the `ferry-proto` crate, which does no IO.
 
 #![warn(missing_docs)]
 
+pub mod api;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod keys;
+pub mod limits;
+pub mod net;
+pub mod relay;
+pub mod server;
+pub mod session;
+pub mod shutdown;
 pub mod store;
+pub mod telemetry;

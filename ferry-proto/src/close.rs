@@ -88,7 +88,9 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for c in [1000, 1001, 1009, 1011, 4001, 4002, 4003, 4008, 4009, 4010, 4011] {
+        for c in [
+            1000, 1001, 1009, 1011, 4001, 4002, 4003, 4008, 4009, 4010, 4011,
+        ] {
             assert_eq!(CloseCode::from_u16(c).unwrap().as_u16(), c);
         }
         assert_eq!(CloseCode::from_u16(4000), None);

@@ -66,10 +66,20 @@ pub struct DeviceCertificate {
 }
 
 /// `"ferry-device-cert/v1" || 0x00 || user_key || device_key || u64be(issued_at) || u64be(expires_at)`.
-pub fn cert_message(user: &[u8; 32], device: &[u8; 32], issued_at: u64, expires_at: u64) -> Vec<u8> {
+pub fn cert_message(
+    user: &[u8; 32],
+    device: &[u8; 32],
+    issued_at: u64,
+    expires_at: u64,
+) -> Vec<u8> {
     labelled(
         CERT_LABEL,
-        &[user, device, &issued_at.to_be_bytes(), &expires_at.to_be_bytes()],
+        &[
+            user,
+            device,
+            &issued_at.to_be_bytes(),
+            &expires_at.to_be_bytes(),
+        ],
     )
 }
 
@@ -86,7 +96,11 @@ impl DeviceCertificate {
     }
 
     /// Checks the signature of `user` over this certificate for `device`.
-    pub fn verify_signature(&self, user: &VerifyingKey, device: &[u8; 32]) -> Result<(), InvalidSignature> {
+    pub fn verify_signature(
+        &self,
+        user: &VerifyingKey,
+        device: &[u8; 32],
+    ) -> Result<(), InvalidSignature> {
         let msg = cert_message(user.as_bytes(), device, self.issued_at, self.expires_at);
         verify(user, &msg, &self.sig)
     }
@@ -127,7 +141,11 @@ pub fn rest_message(challenge: &[u8; 32], server_key: &[u8; 32]) -> Vec<u8> {
 }
 
 /// Signs a REST challenge with the device key.
-pub fn sign_rest_challenge(device: &SigningKey, challenge: &[u8; 32], server_key: &[u8; 32]) -> [u8; 64] {
+pub fn sign_rest_challenge(
+    device: &SigningKey,
+    challenge: &[u8; 32],
+    server_key: &[u8; 32],
+) -> [u8; 64] {
     sign(device, &rest_message(challenge, server_key))
 }
 

@@ -20,6 +20,7 @@ pub mod b64u;
 pub mod close;
 pub mod handshake;
 pub mod keys;
+pub mod message;
 pub mod seal;
 
 pub use close::CloseCode;

@@ -9,8 +9,8 @@ use ferry_proto::b64u;
 use ferry_proto::handshake::crypto::{self, HandshakeSecret};
 use ferry_proto::handshake::wire::{ClientAuth, ServerHello};
 use ferry_proto::handshake::{
-    ClientEphemeral, ClientHandshake, DeviceCredentials, DeviceStatus, ServerEphemeral, ServerHandshake,
-    ServerOutput, ServerPin,
+    ClientEphemeral, ClientHandshake, DeviceCredentials, DeviceStatus, ServerEphemeral,
+    ServerHandshake, ServerOutput, ServerPin,
 };
 use ferry_proto::keys::{self, DeviceCertificate};
 use ferry_proto::seal::{Opener, Sealer, nonce_for};
@@ -65,12 +65,25 @@ fn fixture() -> Fixture {
 fn keys_and_certificate() {
     let f = fixture();
     let k = &f.v["keys"];
-    assert_eq!(b64u::encode(f.server.verifying_key().as_bytes()), s(&k["server_key"]));
-    assert_eq!(b64u::encode(f.user.verifying_key().as_bytes()), s(&k["user_key"]));
-    assert_eq!(b64u::encode(f.device.verifying_key().as_bytes()), s(&k["device_key"]));
+    assert_eq!(
+        b64u::encode(f.server.verifying_key().as_bytes()),
+        s(&k["server_key"])
+    );
+    assert_eq!(
+        b64u::encode(f.user.verifying_key().as_bytes()),
+        s(&k["user_key"])
+    );
+    assert_eq!(
+        b64u::encode(f.device.verifying_key().as_bytes()),
+        s(&k["device_key"])
+    );
     let i = &f.v["inputs"];
-    let c_eph = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(b32(&i["client_eph_secret"])));
-    let s_eph = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(b32(&i["server_eph_secret"])));
+    let c_eph = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(b32(
+        &i["client_eph_secret"],
+    )));
+    let s_eph = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(b32(
+        &i["server_eph_secret"],
+    )));
     assert_eq!(b64u::encode(c_eph.as_bytes()), s(&k["client_eph"]));
     assert_eq!(b64u::encode(s_eph.as_bytes()), s(&k["server_eph"]));
 
@@ -107,7 +120,10 @@ fn handshake_intermediates() {
     assert_eq!(b64u::encode(&th1), s(&h["th1"]));
     let server_sig = keys::sign(&f.server, &crypto::server_sig_message(&th1));
     assert_eq!(b64u::encode(&server_sig), s(&h["server_sig"]));
-    assert_eq!(b64u::encode(&HandshakeSecret::prk_bytes(&th1, &dh)), s(&h["prk"]));
+    assert_eq!(
+        b64u::encode(&HandshakeSecret::prk_bytes(&th1, &dh)),
+        s(&h["prk"])
+    );
     let hs = HandshakeSecret::derive(&th1, &dh);
     assert_eq!(b64u::encode(hs.k_hs()), s(&h["k_hs"]));
     let th2 = crypto::th2(
@@ -141,8 +157,15 @@ fn sealed_frames() {
             assert_eq!(sealer.counter(), counter);
             assert_eq!(nonce_for(counter).to_vec(), bytes(&frame["nonce"]));
             let sealed = sealer.seal(s(&frame["plaintext"]).as_bytes()).unwrap();
-            assert_eq!(b64u::encode(&sealed), s(&frame["frame"]), "{dir} frame {counter}");
-            assert_eq!(opener.open(&sealed).unwrap(), s(&frame["plaintext"]).as_bytes());
+            assert_eq!(
+                b64u::encode(&sealed),
+                s(&frame["frame"]),
+                "{dir} frame {counter}"
+            );
+            assert_eq!(
+                opener.open(&sealed).unwrap(),
+                s(&frame["plaintext"]).as_bytes()
+            );
         }
     }
 }
@@ -216,7 +239,10 @@ fn state_machines_reproduce_the_vectors() {
     assert_eq!(b64u::encode(&ca.sig), s(&h["client_sig"]));
     assert_eq!(b64u::encode(&ca.mac), s(&h["client_mac"]));
     server.handle_text(&auth, unix).unwrap();
-    assert!(matches!(server.poll_output(), Some(ServerOutput::CheckDevice { .. })));
+    assert!(matches!(
+        server.poll_output(),
+        Some(ServerOutput::CheckDevice { .. })
+    ));
     server.device_checked(DeviceStatus::Active).unwrap();
     assert_eq!(server.poll_output(), Some(ServerOutput::Established));
     let mut srv = server.into_established().unwrap();

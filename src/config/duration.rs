@@ -13,7 +13,8 @@ const UNITS: &[(&str, u64)] = &[
 
 /// Parses a configuration duration. The error is a phrase to follow the value.
 pub(crate) fn parse(text: &str) -> Result<Duration, &'static str> {
-    const SYNTAX: &str = "is not a duration (use a number and a unit: ms, s, m, h or d, e.g. \"10s\")";
+    const SYNTAX: &str =
+        "is not a duration (use a number and a unit: ms, s, m, h or d, e.g. \"10s\")";
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(SYNTAX);
@@ -48,7 +49,7 @@ pub(crate) fn format(d: Duration) -> String {
     let ms = d.as_millis();
     for &(name, factor) in UNITS.iter().rev() {
         let factor = u128::from(factor);
-        if ms != 0 && ms % factor == 0 {
+        if ms != 0 && ms.is_multiple_of(factor) {
             return format!("{}{name}", ms / factor);
         }
     }
@@ -68,7 +69,17 @@ mod tests {
         assert_eq!(parse("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert_eq!(parse("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse("0s"), Ok(Duration::ZERO));
-        for bad in ["", "10", "s", "10 s", "1.5s", "-1s", "10sec", "1w", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "10",
+            "s",
+            "10 s",
+            "1.5s",
+            "-1s",
+            "10sec",
+            "1w",
+            "99999999999999999999s",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -2,12 +2,36 @@
 //!
 //! One [`Store`] trait describes what the relay needs; [`connect`] picks the backend
 //! from the database URL at run time (`sqlite:` or `postgres://`).
+//!
+//! # Layout
+//! - [`model`]: the plain data the store reads and writes.
+//! - `sqlite` / `postgres`: the two backends ([`SqliteStore`], [`PgStore`]).
+//! - `migrate`: refinery driven through sqlx, down scripts, and the
+//!   `ferry migrate` operations ([`migrate_status`], [`migrate_up`], [`migrate_down`]).
+//! - `append`: the backend-neutral part of [`Store::append`] (duplicate and
+//!   compare-and-set decisions, seq numbering).
+//!
+//! Invariant: `seq` is assigned only inside [`Store::append`], in a transaction that
+//! serialises appends per user (SQLite `BEGIN IMMEDIATE`; PostgreSQL the user's
+//! counter row locked `FOR UPDATE`), with `UNIQUE (user_id, seq)` as the backstop.
 
+mod append;
+mod migrate;
 pub mod model;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use migrate::{
+    KnownMigration, MigrationStatus, UnknownMigration, migrate_down, migrate_status, migrate_up,
+};
 pub use model::*;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 /// Storage failures, classified by what the caller does next.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +63,142 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The backend a database URL names: `sqlite:…` or `postgres://…` /
+    /// `postgresql://…`. Anything else is [`StoreError::Other`] naming the scheme.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            "" => Err(StoreError::Other(
+                "database URL has no scheme; use sqlite:PATH or postgres://…".into(),
+            )),
+            other => Err(StoreError::Other(format!(
+                "unsupported database URL scheme `{other}:`; use sqlite:PATH or postgres://…"
+            ))),
+        }
+    }
+
+    /// Lowercase name, as used in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What [`connect`] does about schema migrations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MigrateMode {
+    /// Apply pending migrations (the default: a single-instance deployment upgrades
+    /// itself on start).
+    #[default]
+    Apply,
+    /// Only check: refuse to start when migrations are pending (for deployments that
+    /// run `ferry migrate up` as a separate step).
+    VerifyOnly,
+}
+
+/// How [`connect`] opens the database.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Upper bound of pooled connections (SQLite: readers; writes use one connection).
+    pub max_connections: u32,
+    /// How long opening a connection, or waiting for a pooled one, may take before
+    /// the operation fails with [`StoreError::Unavailable`].
+    pub connect_timeout: Duration,
+    /// Whether to apply pending migrations or only verify them.
+    pub migrate: MigrateMode,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+            migrate: MigrateMode::Apply,
+        }
+    }
+}
+
+/// Opens the store a database URL names, checks (and with [`MigrateMode::Apply`]
+/// applies) migrations, and returns it ready for use.
+///
+/// `sqlite:PATH` / `sqlite://PATH` creates the file and its parent directory if
+/// missing; `postgres://` / `postgresql://` connects to a server. Refuses with
+/// [`StoreError::Migration`] when the database holds a migration this binary does not
+/// know, or one whose checksum differs from the built-in script.
+pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Arc<dyn Store>, StoreError> {
+    match Backend::from_url(url)? {
+        Backend::Sqlite => Ok(Arc::new(SqliteStore::connect(url, opts).await?)),
+        Backend::Postgres => Ok(Arc::new(PgStore::connect(url, opts).await?)),
+    }
+}
+
+/// The one mapping from sqlx errors to what the caller does next.
+///
+/// Anything that may succeed on retry (pool timeout or closed, IO, TLS, a busy or
+/// full or read-only SQLite file, a PostgreSQL connection, resource, shutdown,
+/// deadlock or timeout error) is [`StoreError::Unavailable`].
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match e {
+            E::RowNotFound => Self::NotFound,
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                Self::Unavailable(e.to_string())
+            }
+            E::Database(ref db) if db.is_unique_violation() => Self::Conflict,
+            E::Database(ref db) if db_error_is_transient(db.as_ref()) => {
+                Self::Unavailable(e.to_string())
+            }
+            _ => Self::Other(e.to_string()),
+        }
+    }
+}
+
+/// Whether a database error is about the database's state rather than the statement.
+fn db_error_is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLite reports extended result codes; the primary code is the low byte.
+        // https://www.sqlite.org/rescode.html
+        const BUSY: i32 = 5; // "database is locked"
+        const LOCKED: i32 = 6;
+        const NOMEM: i32 = 7;
+        const READONLY: i32 = 8; // includes SQLITE_READONLY_DBMOVED etc.
+        const IOERR: i32 = 10;
+        const FULL: i32 = 13; // disk full or max_page_count reached
+        const CANTOPEN: i32 = 14;
+        const PROTOCOL: i32 = 15;
+        return code.parse::<i32>().is_ok_and(|c| {
+            matches!(
+                c & 0xff,
+                BUSY | LOCKED | NOMEM | READONLY | IOERR | FULL | CANTOPEN | PROTOCOL
+            )
+        });
+    }
+    // PostgreSQL SQLSTATE: 08 connection exception, 53 insufficient resources (disk
+    // full, out of memory, too many connections), 57P0x shutdown / cannot connect now,
+    // 57014 statement timeout, 55P03 lock timeout, 40001 / 40P01 serialization
+    // failure / deadlock, 25006 read-only transaction (a standby), 58 system error.
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || code.starts_with("58")
+        || matches!(&*code, "57014" | "55P03" | "40001" | "40P01" | "25006")
+}
+
 /// What the relay needs from durable storage.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -60,7 +220,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<DeviceRecord, StoreError>;
 
     /// One device of a user, if known.
-    async fn device(&self, user: &UserId, device: &DeviceId) -> Result<Option<DeviceRecord>, StoreError>;
+    async fn device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<DeviceRecord>, StoreError>;
 
     /// Every device of the user, oldest first.
     async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError>;
@@ -74,7 +238,12 @@ pub trait Store: Send + Sync + 'static {
     async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError>;
 
     /// Up to `limit` events with `seq > after`, ascending, leaving out events
-    /// expired at `now`.
+    /// expired at `now` (`expires_at <= now`; they still hold their seq).
+    ///
+    /// `more` says whether an unexpired event after the last returned one exists, so a
+    /// page of only expired events never makes a client loop. `truncated_oldest` is set
+    /// when retention removed events after `after` ([`Store::prune_before`]): it is the
+    /// oldest seq retention kept. An unknown user has an empty log with head 0.
     async fn events_after(
         &self,
         user: &UserId,
@@ -83,8 +252,15 @@ pub trait Store: Send + Sync + 'static {
         now: UnixMs,
     ) -> Result<EventPage, StoreError>;
 
-    /// Moves the device's cursor forward to `seq` (never backwards).
-    async fn set_cursor(&self, user: &UserId, device: &DeviceId, seq: u64) -> Result<(), StoreError>;
+    /// Moves the device's cursor forward to `seq` (never backwards, and never past the
+    /// user's head, so a bogus cursor cannot make retention drop unread events).
+    /// [`StoreError::NotFound`] for an unknown device.
+    async fn set_cursor(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        seq: u64,
+    ) -> Result<(), StoreError>;
 
     /// Revokes a device; `ts` and `sig` identify the signed revocation, which is
     /// usable once. Verifying the signature is the caller's job.
@@ -96,4 +272,103 @@ pub trait Store: Send + Sync + 'static {
         sig: &[u8; 64],
         now: UnixMs,
     ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Retention: removes up to `limit` of the user's oldest events with
+    /// `seq < before` and returns how many were removed. The user's retention watermark
+    /// moves up with them, so a later [`Store::events_after`] from below it reports
+    /// `truncated_oldest`. Seqs are never reused. Idempotent; call again while it
+    /// returns `limit` to delete in bounded batches.
+    async fn prune_before(&self, user: &UserId, before: u64, limit: u32)
+    -> Result<u64, StoreError>;
+}
+
+// Conversions between model types and the columns both schemas use. Seqs, cursors
+// and watermarks are BIGINT; keys and ids are raw bytes.
+
+/// A `u64` (seq, cursor, seconds) as the BIGINT the databases store. Values past
+/// `i64::MAX` are never assigned, so they saturate: `after = u64::MAX` still means
+/// "after everything", never a negative number that would mean "from the start".
+fn to_db(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A stored BIGINT that is never negative back to `u64`.
+fn from_db(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// A 32-byte key column.
+fn key32(bytes: &[u8], column: &str) -> Result<[u8; 32], StoreError> {
+    bytes.try_into().map_err(|_| {
+        StoreError::Other(format!(
+            "{column}: expected 32 bytes, found {}",
+            bytes.len()
+        ))
+    })
+}
+
+/// A 16-byte event id column.
+fn event_id(bytes: &[u8]) -> Result<uuid::Uuid, StoreError> {
+    uuid::Uuid::from_slice(bytes).map_err(|_| {
+        StoreError::Other(format!(
+            "event_id: expected 16 bytes, found {}",
+            bytes.len()
+        ))
+    })
+}
+
+/// One event row as both backends select it:
+/// `seq, event_id, device_id, ts, payload, event_key, ttl`.
+type EventRow = (
+    i64,
+    Vec<u8>,
+    Vec<u8>,
+    i64,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Option<i64>,
+);
+
+/// The retention watermark after deleting `count` events up to `upper`: everything
+/// below `before` (but never past the head) when the batch was not full, else the
+/// last deleted seq.
+fn watermark(head: i64, before: u64, limit: u32, upper: Option<i64>, count: i64) -> i64 {
+    if count < i64::from(limit) {
+        to_db(before.saturating_sub(1)).min(head)
+    } else {
+        upper.unwrap_or(0)
+    }
+}
+
+/// Builds an [`EventPage`] from up to `limit + 1` unexpired rows and the user's
+/// `(head, pruned_through)`.
+fn page(
+    mut rows: Vec<EventRow>,
+    limit: u32,
+    after: u64,
+    counters: Option<(i64, i64)>,
+) -> Result<EventPage, StoreError> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let (head, pruned_through) = counters.map_or((0, 0), |(h, p)| (from_db(h), from_db(p)));
+    let events = rows
+        .into_iter()
+        .map(|(seq, id, device, ts, payload, key, ttl)| {
+            Ok(StoredEvent {
+                seq: from_db(seq),
+                id: event_id(&id)?,
+                device: DeviceId(key32(&device, "events.device_id")?),
+                ts,
+                payload,
+                key,
+                ttl: ttl.map(from_db),
+            })
+        })
+        .collect::<Result<_, StoreError>>()?;
+    Ok(EventPage {
+        events,
+        head,
+        more,
+        truncated_oldest: (after < pruned_through).then_some(pruned_through + 1),
+    })
 }

@@ -31,7 +31,10 @@ impl std::fmt::Debug for DeviceCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceCredentials")
             .field("user", &crate::b64u::encode(&self.user))
-            .field("device", &crate::b64u::encode(self.device_key.verifying_key().as_bytes()))
+            .field(
+                "device",
+                &crate::b64u::encode(self.device_key.verifying_key().as_bytes()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -67,7 +70,10 @@ impl ClientEphemeral {
 }
 
 enum State {
-    AwaitServerHello { secret: StaticSecret, hello: ClientHello },
+    AwaitServerHello {
+        secret: StaticSecret,
+        hello: ClientHello,
+    },
     Established(Box<Established>),
     Closed,
 }
@@ -125,7 +131,8 @@ impl ClientHandshake {
                 return Err(HandshakeError::ServerKeyMismatch);
             }
         }
-        let server_vk = keys::parse_identity_key(&sh.server_key).map_err(|_| HandshakeError::ServerSignature)?;
+        let server_vk = keys::parse_identity_key(&sh.server_key)
+            .map_err(|_| HandshakeError::ServerSignature)?;
         let th1 = crypto::th1(&hello.eph, &hello.nonce, &sh.eph, &sh.nonce, &sh.server_key);
         keys::verify(&server_vk, &crypto::server_sig_message(&th1), &sh.sig)
             .map_err(|_| HandshakeError::ServerSignature)?;
@@ -133,7 +140,14 @@ impl ClientHandshake {
         let hs = HandshakeSecret::derive(&th1, &dh);
         let device = self.creds.device_key.verifying_key().to_bytes();
         let cert = self.creds.cert;
-        let th2 = crypto::th2(&th1, &self.creds.user, &device, cert.issued_at, cert.expires_at, &cert.sig);
+        let th2 = crypto::th2(
+            &th1,
+            &self.creds.user,
+            &device,
+            cert.issued_at,
+            cert.expires_at,
+            &cert.sig,
+        );
         let auth = ClientAuth {
             user: self.creds.user,
             device,
@@ -147,7 +161,12 @@ impl ClientHandshake {
         };
         let keys = hs.session_keys(&th2);
         self.server_key = Some(sh.server_key);
-        self.state = State::Established(Box::new(Established::new(Role::Client, identity, cert, &keys)));
+        self.state = State::Established(Box::new(Established::new(
+            Role::Client,
+            identity,
+            cert,
+            &keys,
+        )));
         Ok(auth.encode())
     }
 

@@ -114,7 +114,8 @@ impl HandshakeSecret {
 
     /// `HMAC-SHA256(K_hs, "ferry-hs/v1 client-mac" || 0x00 || TH2)`.
     pub fn client_mac(&self, th2: &[u8; 32]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.k_hs).expect("any key length");
+        let mut mac =
+            <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.k_hs).expect("any key length");
         mac.update(CLIENT_MAC_LABEL);
         mac.update(&[0u8]);
         mac.update(th2);
@@ -123,7 +124,8 @@ impl HandshakeSecret {
 
     /// Checks a client MAC in constant time.
     pub fn verify_client_mac(&self, th2: &[u8; 32], tag: &[u8; 32]) -> bool {
-        let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.k_hs).expect("any key length");
+        let mut mac =
+            <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.k_hs).expect("any key length");
         mac.update(CLIENT_MAC_LABEL);
         mac.update(&[0u8]);
         mac.update(th2);

@@ -67,7 +67,12 @@ pub struct Established {
 }
 
 impl Established {
-    fn new(role: Role, identity: Identity, cert: DeviceCertificate, keys: &crypto::SessionKeys) -> Self {
+    fn new(
+        role: Role,
+        identity: Identity,
+        cert: DeviceCertificate,
+        keys: &crypto::SessionKeys,
+    ) -> Self {
         let (send, recv) = match role {
             Role::Server => (&keys.k_s2c, &keys.k_c2s),
             Role::Client => (&keys.k_c2s, &keys.k_s2c),

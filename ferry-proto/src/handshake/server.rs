@@ -127,7 +127,9 @@ impl ServerHandshake {
             State::AwaitHello(s) => self.on_hello(s, text),
             State::AwaitAuth(s) => self.on_auth(s, text, unix_secs),
             // Anything while we wait for the store, or after the end, is out of order.
-            State::AwaitDeviceCheck(_) | State::Established(_) | State::Closed => Err(HandshakeError::Unexpected),
+            State::AwaitDeviceCheck(_) | State::Established(_) | State::Closed => {
+                Err(HandshakeError::Unexpected)
+            }
         };
         self.settle(result)
     }
@@ -146,7 +148,9 @@ impl ServerHandshake {
                 self.out.push_back(ServerOutput::Established);
                 Ok(State::Established(Box::new(s.established)))
             }
-            (State::AwaitDeviceCheck(_), DeviceStatus::Revoked) => Err(HandshakeError::AuthFailed(AuthFailure::Revoked)),
+            (State::AwaitDeviceCheck(_), DeviceStatus::Revoked) => {
+                Err(HandshakeError::AuthFailed(AuthFailure::Revoked))
+            }
             _ => Err(HandshakeError::Unexpected),
         };
         self.settle(result)
@@ -196,11 +200,17 @@ impl ServerHandshake {
             Err(err) => {
                 self.state = State::Closed;
                 let frame = match &err {
-                    HandshakeError::AuthFailed(_) => {
-                        Some(HandshakeErrorFrame::new("auth_failed", "authentication failed"))
+                    HandshakeError::AuthFailed(_) => Some(HandshakeErrorFrame::new(
+                        "auth_failed",
+                        "authentication failed",
+                    )),
+                    HandshakeError::UnsupportedVersion => {
+                        Some(HandshakeErrorFrame::unsupported_version())
                     }
-                    HandshakeError::UnsupportedVersion => Some(HandshakeErrorFrame::unsupported_version()),
-                    HandshakeError::BadKey => Some(HandshakeErrorFrame::new("bad_key", "ephemeral key rejected")),
+                    HandshakeError::BadKey => Some(HandshakeErrorFrame::new(
+                        "bad_key",
+                        "ephemeral key rejected",
+                    )),
                     _ => None,
                 };
                 if let Some(frame) = frame {
@@ -232,11 +242,18 @@ impl ServerHandshake {
         }))
     }
 
-    fn on_auth(&mut self, s: AwaitAuth, text: &str, unix_secs: u64) -> Result<State, HandshakeError> {
+    fn on_auth(
+        &mut self,
+        s: AwaitAuth,
+        text: &str,
+        unix_secs: u64,
+    ) -> Result<State, HandshakeError> {
         let auth = ClientAuth::parse(text).map_err(parse_error)?;
         let fail = HandshakeError::AuthFailed;
-        let user = keys::parse_identity_key(&auth.user).map_err(|_| fail(AuthFailure::InvalidKey))?;
-        let device = keys::parse_identity_key(&auth.device).map_err(|_| fail(AuthFailure::InvalidKey))?;
+        let user =
+            keys::parse_identity_key(&auth.user).map_err(|_| fail(AuthFailure::InvalidKey))?;
+        let device =
+            keys::parse_identity_key(&auth.device).map_err(|_| fail(AuthFailure::InvalidKey))?;
         auth.cert
             .verify_signature(&user, &auth.device)
             .map_err(|_| fail(AuthFailure::CertSignature))?;
@@ -251,7 +268,8 @@ impl ServerHandshake {
             auth.cert.expires_at,
             &auth.cert.sig,
         );
-        keys::verify(&device, &crypto::client_sig_message(&th2), &auth.sig).map_err(|_| fail(AuthFailure::Signature))?;
+        keys::verify(&device, &crypto::client_sig_message(&th2), &auth.sig)
+            .map_err(|_| fail(AuthFailure::Signature))?;
         if !s.hs.verify_client_mac(&th2, &auth.mac) {
             return Err(fail(AuthFailure::Mac));
         }

@@ -1,0 +1,46 @@
+//! The state every connection shares: a cheap-to-clone handle over `Arc`s.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::keys::ServerKey;
+use crate::limits::{ConnLimiter, KeyedGcra};
+use crate::relay::Hub;
+use crate::store::Store;
+use crate::telemetry::metrics::Metrics;
+
+/// Everything a connection needs, built once by [`crate::server::run`].
+#[derive(Clone)]
+pub struct App {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// The server identity.
+    pub key: Arc<ServerKey>,
+    /// Durable storage.
+    pub store: Arc<dyn Store>,
+    /// Live sessions by user.
+    pub hub: Hub,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Concurrent connection caps.
+    pub conns: Arc<ConnLimiter>,
+    /// Handshake rate per IP.
+    pub handshake_rate: Arc<KeyedGcra<IpAddr>>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Every spawned connection and job, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// Wall-clock Unix milliseconds. The IO shell reads the clock; `ferry-proto` never does.
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

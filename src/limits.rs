@@ -1,0 +1,202 @@
+//! Admission limits: per-key rate limiting (GCRA) and per-IP / global connection caps.
+//!
+//! Time is passed in, so every rule here is tested without sleeping.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Decides whether one more action of `key` is allowed now. Implemented locally by
+/// [`KeyedGcra`]; a shared (Redis-backed) limiter implements the same trait.
+pub trait RateLimiter<K>: Send + Sync {
+    /// `Ok` when allowed (and counted); `Err(retry_after)` when refused.
+    fn check(&self, key: &K, now: Instant) -> Result<(), Duration>;
+}
+
+/// The generic cell rate algorithm: `rate` actions per second sustained, `burst`
+/// at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Gcra {
+    emission: Duration,
+    tolerance: Duration,
+}
+
+impl Gcra {
+    /// A rule of `per_sec` per second with bursts of `burst` (both ≥ 1).
+    pub fn new(per_sec: u32, burst: u32) -> Self {
+        let emission = Duration::from_secs(1) / per_sec.max(1);
+        Self {
+            emission,
+            tolerance: emission * burst.max(1).saturating_sub(1),
+        }
+    }
+
+    /// Applies the rule to one key's theoretical arrival time.
+    pub fn check(&self, tat: &mut Option<Instant>, now: Instant) -> Result<(), Duration> {
+        let t = tat.map_or(now, |t| t.max(now));
+        let allow_at = t.checked_sub(self.tolerance).unwrap_or(now);
+        if now < allow_at {
+            return Err(allow_at - now);
+        }
+        *tat = Some(t + self.emission);
+        Ok(())
+    }
+}
+
+/// A [`Gcra`] rule applied per key, in process memory.
+pub struct KeyedGcra<K> {
+    rule: Gcra,
+    state: Mutex<HashMap<K, Instant>>,
+    sweep_at: usize,
+}
+
+impl<K: Eq + Hash + Clone> KeyedGcra<K> {
+    /// A limiter of `per_sec`/`burst` per key.
+    pub fn new(per_sec: u32, burst: u32) -> Self {
+        Self {
+            rule: Gcra::new(per_sec, burst),
+            state: Mutex::new(HashMap::new()),
+            sweep_at: 4096,
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone + Send> RateLimiter<K> for KeyedGcra<K> {
+    fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        let mut map = self.state.lock().expect("limiter lock poisoned");
+        if map.len() >= self.sweep_at {
+            // Keys whose arrival time has passed are back to a full burst: forget them.
+            map.retain(|_, tat| *tat > now);
+        }
+        let mut tat = map.get(key).copied();
+        let r = self.rule.check(&mut tat, now);
+        if let Some(t) = tat {
+            map.insert(key.clone(), t);
+        }
+        r
+    }
+}
+
+/// Caps concurrent connections per IP and in total.
+pub struct ConnLimiter {
+    per_ip: usize,
+    global: usize,
+    total: AtomicUsize,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRefused {
+    /// This IP holds too many connections.
+    PerIp,
+    /// The server holds too many connections.
+    Global,
+}
+
+/// Holds one connection slot until dropped.
+pub struct ConnGuard {
+    limiter: Arc<ConnLimiter>,
+    ip: IpAddr,
+}
+
+impl ConnLimiter {
+    /// A limiter of `per_ip` and `global` concurrent connections.
+    pub fn new(per_ip: usize, global: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_ip,
+            global,
+            total: AtomicUsize::new(0),
+            by_ip: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a slot for `ip`, or says why not.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnGuard, ConnRefused> {
+        let mut map = self.by_ip.lock().expect("conn limiter lock poisoned");
+        if self.total.load(Ordering::Relaxed) >= self.global {
+            return Err(ConnRefused::Global);
+        }
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.per_ip {
+            return Err(ConnRefused::PerIp);
+        }
+        *n += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(ConnGuard {
+            limiter: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections held now.
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let mut map = self
+            .limiter
+            .by_ip
+            .lock()
+            .expect("conn limiter lock poisoned");
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+        self.limiter.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_allows_burst_then_paces() {
+        let lim = KeyedGcra::new(10, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            lim.check(&1u8, t0).unwrap();
+        }
+        let wait = lim.check(&1u8, t0).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
+        // Other keys are independent.
+        lim.check(&2u8, t0).unwrap();
+        // After waiting what it said, one more is allowed, not two.
+        let t1 = t0 + wait;
+        lim.check(&1u8, t1).unwrap();
+        assert!(lim.check(&1u8, t1).is_err());
+        // After a long pause the full burst is back.
+        let t2 = t1 + Duration::from_secs(5);
+        for _ in 0..3 {
+            lim.check(&1u8, t2).unwrap();
+        }
+        assert!(lim.check(&1u8, t2).is_err());
+    }
+
+    #[test]
+    fn conn_caps() {
+        let lim = ConnLimiter::new(2, 3);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let g1 = lim.acquire(a).unwrap();
+        let _g2 = lim.acquire(a).unwrap();
+        assert_eq!(lim.acquire(a).err(), Some(ConnRefused::PerIp));
+        let _g3 = lim.acquire(b).unwrap();
+        assert_eq!(lim.acquire(b).err(), Some(ConnRefused::Global));
+        drop(g1);
+        assert_eq!(lim.total(), 2);
+        lim.acquire(a).unwrap();
+    }
+}

@@ -1,0 +1,252 @@
+//! The registry of live sessions, by user: who is online, one session per device,
+//! and the outbound queue each session drains.
+//!
+//! The hub never touches the store and never blocks: delivery is a `try_send` into
+//! a bounded queue, and a session whose queue is full is closed (4009) instead of
+//! slowing down everyone else. Its events stay stored; it catches up with `sync`.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ferry_proto::CloseCode;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{DeviceId, UserId};
+
+const SHARDS: usize = 32;
+
+/// A message queued for one session: already-serialized JSON, sealed by the session
+/// itself (each session has its own keys and counter).
+pub type Outbound = Arc<[u8]>;
+
+/// One live session as the hub sees it.
+pub struct SessionHandle {
+    id: u64,
+    user: UserId,
+    device: DeviceId,
+    tx: mpsc::Sender<Outbound>,
+    kill: CancellationToken,
+    close_code: AtomicU16,
+}
+
+impl SessionHandle {
+    /// The process-unique session number.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The session's device.
+    pub fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
+    /// Asks the session to close with `code`. The first code asked for wins.
+    pub fn close(&self, code: CloseCode) {
+        let _ =
+            self.close_code
+                .compare_exchange(0, code.as_u16(), Ordering::AcqRel, Ordering::Acquire);
+        self.kill.cancel();
+    }
+
+    /// Resolves when someone asked this session to close: the code asked for, or
+    /// [`CloseCode::Normal`] when the server's shutdown token was cancelled.
+    pub async fn killed(&self) -> CloseCode {
+        self.kill.cancelled().await;
+        CloseCode::from_u16(self.close_code.load(Ordering::Acquire)).unwrap_or(CloseCode::Normal)
+    }
+
+    /// Queues a message; a full queue closes the session as a slow consumer.
+    /// Returns whether the message was queued.
+    pub fn deliver(&self, msg: &Outbound) -> bool {
+        match self.tx.try_send(msg.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.close(CloseCode::SlowConsumer);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+/// The session's side of its registration.
+pub struct SessionLink {
+    /// The handle others use to reach this session.
+    pub handle: Arc<SessionHandle>,
+    /// Messages for this session.
+    pub rx: mpsc::Receiver<Outbound>,
+}
+
+/// Cheap-to-clone handle to the registry.
+#[derive(Clone)]
+pub struct Hub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    shards: Vec<Mutex<HashMap<UserId, Vec<Arc<SessionHandle>>>>>,
+    hasher: std::collections::hash_map::RandomState,
+    next_id: AtomicU64,
+    queue: usize,
+}
+
+impl Hub {
+    /// A hub whose sessions queue at most `queue` outbound messages.
+    pub fn new(queue: usize) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                hasher: Default::default(),
+                next_id: AtomicU64::new(1),
+                queue: queue.max(1),
+            }),
+        }
+    }
+
+    fn shard(&self, user: &UserId) -> &Mutex<HashMap<UserId, Vec<Arc<SessionHandle>>>> {
+        let mut h = self.shared.hasher.build_hasher();
+        user.hash(&mut h);
+        &self.shared.shards[(h.finish() as usize) % SHARDS]
+    }
+
+    /// Registers a new session of `device`. An older session of the same device is
+    /// told to close with 4011 (replaced).
+    pub fn register(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        parent: &CancellationToken,
+    ) -> SessionLink {
+        let (tx, rx) = mpsc::channel(self.shared.queue);
+        let handle = Arc::new(SessionHandle {
+            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+            user,
+            device,
+            tx,
+            kill: parent.child_token(),
+            close_code: AtomicU16::new(0),
+        });
+        let replaced: Vec<Arc<SessionHandle>> = {
+            let mut map = self.shard(&user).lock().expect("hub lock poisoned");
+            let sessions = map.entry(user).or_default();
+            let (old, keep): (Vec<_>, Vec<_>) =
+                sessions.drain(..).partition(|s| s.device == device);
+            *sessions = keep;
+            sessions.push(handle.clone());
+            old
+        };
+        for old in replaced {
+            old.close(CloseCode::Replaced);
+        }
+        SessionLink { handle, rx }
+    }
+
+    /// Removes a session; drops the user's entry when it was the last one.
+    pub fn unregister(&self, handle: &SessionHandle) {
+        let mut map = self.shard(&handle.user).lock().expect("hub lock poisoned");
+        if let Some(sessions) = map.get_mut(&handle.user) {
+            sessions.retain(|s| s.id != handle.id);
+            if sessions.is_empty() {
+                map.remove(&handle.user);
+            }
+        }
+    }
+
+    /// The live sessions of a user (a snapshot).
+    pub fn sessions(&self, user: &UserId) -> Vec<Arc<SessionHandle>> {
+        let map = self.shard(user).lock().expect("hub lock poisoned");
+        map.get(user).cloned().unwrap_or_default()
+    }
+
+    /// Calls `f` for every live session of `user` while holding the shard lock
+    /// (no allocation on the relay path). `f` must not block.
+    pub fn for_each_session(&self, user: &UserId, mut f: impl FnMut(&Arc<SessionHandle>)) {
+        let map = self.shard(user).lock().expect("hub lock poisoned");
+        if let Some(sessions) = map.get(user) {
+            sessions.iter().for_each(&mut f);
+        }
+    }
+
+    /// Closes every session of a device (revocation).
+    pub fn close_device(&self, user: &UserId, device: &DeviceId, code: CloseCode) -> usize {
+        let targets: Vec<_> = self
+            .sessions(user)
+            .into_iter()
+            .filter(|s| &s.device == device)
+            .collect();
+        targets.iter().for_each(|s| s.close(code));
+        targets.len()
+    }
+
+    /// Closes every session of a user.
+    pub fn close_user(&self, user: &UserId, code: CloseCode) -> usize {
+        let targets = self.sessions(user);
+        targets.iter().for_each(|s| s.close(code));
+        targets.len()
+    }
+
+    /// Number of live sessions.
+    pub fn len(&self) -> usize {
+        self.shared
+            .shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .expect("hub lock poisoned")
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
+    /// Whether no session is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn replacement_closes_the_older_session_with_4011() {
+        let hub = Hub::new(4);
+        let root = CancellationToken::new();
+        let (u, d) = (UserId([1; 32]), DeviceId([2; 32]));
+        let first = hub.register(u, d, &root);
+        let second = hub.register(u, d, &root);
+        assert_eq!(first.handle.killed().await, CloseCode::Replaced);
+        assert!(!second.handle.kill.is_cancelled());
+        hub.unregister(&first.handle);
+        assert_eq!(hub.len(), 1);
+        hub.unregister(&second.handle);
+        assert!(hub.is_empty());
+    }
+
+    #[tokio::test]
+    async fn full_queue_closes_as_slow_consumer() {
+        let hub = Hub::new(2);
+        let root = CancellationToken::new();
+        let link = hub.register(UserId([1; 32]), DeviceId([2; 32]), &root);
+        let msg: Outbound = Arc::from(&b"{}"[..]);
+        assert!(link.handle.deliver(&msg));
+        assert!(link.handle.deliver(&msg));
+        assert!(!link.handle.deliver(&msg));
+        assert_eq!(link.handle.killed().await, CloseCode::SlowConsumer);
+    }
+
+    #[tokio::test]
+    async fn parent_cancel_reaches_sessions() {
+        let hub = Hub::new(2);
+        let root = CancellationToken::new();
+        let link = hub.register(UserId([1; 32]), DeviceId([2; 32]), &root);
+        root.cancel();
+        // No code was set: the session picks its own (1001 at shutdown).
+        assert_eq!(link.handle.killed().await, CloseCode::Normal);
+    }
+}

@@ -1,0 +1,161 @@
+//! Running the relay: build the shared state, serve the public and admin
+//! listeners, and shut down within a deadline.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::config::Config;
+use crate::keys::{self, KeyOrigin};
+use crate::limits::{ConnLimiter, KeyedGcra};
+use crate::relay::Hub;
+use crate::store::{self, MigrateMode, StoreOptions};
+use crate::telemetry::metrics::Metrics;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The server key could not be loaded or created.
+    #[error("server key: {0}")]
+    Key(#[from] keys::KeyError),
+    /// The database could not be opened or its migrations are not runnable.
+    #[error("database: {0}")]
+    Store(#[from] store::StoreError),
+    /// TLS material could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// A listener could not be bound.
+    #[error("{what} {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// The sockets the server accepts on, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    /// WebSocket and REST.
+    pub public: TcpListener,
+    /// `/metrics` (and the admin API); `None` disables it.
+    pub admin: Option<TcpListener>,
+}
+
+/// Binds the configured addresses and runs until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), ServerError> {
+    crate::telemetry::init(config.env == crate::config::Environment::Production);
+    let bind = |what: &'static str, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { what, addr, source })
+    };
+    let listeners = Listeners {
+        public: bind("listen", config.server.listen).await?,
+        admin: Some(bind("admin_listen", config.server.admin_listen).await?),
+    };
+    run(config, listeners, crate::shutdown::signal()).await
+}
+
+/// Runs the relay on `listeners` until `shutdown` resolves, then stops accepting,
+/// closes every session with 1001 and waits at most `server.shutdown_deadline`.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let (key, origin) = keys::load_or_create(&config)?;
+    if let KeyOrigin::Generated(path) = &origin {
+        info!(path = %path.display(), public_key = %key.public_b64u(), "created a new server key");
+    }
+    let opts = StoreOptions {
+        max_connections: config.database.max_connections,
+        connect_timeout: config.database.connect_timeout,
+        migrate: if config.database.migrate_on_start {
+            MigrateMode::Apply
+        } else {
+            MigrateMode::VerifyOnly
+        },
+    };
+    let store = store::connect(&config.database.url, &opts).await?;
+    let tls = match &config.tls {
+        Some(t) => {
+            let mut cfg = (*t
+                .load_rustls()
+                .map_err(|e| ServerError::Tls(e.to_string()))?)
+            .clone();
+            // WebSocket upgrades need HTTP/1.1.
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(TlsAcceptor::from(Arc::new(cfg)))
+        }
+        None => None,
+    };
+    let limits = &config.limits;
+    let app = App {
+        conns: ConnLimiter::new(
+            limits.max_connections_per_ip as usize,
+            limits.max_connections as usize,
+        ),
+        handshake_rate: Arc::new(KeyedGcra::<IpAddr>::new(
+            limits.handshakes_per_ip_per_sec,
+            limits.handshakes_per_ip_per_sec.saturating_mul(2),
+        )),
+        hub: Hub::new(limits.outbound_queue),
+        metrics: Arc::new(Metrics::new()),
+        key: Arc::new(key),
+        store,
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        config: Arc::new(config),
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let public_addr = listeners.public.local_addr().ok();
+    info!(
+        addr = ?public_addr,
+        scheme,
+        database = ?app.store.backend(),
+        server_key = %app.key.public_b64u(),
+        "ferry listening"
+    );
+    app.tracker.spawn(crate::net::serve(
+        listeners.public,
+        crate::api::router(app.clone()),
+        app.clone(),
+        tls,
+        true,
+    ));
+    if let Some(admin) = listeners.admin {
+        info!(addr = ?admin.local_addr().ok(), "admin listener (metrics)");
+        app.tracker.spawn(crate::net::serve(
+            admin,
+            crate::api::admin_router(app.clone()),
+            app.clone(),
+            None,
+            false,
+        ));
+    }
+    shutdown.await;
+    info!("shutting down");
+    app.shutdown.cancel();
+    app.tracker.close();
+    if tokio::time::timeout(app.config.server.shutdown_deadline, app.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            remaining = app.tracker.len(),
+            "shutdown deadline passed; dropping the rest"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! The IO shell of one WebSocket connection: drives the sans-IO handshake, then
+//! the sealed session loop.
+//!
+//! One task owns the socket and `select!`s over: frames from the device, messages
+//! the hub queued for it, the ping timer, and its kill switch (replacement,
+//! revocation, slow consumer, shutdown). Nothing inside a frame that fails to open
+//! is ever acted on.
+
+mod requests;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ferry_proto::CloseCode;
+use ferry_proto::handshake::{
+    DeviceStatus, Established, ServerEphemeral, ServerHandshake, ServerOutput,
+};
+use ferry_proto::message::{Limits as WireLimits, ServerMessage};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::{Instrument as _, debug, info_span, warn};
+
+use crate::app::{App, unix_ms};
+use crate::net::ConnSlot;
+use crate::relay::{SessionHandle, SessionLink};
+use crate::store::{DeviceCert, DeviceId, UserId};
+
+/// How long a close frame may take to go out before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Protocol errors tolerated per window before the session is closed with 4010.
+const MAX_ERRORS: usize = 10;
+const ERROR_WINDOW: Duration = Duration::from_secs(60);
+/// Queued messages written per flush.
+const MAX_BATCH: usize = 256;
+
+/// Runs one connection from the upgrade to the close. `guard` holds its slot in
+/// the connection caps until the session ends.
+pub async fn run<S>(ws: WebSocketStream<S>, peer: SocketAddr, app: App, guard: Option<ConnSlot>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span =
+        info_span!("conn", %peer, session = tracing::field::Empty, device = tracing::field::Empty);
+    async move {
+        let _guard = guard;
+        let mut conn = Conn { ws, app };
+        if let Some(est) = conn.handshake().await {
+            conn.established(est).await;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+struct Conn<S> {
+    ws: WebSocketStream<S>,
+    app: App,
+}
+
+/// How a session loop ended.
+enum End {
+    /// Close with this code.
+    Close(CloseCode),
+    /// Close with a WebSocket-level code (1002, 1007, 1009).
+    Ws(u16, &'static str),
+    /// The peer closed or vanished: nothing to send.
+    Gone,
+}
+
+fn ws_error_end(e: &WsError) -> End {
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::Close(CloseCode::TooBig),
+        WsError::Capacity(_) => End::Ws(1009, "too big"),
+        WsError::Protocol(_) => End::Ws(1002, "protocol error"),
+        WsError::Utf8(_) => End::Ws(1007, "invalid utf-8"),
+        WsError::WriteBufferFull(_) => End::Close(CloseCode::SlowConsumer),
+        _ => End::Gone,
+    }
+}
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async fn handshake(&mut self) -> Option<Established> {
+        let started = Instant::now();
+        let limits = &self.app.config.limits;
+        let mut hs = ServerHandshake::new(
+            self.app.key.signing_key().clone(),
+            ServerEphemeral::random(&mut rand::rngs::OsRng),
+            started,
+            limits.handshake_timeout,
+        );
+        loop {
+            while let Some(out) = hs.poll_output() {
+                match out {
+                    ServerOutput::SendText(text) => {
+                        if self.ws.send(Message::text(text)).await.is_err() {
+                            return None;
+                        }
+                    }
+                    ServerOutput::CheckDevice { identity, cert } => {
+                        let user = UserId(*identity.user());
+                        let device = DeviceId(*identity.device());
+                        let cert = DeviceCert {
+                            issued_at: cert.issued_at,
+                            expires_at: cert.expires_at,
+                            sig: cert.sig,
+                        };
+                        match check_device(&self.app, &user, &device, &cert).await {
+                            Ok(status) => {
+                                let _ = hs.device_checked(status);
+                            }
+                            Err(code) => {
+                                self.app.handshakes("failed", "storage");
+                                self.close(End::Close(code)).await;
+                                return None;
+                            }
+                        }
+                    }
+                    ServerOutput::Close(code) => {
+                        self.close(End::Close(code)).await;
+                        return None;
+                    }
+                    ServerOutput::Established => {
+                        let est = hs.into_established()?;
+                        self.app
+                            .metrics
+                            .handshake_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                        self.app.handshakes("ok", "ok");
+                        return Some(est);
+                    }
+                }
+            }
+            let deadline = hs
+                .poll_timeout()
+                .unwrap_or(started + limits.handshake_timeout);
+            let result = tokio::select! {
+                msg = self.ws.next() => match msg {
+                    Some(Ok(Message::Text(text))) => hs.handle_text(text.as_str(), (unix_ms() / 1000) as u64),
+                    Some(Ok(Message::Binary(_))) => hs.handle_binary(),
+                    Some(Ok(Message::Close(_))) | None => return None,
+                    Some(Ok(_)) => Ok(()),
+                    Some(Err(e)) => {
+                        self.app.handshakes("failed", "transport");
+                        self.close(ws_error_end(&e)).await;
+                        return None;
+                    }
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => hs.handle_timeout(Instant::now()),
+                _ = self.app.shutdown.cancelled() => {
+                    self.close(End::Close(CloseCode::GoingAway)).await;
+                    return None;
+                }
+            };
+            if let Err(e) = result {
+                debug!(reason = e.metric_label(), "handshake failed");
+                self.app.handshakes("failed", e.metric_label());
+            }
+        }
+    }
+
+    async fn established(&mut self, mut est: Established) {
+        let user = UserId(*est.identity.user());
+        let device = DeviceId(*est.identity.device());
+        let span = tracing::Span::current();
+        span.record("session", est.session_id.as_str());
+        span.record("device", tracing::field::display(&device));
+        let head = match self.app.store.head(&user).await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!(error = %e, "head lookup failed");
+                self.close(End::Close(CloseCode::Internal)).await;
+                return;
+            }
+        };
+        let SessionLink { handle, mut rx } =
+            self.app.hub.register(user, device, &self.app.shutdown);
+        self.app.metrics.sessions_live.inc();
+        let limits = &self.app.config.limits;
+        let auth_ok = ServerMessage::AuthOk {
+            session: est.session_id.clone(),
+            user: user.to_string(),
+            device: device.to_string(),
+            head,
+            server_time: unix_ms(),
+            limits: WireLimits {
+                max_payload: limits.max_payload as u64,
+                max_ttl: limits.max_ttl.as_secs(),
+                events_per_sec: u64::from(limits.events_per_sec),
+                burst: u64::from(limits.burst),
+            },
+        };
+        let end = match self
+            .send_sealed(&mut est, &[auth_ok.to_json()], &handle)
+            .await
+        {
+            Ok(()) => {
+                self.session_loop(&mut est, &handle, &mut rx, user, device)
+                    .await
+            }
+            Err(end) => end,
+        };
+        self.app.hub.unregister(&handle);
+        self.app.metrics.sessions_live.dec();
+        self.close(end).await;
+    }
+
+    async fn session_loop(
+        &mut self,
+        est: &mut Established,
+        link: &SessionHandle,
+        rx: &mut tokio::sync::mpsc::Receiver<crate::relay::Outbound>,
+        user: UserId,
+        device: DeviceId,
+    ) -> End {
+        let limits = self.app.config.limits.clone();
+        let mut ping = tokio::time::interval_at(
+            (Instant::now() + limits.ping_interval).into(),
+            limits.ping_interval,
+        );
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_rx = Instant::now();
+        let mut errors: VecDeque<Instant> = VecDeque::with_capacity(MAX_ERRORS);
+        let ctx = requests::Ctx {
+            app: self.app.clone(),
+            user,
+            device,
+        };
+        loop {
+            tokio::select! {
+                biased;
+                code = link.killed() => {
+                    // A parent cancel without a code is the server shutting down.
+                    let code = if code == CloseCode::Normal { CloseCode::GoingAway } else { code };
+                    return End::Close(code);
+                }
+                msg = self.ws.next() => {
+                    last_rx = Instant::now();
+                    let mut frame = match msg {
+                        Some(Ok(Message::Binary(b))) => Vec::from(b),
+                        Some(Ok(Message::Text(_))) => return End::Close(CloseCode::ProtocolViolation),
+                        Some(Ok(Message::Close(_))) | None => return End::Gone,
+                        Some(Ok(_)) => continue,
+                        Some(Err(e)) => return ws_error_end(&e),
+                    };
+                    if est.opener.open_in_place(&mut frame).is_err() {
+                        self.app.metrics.open_failures.inc();
+                        return End::Close(CloseCode::ProtocolViolation);
+                    }
+                    let replies = ctx.handle(&frame).await;
+                    if replies.protocol_error {
+                        let now = Instant::now();
+                        while errors.front().is_some_and(|t| now.duration_since(*t) > ERROR_WINDOW) {
+                            errors.pop_front();
+                        }
+                        errors.push_back(now);
+                        if errors.len() >= MAX_ERRORS {
+                            let _ = self.send_sealed(est, &replies.messages, link).await;
+                            return End::Close(CloseCode::ProtocolViolation);
+                        }
+                    }
+                    if let Err(end) = self.send_sealed(est, &replies.messages, link).await {
+                        return end;
+                    }
+                    if let Some(code) = replies.close {
+                        return End::Close(code);
+                    }
+                }
+                Some(first) = rx.recv() => {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(end) = self.send_sealed(est, &batch, link).await {
+                        return end;
+                    }
+                }
+                _ = ping.tick() => {
+                    if last_rx.elapsed() >= limits.idle_timeout {
+                        debug!("idle timeout");
+                        return End::Close(CloseCode::Normal);
+                    }
+                    if let Err(end) = self.send_raw(Message::Ping(Default::default()), link).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Seals and writes messages, flushing once; gives up if the session is killed
+    /// while the peer is not reading.
+    async fn send_sealed<M: AsRef<[u8]>>(
+        &mut self,
+        est: &mut Established,
+        msgs: &[M],
+        link: &SessionHandle,
+    ) -> Result<(), End> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            for m in msgs {
+                let mut buf = Vec::with_capacity(m.as_ref().len() + ferry_proto::seal::TAG_LEN);
+                buf.extend_from_slice(m.as_ref());
+                est.sealer
+                    .seal_in_place(&mut buf)
+                    .map_err(|_| End::Close(CloseCode::Internal))?;
+                self.ws
+                    .feed(Message::Binary(buf.into()))
+                    .await
+                    .map_err(|e| ws_error_end(&e))?;
+            }
+            self.ws.flush().await.map_err(|e| ws_error_end(&e))
+        };
+        tokio::select! {
+            r = write => r,
+            code = link.killed() => Err(End::Close(if code == CloseCode::Normal { CloseCode::GoingAway } else { code })),
+        }
+    }
+
+    async fn send_raw(&mut self, msg: Message, link: &SessionHandle) -> Result<(), End> {
+        tokio::select! {
+            r = self.ws.send(msg) => r.map_err(|e| ws_error_end(&e)),
+            code = link.killed() => Err(End::Close(if code == CloseCode::Normal { CloseCode::GoingAway } else { code })),
+        }
+    }
+
+    /// Sends the close frame (bounded in time), then reads until the peer's close so
+    /// the close frame is not lost to a reset.
+    async fn close(&mut self, end: End) {
+        let (code, reason) = match end {
+            End::Gone => return,
+            End::Close(c) => (c.as_u16(), c.reason()),
+            End::Ws(c, r) => (c, r),
+        };
+        self.app
+            .metrics
+            .sessions_closed
+            .with_label_values(&[close_label(code)])
+            .inc();
+        let frame = CloseFrame {
+            code: WsCode::from(code),
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            if self.ws.send(Message::Close(Some(frame))).await.is_err() {
+                return;
+            }
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// The store's verdict on an authenticated device: registered on first sight,
+/// refused when revoked.
+async fn check_device(
+    app: &App,
+    user: &UserId,
+    device: &DeviceId,
+    cert: &DeviceCert,
+) -> Result<DeviceStatus, CloseCode> {
+    let store = &app.store;
+    match store.device(user, device).await {
+        Ok(Some(d)) if d.revoked_at.is_some() => return Ok(DeviceStatus::Revoked),
+        Ok(_) => {}
+        Err(e) => {
+            warn!(error = %e, "device lookup failed");
+            return Err(CloseCode::Internal);
+        }
+    }
+    match store.register_device(user, device, cert, unix_ms()).await {
+        Ok(d) if d.revoked_at.is_some() => Ok(DeviceStatus::Revoked),
+        Ok(_) => Ok(DeviceStatus::Active),
+        Err(e) => {
+            warn!(error = %e, "device registration failed");
+            Err(CloseCode::Internal)
+        }
+    }
+}
+
+fn close_label(code: u16) -> &'static str {
+    match code {
+        1000 => "1000",
+        1001 => "1001",
+        1002 => "1002",
+        1007 => "1007",
+        1009 => "1009",
+        1011 => "1011",
+        4001 => "4001",
+        4002 => "4002",
+        4003 => "4003",
+        4008 => "4008",
+        4009 => "4009",
+        4010 => "4010",
+        4011 => "4011",
+        _ => "other",
+    }
+}
+
+impl App {
+    fn handshakes(&self, outcome: &str, reason: &str) {
+        self.metrics
+            .handshakes
+            .with_label_values(&[outcome, reason])
+            .inc();
+    }
+}

@@ -1,0 +1,448 @@
+//! SQLite backend: one database file in WAL mode.
+//!
+//! Writes go through a pool of exactly one connection, so writers of this process
+//! queue for it in FIFO order instead of spinning in SQLite's busy handler; every
+//! read-then-write transaction starts with `BEGIN IMMEDIATE`, which takes the write
+//! lock up front (sqlx's `begin()` is DEFERRED, and upgrading a read transaction to a
+//! write fails with "database is locked" when another connection wrote meanwhile).
+//! `busy_timeout` covers other processes on the same file. Reads use their own pool:
+//! WAL lets them run while a write is in progress.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Executor, QueryBuilder};
+
+use super::append::{self, Snapshot};
+use super::{
+    AppendOutcome, Backend, DeviceCert, DeviceId, DeviceRecord, EventPage, EventRow, NewEvent,
+    RevokeOutcome, Store, StoreError, StoreOptions, UnixMs, UserId, event_id, from_db, key32,
+    migrate, page, to_db, watermark,
+};
+
+/// How long a statement waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` (since 3.32): multi-row statements
+/// are chunked to stay under it.
+const MAX_PARAMS: usize = 32_766;
+
+/// A [`Store`] on one SQLite file.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    /// Exactly one connection: all writes.
+    writer: SqlitePool,
+    /// Reads.
+    reader: SqlitePool,
+}
+
+/// Connection options for a `sqlite:` URL: WAL, `synchronous = FULL`, busy timeout,
+/// foreign keys. With `create`, a missing file and its parent directory are created.
+pub(super) fn connect_options(url: &str, create: bool) -> Result<SqliteConnectOptions, StoreError> {
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Err(StoreError::Other(
+            "in-memory SQLite is not supported (acked events must be durable, and each \
+             pooled connection would see its own database); use a file"
+                .into(),
+        ));
+    }
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Other(format!("invalid SQLite URL: {e}")))?
+        .create_if_missing(create)
+        .journal_mode(SqliteJournalMode::Wal)
+        // Durability: in WAL mode FULL syncs the log on every commit, so an event that
+        // was acked after its commit survives a power loss. NORMAL would only protect
+        // against a crash of the process and could lose the last acked events.
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true);
+    if create
+        && let Some(parent) = opts.get_filename().parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+        })?;
+    }
+    Ok(opts)
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the SQLite database a `sqlite:` URL names and
+    /// prepares its schema as `opts.migrate` says. Prefer [`super::connect`], which
+    /// picks the backend from the URL.
+    pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
+        let conn_opts = connect_options(url, true)?;
+        migrate::prepare(url, opts.migrate, opts.connect_timeout).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(opts.connect_timeout)
+            .connect_with(conn_opts.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections.max(1))
+            .acquire_timeout(opts.connect_timeout)
+            .connect_with(conn_opts)
+            .await?;
+        Ok(Self { writer, reader })
+    }
+}
+
+type DeviceRow = (i64, i64, i64, Option<i64>);
+
+fn device_record(user: UserId, device: DeviceId, row: DeviceRow) -> DeviceRecord {
+    let (created_at, last_seen, cursor, revoked_at) = row;
+    DeviceRecord {
+        user,
+        device,
+        created_at,
+        last_seen,
+        cursor: from_db(cursor),
+        revoked_at,
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.reader.execute("SELECT 1").await?;
+        Ok(())
+    }
+
+    async fn register_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        cert: &DeviceCert,
+        now: UnixMs,
+    ) -> Result<DeviceRecord, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT INTO users (user_id, created_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING")
+            .bind(&user.0[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let row: DeviceRow = sqlx::query_as(
+            "INSERT INTO devices (user_id, device_id, cert_issued_at, cert_expires_at, cert_sig, \
+                                  created_at, last_seen) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (user_id, device_id) \
+                 DO UPDATE SET last_seen = max(devices.last_seen, excluded.last_seen) \
+             RETURNING created_at, last_seen, cursor_seq, revoked_at",
+        )
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .bind(to_db(cert.issued_at))
+        .bind(to_db(cert.expires_at))
+        .bind(&cert.sig[..])
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(device_record(*user, *device, row))
+    }
+
+    async fn device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let row: Option<DeviceRow> = sqlx::query_as(
+            "SELECT created_at, last_seen, cursor_seq, revoked_at FROM devices \
+             WHERE user_id = ? AND device_id = ?",
+        )
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| device_record(*user, *device, r)))
+    }
+
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows: Vec<(Vec<u8>, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT device_id, created_at, last_seen, cursor_seq, revoked_at FROM devices \
+             WHERE user_id = ? ORDER BY created_at, device_id",
+        )
+        .bind(&user.0[..])
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(d, c, l, cur, r)| {
+                let device = DeviceId(key32(&d, "devices.device_id")?);
+                Ok(device_record(*user, device, (c, l, cur, r)))
+            })
+            .collect()
+    }
+
+    async fn head(&self, user: &UserId) -> Result<u64, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar("SELECT head FROM users WHERE user_id = ?")
+            .bind(&user.0[..])
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(head.map_or(0, from_db))
+    }
+
+    async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users = append::users(batch);
+        let ids = append::ids(batch);
+        let cas_keys = append::cas_keys(batch);
+        let now = batch.iter().map(|e| e.ts).max().unwrap_or_default();
+
+        // The write lock, for the whole batch: no other writer of this file can
+        // assign seqs until we commit.
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut snapshot = Snapshot::default();
+
+        for chunk in users.chunks(MAX_PARAMS / 2) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO users (user_id, created_at) ");
+            q.push_values(chunk, |mut b, u| {
+                b.push_bind(&u.0[..]).push_bind(now);
+            });
+            q.push(" ON CONFLICT (user_id) DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT user_id, head FROM users WHERE user_id IN (");
+            let mut list = q.separated(", ");
+            for u in chunk {
+                list.push_bind(&u.0[..]);
+            }
+            q.push(")");
+            let rows: Vec<(Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
+            for (u, head) in rows {
+                snapshot
+                    .heads
+                    .insert(UserId(key32(&u, "users.user_id")?), from_db(head));
+            }
+        }
+
+        for chunk in ids.chunks(MAX_PARAMS / 2) {
+            // CROSS JOIN keeps the VALUES list as the outer loop: one index probe of
+            // (user_id, event_id) per batch id.
+            let mut q =
+                QueryBuilder::<Sqlite>::new("SELECT e.user_id, e.event_id, e.seq, e.ts FROM (");
+            q.push_values(chunk, |mut b, (u, id)| {
+                b.push_bind(&u.0[..]).push_bind(&id.as_bytes()[..]);
+            });
+            q.push(
+                ") AS v CROSS JOIN events AS e \
+                 ON e.user_id = v.column1 AND e.event_id = v.column2",
+            );
+            let rows: Vec<(Vec<u8>, Vec<u8>, i64, i64)> =
+                q.build_query_as().fetch_all(&mut *tx).await?;
+            for (u, id, seq, ts) in rows {
+                let key = (UserId(key32(&u, "events.user_id")?), event_id(&id)?);
+                snapshot.ids.insert(key, (from_db(seq), ts));
+            }
+        }
+
+        for chunk in cas_keys.chunks(MAX_PARAMS / 2) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT v.column1, v.column2, \
+                    (SELECT max(e.seq) FROM events AS e \
+                     WHERE e.user_id = v.column1 AND e.event_key = v.column2) \
+                 FROM (",
+            );
+            q.push_values(chunk, |mut b, (u, key)| {
+                b.push_bind(&u.0[..]).push_bind(*key);
+            });
+            q.push(") AS v");
+            let rows: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> =
+                q.build_query_as().fetch_all(&mut *tx).await?;
+            for (u, key, seq) in rows {
+                if let Some(seq) = seq {
+                    snapshot
+                        .key_heads
+                        .insert((UserId(key32(&u, "events.user_id")?), key), from_db(seq));
+                }
+            }
+        }
+
+        let plan = append::plan(batch, snapshot);
+
+        for chunk in plan.rows.chunks(MAX_PARAMS / 9) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO events \
+                 (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) ",
+            );
+            q.push_values(chunk, |mut b, row| {
+                let e = row.event;
+                b.push_bind(&e.user.0[..])
+                    .push_bind(to_db(row.seq))
+                    .push_bind(&e.id.as_bytes()[..])
+                    .push_bind(&e.device.0[..])
+                    .push_bind(e.ts)
+                    .push_bind(&e.payload[..])
+                    .push_bind(e.key.as_deref())
+                    .push_bind(e.ttl.map(to_db))
+                    .push_bind(row.expires_at);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+
+        for chunk in plan.heads.chunks(MAX_PARAMS / 2) {
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE users SET head = v.column2 FROM (");
+            q.push_values(chunk, |mut b, (u, head)| {
+                b.push_bind(&u.0[..]).push_bind(to_db(*head));
+            });
+            q.push(") AS v WHERE users.user_id = v.column1");
+            q.build().execute(&mut *tx).await?;
+        }
+
+        // Durable on return (synchronous = FULL): only now may outcomes be acked.
+        tx.commit().await?;
+        Ok(plan.outcomes)
+    }
+
+    async fn events_after(
+        &self,
+        user: &UserId,
+        after: u64,
+        limit: u32,
+        now: UnixMs,
+    ) -> Result<EventPage, StoreError> {
+        // One read transaction: the page, head and watermark come from one snapshot.
+        let mut tx = self.reader.begin().await?;
+        let rows: Vec<EventRow> = sqlx::query_as(
+            "SELECT seq, event_id, device_id, ts, payload, event_key, ttl FROM events \
+             WHERE user_id = ? AND seq > ? AND (expires_at IS NULL OR expires_at > ?) \
+             ORDER BY seq LIMIT ?",
+        )
+        .bind(&user.0[..])
+        .bind(to_db(after))
+        .bind(now)
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&mut *tx)
+        .await?;
+        let counters: Option<(i64, i64)> =
+            sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = ?")
+                .bind(&user.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        page(rows, limit, after, counters)
+    }
+
+    async fn set_cursor(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE devices SET cursor_seq = max(cursor_seq, \
+                 min(?, coalesce((SELECT head FROM users WHERE users.user_id = devices.user_id), 0))) \
+             WHERE user_id = ? AND device_id = ?",
+        )
+        .bind(to_db(seq))
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .execute(&self.writer)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn revoke_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        ts: UnixMs,
+        sig: &[u8; 64],
+        now: UnixMs,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let known: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?")
+                .bind(&user.0[..])
+                .bind(&device.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        if known.is_none() {
+            return Ok(RevokeOutcome::UnknownDevice);
+        }
+        let first_use = sqlx::query(
+            "INSERT INTO used_revocations (user_id, device_id, ts, sig, used_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .bind(ts)
+        .bind(&sig[..])
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !first_use {
+            return Ok(RevokeOutcome::Replayed);
+        }
+        sqlx::query(
+            "UPDATE devices SET revoked_at = coalesce(revoked_at, ?) \
+             WHERE user_id = ? AND device_id = ?",
+        )
+        .bind(now)
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(RevokeOutcome::Revoked)
+    }
+
+    async fn prune_before(
+        &self,
+        user: &UserId,
+        before: u64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let Some((head, _)): Option<(i64, i64)> =
+            sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = ?")
+                .bind(&user.0[..])
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(0);
+        };
+        let (upper, count): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT max(seq), count(*) FROM \
+                 (SELECT seq FROM events WHERE user_id = ? AND seq < ? ORDER BY seq LIMIT ?)",
+        )
+        .bind(&user.0[..])
+        .bind(to_db(before))
+        .bind(i64::from(limit))
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(upper) = upper {
+            sqlx::query("DELETE FROM events WHERE user_id = ? AND seq <= ?")
+                .bind(&user.0[..])
+                .bind(upper)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let watermark = watermark(head, before, limit, upper, count);
+        sqlx::query("UPDATE users SET pruned_through = max(pruned_through, ?) WHERE user_id = ?")
+            .bind(watermark)
+            .bind(&user.0[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(from_db(count))
+    }
+}

@@ -1,0 +1,125 @@
+//! Prometheus metrics. Every label value comes from a fixed set (outcome and
+//! reason enums, route templates): never user ids, device ids or paths.
+
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// The process's metrics, registered in one registry.
+pub struct Metrics {
+    registry: Registry,
+    /// Handshakes by `outcome` (`ok`, `failed`) and `reason`.
+    pub handshakes: IntCounterVec,
+    /// Authenticated sessions now open.
+    pub sessions_live: IntGauge,
+    /// TCP connections now open.
+    pub connections_live: IntGauge,
+    /// Connections or upgrades refused by `reason` (`per_ip`, `global`, `handshake_rate`, `tls`).
+    pub connections_refused: IntCounterVec,
+    /// Sessions closed, by close `code`.
+    pub sessions_closed: IntCounterVec,
+    /// Protocol errors answered with `error`, by `code`.
+    pub request_errors: IntCounterVec,
+    /// Handshake duration from upgrade to `auth_ok`.
+    pub handshake_seconds: Histogram,
+    /// Sealed frames that failed to open.
+    pub open_failures: IntCounter,
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("ferry".into()), None).expect("valid prefix");
+        let handshakes = IntCounterVec::new(
+            Opts::new(
+                "handshakes_total",
+                "WebSocket handshakes by outcome and reason",
+            ),
+            &["outcome", "reason"],
+        )
+        .expect("valid metric");
+        let sessions_live = IntGauge::new("sessions_live", "Authenticated sessions open now")
+            .expect("valid metric");
+        let connections_live =
+            IntGauge::new("connections_live", "TCP connections open now").expect("valid metric");
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "connections_refused_total",
+                "Connections or upgrades refused, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let sessions_closed = IntCounterVec::new(
+            Opts::new(
+                "sessions_closed_total",
+                "Sessions closed by the server, by close code",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        let request_errors = IntCounterVec::new(
+            Opts::new(
+                "request_errors_total",
+                "Requests answered with an error, by code",
+            ),
+            &["code"],
+        )
+        .expect("valid metric");
+        let handshake_seconds = Histogram::with_opts(
+            HistogramOpts::new("handshake_seconds", "Time from upgrade to auth_ok").buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        let open_failures = IntCounter::new(
+            "sealed_open_failures_total",
+            "Sealed frames that failed to open",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(handshakes.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(sessions_live.clone()),
+            Box::new(connections_live.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(sessions_closed.clone()),
+            Box::new(request_errors.clone()),
+            Box::new(handshake_seconds.clone()),
+            Box::new(open_failures.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            registry,
+            handshakes,
+            sessions_live,
+            connections_live,
+            connections_refused,
+            sessions_closed,
+            request_errors,
+            handshake_seconds,
+            open_failures,
+        }
+    }
+
+    /// The registry, for modules that add their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding to a Vec cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,200 @@
+//! A raw test device: the ferry-proto client handshake over tokio-tungstenite,
+//! with direct access to the socket so tests can misbehave on purpose.
+
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use ferry_proto::handshake::{
+    ClientEphemeral, ClientHandshake, DeviceCredentials, Established, ServerPin,
+};
+use ferry_proto::keys::DeviceCertificate;
+use ferry_proto::message::ServerMessage;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The socket type of test clients.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A user with one signing key.
+pub struct TestUser {
+    /// The user key.
+    pub key: SigningKey,
+}
+
+impl TestUser {
+    /// A user from a seed byte.
+    pub fn new(seed: u8) -> Self {
+        Self {
+            key: SigningKey::from_bytes(&[seed; 32]),
+        }
+    }
+
+    /// A random user.
+    pub fn random() -> Self {
+        Self {
+            key: SigningKey::generate(&mut rand::rngs::OsRng),
+        }
+    }
+
+    /// Credentials for a new random device of this user.
+    pub fn device(&self) -> DeviceCredentials {
+        let device_key = SigningKey::generate(&mut rand::rngs::OsRng);
+        self.device_with(device_key)
+    }
+
+    /// Credentials for the given device key.
+    pub fn device_with(&self, device_key: SigningKey) -> DeviceCredentials {
+        let cert = DeviceCertificate::issue(
+            &self.key,
+            device_key.verifying_key().as_bytes(),
+            now_secs() - 10,
+            0,
+        );
+        DeviceCredentials {
+            user: self.key.verifying_key().to_bytes(),
+            device_key,
+            cert,
+        }
+    }
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An authenticated test device.
+pub struct TestClient {
+    /// The socket.
+    pub ws: Ws,
+    /// Session keys and counters.
+    pub est: Established,
+    /// The `auth_ok` message.
+    pub auth_ok: ServerMessage,
+}
+
+/// How a connection attempt ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// A close frame with this code.
+    Code(u16),
+    /// The socket ended without a close frame.
+    NoFrame,
+}
+
+/// Opens a WebSocket to `url`.
+pub async fn open(url: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects");
+    ws
+}
+
+/// Runs the handshake; on success the client holds the session.
+pub async fn connect(url: &str, creds: DeviceCredentials) -> TestClient {
+    try_connect(url, creds).await.expect("handshake succeeds")
+}
+
+/// Runs the handshake; on failure returns how the server closed.
+pub async fn try_connect(url: &str, creds: DeviceCredentials) -> Result<TestClient, Closed> {
+    let mut ws = open(url).await;
+    let mut hs = ClientHandshake::new(
+        creds,
+        ServerPin::Key(super::server::server_key().verifying_key().to_bytes()),
+        ClientEphemeral::random(&mut rand::rngs::OsRng),
+    );
+    ws.send(Message::text(hs.client_hello().unwrap()))
+        .await
+        .unwrap();
+    let text = match next_text(&mut ws).await {
+        Ok(t) => t,
+        Err(c) => return Err(c),
+    };
+    let auth = hs.handle_text(&text).expect("server_hello verifies");
+    ws.send(Message::text(auth)).await.unwrap();
+    let mut est = hs.into_established().unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("reply in time")
+        {
+            Some(Ok(Message::Binary(b))) => {
+                let plain = est.opener.open(&b).expect("auth_ok opens");
+                let auth_ok: ServerMessage = serde_json::from_slice(&plain).unwrap();
+                assert!(
+                    matches!(auth_ok, ServerMessage::AuthOk { .. }),
+                    "{auth_ok:?}"
+                );
+                return Ok(TestClient { ws, est, auth_ok });
+            }
+            Some(Ok(Message::Text(_))) => continue, // the auth_failed error frame
+            Some(Ok(Message::Close(Some(f)))) => return Err(Closed::Code(f.code.into())),
+            Some(Ok(_)) => continue,
+            _ => return Err(Closed::NoFrame),
+        }
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> Result<String, Closed> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), ws.next())
+            .await
+            .expect("reply in time")
+        {
+            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+            Some(Ok(Message::Close(Some(f)))) => return Err(Closed::Code(f.code.into())),
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Err(Closed::NoFrame),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Reads until the server's close frame (skipping anything else) and returns its code.
+pub async fn expect_close(ws: &mut Ws) -> Closed {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(Some(f)))) => return Closed::Code(f.code.into()),
+            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => return Closed::NoFrame,
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+impl TestClient {
+    /// Seals and sends one JSON request.
+    pub async fn send_json(&mut self, json: &str) {
+        let frame = self.est.sealer.seal(json.as_bytes()).unwrap();
+        self.ws.send(Message::Binary(frame.into())).await.unwrap();
+    }
+
+    /// Receives and opens the next sealed message (skipping pings).
+    pub async fn recv(&mut self) -> ServerMessage {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("message in time")
+            {
+                Some(Ok(Message::Binary(b))) => {
+                    let plain = self.est.opener.open(&b).expect("server frame opens");
+                    return serde_json::from_slice(&plain).unwrap();
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a sealed frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a request and returns the reply.
+    pub async fn request(&mut self, json: &str) -> ServerMessage {
+        self.send_json(json).await;
+        self.recv().await
+    }
+}

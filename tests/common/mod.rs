@@ -1,0 +1,5 @@
+#![allow(dead_code, unreachable_pub)]
+
+pub mod client;
+pub mod db;
+pub mod server;

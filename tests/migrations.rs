@@ -1,0 +1,304 @@
+//! Migrations on every backend: up/down round trip, schema parity between the
+//! dialects, and refusal to run on a database this binary does not understand.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::db::TestDb;
+use ferry::store::{
+    Backend, MigrateMode, StoreError, StoreOptions, connect, migrate_down, migrate_status,
+    migrate_up,
+};
+use sqlx::{Connection, PgConnection, SqliteConnection};
+
+/// Runs `$body(&TestDb)` as `$name::sqlite` and `$name::postgres`.
+macro_rules! on_every_backend {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let db = super::TestDb::sqlite().await;
+                super::$body(&db).await;
+                db.finish(concat!(stringify!($name), "::sqlite")).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let Some(db) = super::TestDb::postgres().await else {
+                    return;
+                };
+                super::$body(&db).await;
+                db.finish(concat!(stringify!($name), "::postgres")).await;
+            }
+        }
+    };
+}
+
+on_every_backend!(up_down_up_round_trip, up_down_up_round_trip);
+on_every_backend!(refuses_unknown_newer_version, refuses_unknown_newer_version);
+on_every_backend!(refuses_modified_migration, refuses_modified_migration);
+on_every_backend!(verify_only_refuses_pending, verify_only_refuses_pending);
+
+const HISTORY: &str = "refinery_schema_history";
+
+/// The tables of V1, without refinery's history table.
+fn v1_tables() -> BTreeSet<String> {
+    [
+        "devices",
+        "events",
+        "refresh_tokens",
+        "revoked_tokens",
+        "used_revocations",
+        "users",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
+}
+
+/// `(table, column)` of every table except refinery's history table.
+async fn columns(db: &TestDb) -> BTreeSet<(String, String)> {
+    let rows: Vec<(String, String)> = match db.backend() {
+        Backend::Sqlite => {
+            let mut c = SqliteConnection::connect(db.url()).await.unwrap();
+            sqlx::query_as(
+                "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p \
+                 WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+                   AND m.name <> 'refinery_schema_history'",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = PgConnection::connect(db.url()).await.unwrap();
+            sqlx::query_as(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns \
+                 WHERE table_schema = current_schema() \
+                   AND table_name <> 'refinery_schema_history'",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+        }
+    };
+    rows.into_iter().collect()
+}
+
+async fn tables(db: &TestDb) -> BTreeSet<String> {
+    columns(db).await.into_iter().map(|(t, _)| t).collect()
+}
+
+/// Runs one statement on the database outside the store (to tamper with history).
+async fn exec(db: &TestDb, sqlite: &'static str, postgres: &'static str) {
+    match db.backend() {
+        Backend::Sqlite => {
+            let mut c = SqliteConnection::connect(db.url()).await.unwrap();
+            sqlx::query(sqlite).execute(&mut c).await.unwrap();
+        }
+        Backend::Postgres => {
+            let mut c = PgConnection::connect(db.url()).await.unwrap();
+            sqlx::query(postgres).execute(&mut c).await.unwrap();
+        }
+    }
+}
+
+fn migration_error(result: Result<impl Sized, StoreError>) -> String {
+    match result {
+        Err(StoreError::Migration(msg)) => {
+            assert!(!msg.contains('\n'), "one line: {msg}");
+            msg
+        }
+        Err(e) => panic!("expected a migration error, got {e:?}"),
+        Ok(_) => panic!("expected a migration error, got Ok"),
+    }
+}
+
+async fn up_down_up_round_trip(db: &TestDb) {
+    let url = db.url();
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![1]);
+    let status = migrate_status(url).await.unwrap();
+    assert!(status.is_current(), "{status}");
+    assert_eq!(status.backend, db.backend());
+    assert!(status.known[0].applied_on.is_some());
+    assert_eq!(tables(db).await, v1_tables());
+    // Nothing left to apply.
+    assert_eq!(migrate_up(url, None).await.unwrap(), Vec::<u32>::new());
+
+    // Data goes with the tables; the store works in between.
+    let store = connect(url, &StoreOptions::default()).await.unwrap();
+    assert_eq!(store.head(&ferry::store::UserId([1; 32])).await.unwrap(), 0);
+    drop(store);
+
+    assert_eq!(migrate_down(url, 0).await.unwrap(), vec![1]);
+    assert!(
+        tables(db).await.is_empty(),
+        "tables left: {:?}",
+        tables(db).await
+    );
+    let status = migrate_status(url).await.unwrap();
+    assert_eq!(status.pending(), vec![1]);
+    assert!(status.to_string().contains("pending"), "{status}");
+    assert_eq!(migrate_down(url, 0).await.unwrap(), Vec::<u32>::new());
+
+    // `--to` below the first version applies nothing; then everything comes back.
+    assert_eq!(migrate_up(url, Some(0)).await.unwrap(), Vec::<u32>::new());
+    assert_eq!(migrate_up(url, Some(1)).await.unwrap(), vec![1]);
+    assert_eq!(tables(db).await, v1_tables());
+    assert!(migrate_status(url).await.unwrap().is_current());
+}
+
+async fn refuses_unknown_newer_version(db: &TestDb) {
+    let url = db.url();
+    migrate_up(url, None).await.unwrap();
+    exec(
+        db,
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
+        "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+         VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
+    )
+    .await;
+
+    for migrate in [MigrateMode::Apply, MigrateMode::VerifyOnly] {
+        let opts = StoreOptions {
+            migrate,
+            ..StoreOptions::default()
+        };
+        let msg = migration_error(connect(url, &opts).await);
+        assert!(msg.contains("V999"), "{msg}");
+    }
+    assert!(migration_error(migrate_up(url, None).await).contains("V999"));
+    assert!(migration_error(migrate_down(url, 0).await).contains("V999"));
+    // The schema was left alone.
+    assert_eq!(tables(db).await, v1_tables());
+
+    let status = migrate_status(url).await.unwrap();
+    assert_eq!(status.unknown.len(), 1);
+    assert_eq!(status.unknown[0].version, 999);
+    assert!(status.to_string().contains("UNKNOWN"), "{status}");
+    assert!(!status.is_current());
+}
+
+async fn refuses_modified_migration(db: &TestDb) {
+    let url = db.url();
+    migrate_up(url, None).await.unwrap();
+    exec(
+        db,
+        "UPDATE refinery_schema_history SET checksum = '12345' WHERE version = 1",
+        "UPDATE refinery_schema_history SET checksum = '12345' WHERE version = 1",
+    )
+    .await;
+    for migrate in [MigrateMode::Apply, MigrateMode::VerifyOnly] {
+        let opts = StoreOptions {
+            migrate,
+            ..StoreOptions::default()
+        };
+        let msg = migration_error(connect(url, &opts).await);
+        assert!(
+            msg.contains("V1__initial") && msg.contains("checksum"),
+            "{msg}"
+        );
+    }
+    migration_error(migrate_down(url, 0).await);
+    assert_eq!(tables(db).await, v1_tables());
+    let status = migrate_status(url).await.unwrap();
+    assert!(!status.known[0].matches);
+    assert!(status.to_string().contains("MODIFIED"), "{status}");
+}
+
+async fn verify_only_refuses_pending(db: &TestDb) {
+    let url = db.url();
+    let verify = StoreOptions {
+        migrate: MigrateMode::VerifyOnly,
+        ..StoreOptions::default()
+    };
+    let msg = migration_error(connect(url, &verify).await);
+    assert_eq!(msg, "1 pending migration; run `ferry migrate up`");
+    assert!(tables(db).await.is_empty());
+    migrate_up(url, None).await.unwrap();
+    connect(url, &verify).await.unwrap().ping().await.unwrap();
+    // Apply mode on a current database is a no-op.
+    connect(url, &StoreOptions::default()).await.unwrap();
+}
+
+/// Both dialects create the same tables with the same columns.
+#[tokio::test]
+async fn sqlite_and_postgres_schemas_have_the_same_columns() {
+    let Some(pg) = TestDb::postgres().await else {
+        return;
+    };
+    let lite = TestDb::sqlite().await;
+    migrate_up(lite.url(), None).await.unwrap();
+    migrate_up(pg.url(), None).await.unwrap();
+    let (l, p) = (columns(&lite).await, columns(&pg).await);
+    assert!(!l.is_empty());
+    assert_eq!(
+        l,
+        p,
+        "only in SQLite: {:?}; only in PostgreSQL: {:?}",
+        l.difference(&p),
+        p.difference(&l)
+    );
+    assert!(!l.iter().any(|(t, _)| t == HISTORY));
+    pg.finish("sqlite_and_postgres_schemas_have_the_same_columns")
+        .await;
+}
+
+#[tokio::test]
+async fn status_of_a_missing_sqlite_file_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent.db");
+    let url = format!("sqlite://{}", path.display());
+    assert!(migrate_status(&url).await.is_err());
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn sqlite_connect_creates_the_file_and_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/deeper/ferry.db");
+    // Both URL spellings.
+    for url in [
+        format!("sqlite://{}", path.display()),
+        format!("sqlite:{}", path.display()),
+    ] {
+        connect(&url, &StoreOptions::default())
+            .await
+            .unwrap()
+            .ping()
+            .await
+            .unwrap();
+        assert!(path.exists());
+    }
+}
+
+#[tokio::test]
+async fn unknown_scheme_and_memory_are_refused() {
+    for (url, needle) in [
+        ("mysql://localhost/ferry", "mysql"),
+        ("ferry.db", "scheme"),
+        ("sqlite::memory:", "memory"),
+    ] {
+        match connect(url, &StoreOptions::default()).await {
+            Err(StoreError::Other(msg)) => assert!(msg.contains(needle), "{url}: {msg}"),
+            Err(e) => panic!("{url}: {e:?}"),
+            Ok(_) => panic!("{url}: connected"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable() {
+    let opts = StoreOptions {
+        connect_timeout: std::time::Duration::from_secs(2),
+        ..StoreOptions::default()
+    };
+    // Port 1 on localhost: connection refused.
+    match connect("postgres://ferry@127.0.0.1:1/ferry", &opts).await {
+        Err(StoreError::Unavailable(_)) => {}
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("connected"),
+    }
+}
