@@ -9,9 +9,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::keys::ServerKey;
-use crate::limits::{ConnLimiter, KeyedGcra};
-use crate::relay::Hub;
-use crate::store::Store;
+use crate::limits::{ConnLimiter, KeyedGcra, RateLimiter};
+use crate::relay::{Hub, Writer};
+use crate::store::{DeviceId, Store};
 use crate::telemetry::metrics::Metrics;
 
 /// Everything a connection needs, built once by [`crate::server::run`].
@@ -31,6 +31,10 @@ pub struct App {
     pub conns: Arc<ConnLimiter>,
     /// Handshake rate per IP.
     pub handshake_rate: Arc<KeyedGcra<IpAddr>>,
+    /// Publish rate per device.
+    pub publish_rate: Arc<dyn RateLimiter<DeviceId>>,
+    /// The group-commit writer.
+    pub writer: Writer,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Every spawned connection and job, so shutdown can wait for them.

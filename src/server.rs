@@ -15,8 +15,8 @@ use crate::app::App;
 use crate::config::Config;
 use crate::keys::{self, KeyOrigin};
 use crate::limits::{ConnLimiter, KeyedGcra};
-use crate::relay::Hub;
-use crate::store::{self, MigrateMode, StoreOptions};
+use crate::relay::{Hub, Writer};
+use crate::store::{self, DeviceId, MigrateMode, StoreOptions};
 use crate::telemetry::metrics::Metrics;
 
 /// Why the server could not start.
@@ -101,7 +101,20 @@ pub async fn run(
         None => None,
     };
     let limits = &config.limits;
+    let hub = Hub::new(limits.outbound_queue);
+    let metrics = Arc::new(Metrics::new());
+    let (writer, writer_task) = Writer::spawn(
+        store.clone(),
+        hub.clone(),
+        metrics.clone(),
+        limits.outbound_queue,
+    );
     let app = App {
+        publish_rate: Arc::new(KeyedGcra::<DeviceId>::new(
+            limits.events_per_sec,
+            limits.burst,
+        )),
+        writer,
         conns: ConnLimiter::new(
             limits.max_connections_per_ip as usize,
             limits.max_connections as usize,
@@ -110,8 +123,8 @@ pub async fn run(
             limits.handshakes_per_ip_per_sec,
             limits.handshakes_per_ip_per_sec.saturating_mul(2),
         )),
-        hub: Hub::new(limits.outbound_queue),
-        metrics: Arc::new(Metrics::new()),
+        hub,
+        metrics,
         key: Arc::new(key),
         store,
         shutdown: CancellationToken::new(),
@@ -157,5 +170,9 @@ pub async fn run(
             "shutdown deadline passed; dropping the rest"
         );
     }
+    // Sessions are gone: the last writer handle drops with `app`, the writer
+    // finishes the batch it holds (acked work is always committed first).
+    drop(app);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer_task).await;
     Ok(())
 }

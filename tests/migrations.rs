@@ -39,6 +39,7 @@ on_every_backend!(up_down_up_round_trip, up_down_up_round_trip);
 on_every_backend!(refuses_unknown_newer_version, refuses_unknown_newer_version);
 on_every_backend!(refuses_modified_migration, refuses_modified_migration);
 on_every_backend!(verify_only_refuses_pending, verify_only_refuses_pending);
+on_every_backend!(instances_starting_together, instances_starting_together);
 
 const HISTORY: &str = "refinery_schema_history";
 
@@ -221,6 +222,22 @@ async fn verify_only_refuses_pending(db: &TestDb) {
     connect(url, &verify).await.unwrap().ping().await.unwrap();
     // Apply mode on a current database is a no-op.
     connect(url, &StoreOptions::default()).await.unwrap();
+}
+
+/// Several servers starting at once on a fresh database: all of them come up, and
+/// the migration is applied once.
+async fn instances_starting_together(db: &TestDb) {
+    let starts = (0..4).map(|_| async { connect(db.url(), &StoreOptions::default()).await });
+    for result in futures_util::future::join_all(starts).await {
+        result
+            .expect("instance failed to start")
+            .ping()
+            .await
+            .unwrap();
+    }
+    let status = migrate_status(db.url()).await.unwrap();
+    assert!(status.is_current(), "{status}");
+    assert_eq!(tables(db).await, v1_tables());
 }
 
 /// Both dialects create the same tables with the same columns.

@@ -198,7 +198,7 @@ fn suggest<'a>(input: &str, candidates: impl Iterator<Item = &'a str>) -> Option
     let input = input.to_ascii_lowercase();
     candidates
         .map(|c| (edit_distance(&input, &c.to_ascii_lowercase()), c))
-        .filter(|&(d, _)| d <= 3)
+        .filter(|&(d, _)| d <= 2)
         .min_by_key(|&(d, _)| d)
         .map(|(_, c)| c)
 }
@@ -417,8 +417,8 @@ fn server_key(c: &mut Checker<'_>, raw: &RawConfig, production: bool) -> Option<
         (true, true) if production => {
             c.err(
                 "server.key",
-                "production needs a server key: set server.key, or server.key_file \
-                 (FERRY_SERVER_KEY_FILE) to a file made by `ferry keygen`",
+                "production needs a server key: set server.key, or server.key_file to a \
+                 file made by `ferry keygen`",
             );
             None
         }
@@ -488,8 +488,8 @@ fn tls(c: &mut Checker<'_>, raw: &RawConfig, production: bool) -> Option<Option<
             if production && !raw.server.allow_insecure_ws {
                 c.err(
                     "tls.cert",
-                    "production needs TLS: set tls.cert and tls.key, or, if a proxy in front \
-                     terminates TLS, set server.allow_insecure_ws = true (FERRY_SERVER_ALLOW_INSECURE_WS)",
+                    "production needs TLS: set tls.cert and tls.key, or set \
+                     server.allow_insecure_ws = true if a proxy in front terminates TLS",
                 );
                 return None;
             }

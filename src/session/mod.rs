@@ -6,7 +6,7 @@
 //! revocation, slow consumer, shutdown). Nothing inside a frame that fails to open
 //! is ever acted on.
 
-mod requests;
+pub(crate) mod requests;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -17,6 +17,8 @@ use ferry_proto::handshake::{
     DeviceStatus, Established, ServerEphemeral, ServerHandshake, ServerOutput,
 };
 use ferry_proto::message::{Limits as WireLimits, ServerMessage};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -37,6 +39,8 @@ const MAX_ERRORS: usize = 10;
 const ERROR_WINDOW: Duration = Duration::from_secs(60);
 /// Queued messages written per flush.
 const MAX_BATCH: usize = 256;
+/// Publishes of one session waiting for their commit before reading pauses.
+const MAX_IN_FLIGHT: usize = 256;
 
 /// Runs one connection from the upgrade to the close. `guard` holds its slot in
 /// the connection caps until the session ends.
@@ -173,16 +177,19 @@ where
         let span = tracing::Span::current();
         span.record("session", est.session_id.as_str());
         span.record("device", tracing::field::display(&device));
+        // Register before reading the head: an event committed in between is then
+        // relayed (the device drops seqs it already has) instead of missed.
+        let SessionLink { handle, mut rx } =
+            self.app.hub.register(user, device, &self.app.shutdown);
         let head = match self.app.store.head(&user).await {
             Ok(h) => h,
             Err(e) => {
                 warn!(error = %e, "head lookup failed");
+                self.app.hub.unregister(&handle);
                 self.close(End::Close(CloseCode::Internal)).await;
                 return;
             }
         };
-        let SessionLink { handle, mut rx } =
-            self.app.hub.register(user, device, &self.app.shutdown);
         self.app.metrics.sessions_live.inc();
         let limits = &self.app.config.limits;
         let auth_ok = ServerMessage::AuthOk {
@@ -203,12 +210,18 @@ where
             .await
         {
             Ok(()) => {
+                requests::presence(&self.app, &user, &device, true, false, unix_ms());
                 self.session_loop(&mut est, &handle, &mut rx, user, device)
                     .await
             }
             Err(end) => end,
         };
         self.app.hub.unregister(&handle);
+        // A replaced session's device is still online through its successor; a
+        // revoked one was announced already.
+        if !matches!(end, End::Close(CloseCode::Replaced | CloseCode::Revoked)) {
+            requests::presence(&self.app, &user, &device, false, false, unix_ms());
+        }
         self.app.metrics.sessions_live.dec();
         self.close(end).await;
     }
@@ -229,11 +242,15 @@ where
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_rx = Instant::now();
         let mut errors: VecDeque<Instant> = VecDeque::with_capacity(MAX_ERRORS);
-        let ctx = requests::Ctx {
+        let mut ctx = requests::Ctx {
             app: self.app.clone(),
             user,
             device,
+            refusals: VecDeque::new(),
         };
+        // Publishes waiting for their commit, acked in the order they came.
+        let mut pending: FuturesOrdered<BoxFuture<'static, requests::Replies>> =
+            FuturesOrdered::new();
         loop {
             tokio::select! {
                 biased;
@@ -242,7 +259,13 @@ where
                     let code = if code == CloseCode::Normal { CloseCode::GoingAway } else { code };
                     return End::Close(code);
                 }
-                msg = self.ws.next() => {
+                Some(replies) = pending.next(), if !pending.is_empty() => {
+                    if let Err(end) = self.send_sealed(est, &replies.messages, link).await {
+                        return end;
+                    }
+                }
+                // Stop reading while too many publishes wait: backpressure on the device.
+                msg = self.ws.next(), if pending.len() < MAX_IN_FLIGHT => {
                     last_rx = Instant::now();
                     let mut frame = match msg {
                         Some(Ok(Message::Binary(b))) => Vec::from(b),
@@ -255,7 +278,13 @@ where
                         self.app.metrics.open_failures.inc();
                         return End::Close(CloseCode::ProtocolViolation);
                     }
-                    let replies = ctx.handle(&frame).await;
+                    let replies = match ctx.handle(&frame).await {
+                        requests::Action::Now(r) => r,
+                        requests::Action::Later(fut) => {
+                            pending.push_back(fut);
+                            continue;
+                        }
+                    };
                     if replies.protocol_error {
                         let now = Instant::now();
                         while errors.front().is_some_and(|t| now.duration_since(*t) > ERROR_WINDOW) {

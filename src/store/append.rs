@@ -164,7 +164,11 @@ mod tests {
         }
     }
 
-    fn check(batch: &[NewEvent], snapshot: Snapshot, expected: &[AppendOutcome]) -> Plan<'_> {
+    fn check<'a>(
+        batch: &'a [NewEvent],
+        snapshot: Snapshot,
+        expected: &[AppendOutcome],
+    ) -> Plan<'a> {
         let plan = plan(batch, snapshot);
         assert_eq!(plan.outcomes, expected);
         let stored = expected

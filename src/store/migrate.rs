@@ -19,7 +19,6 @@
 //! subfolders and would run `U…` files as "unversioned" migrations.
 
 use std::fmt;
-use std::future::Future;
 use std::time::Duration;
 
 use refinery_core::traits::r#async::{AsyncQuery, AsyncTransaction};
@@ -230,7 +229,17 @@ pub(super) async fn prepare(
     };
     let mut migrator = Migrator::open(url, open, timeout).await?;
     let result = match mode {
-        MigrateMode::Apply => migrator.up(None).await.map(drop),
+        MigrateMode::Apply => match migrator.up(None).await {
+            Ok(_) => Ok(()),
+            // Another process on the same SQLite file may have applied the same
+            // migration between our planning and our applying (PostgreSQL has the
+            // advisory lock for that): fine if the schema is current now. Every
+            // migration is one transaction, so nothing is half-applied.
+            Err(e) => match migrator.status().await {
+                Ok(status) if status.is_current() => Ok(()),
+                _ => Err(e),
+            },
+        },
         MigrateMode::VerifyOnly => migrator.verify_current().await,
     };
     migrator.close().await;
@@ -299,25 +308,24 @@ impl Migrator {
                     Conn::Sqlite(opts.connect().await?)
                 }
                 Backend::Postgres => {
-                    let mut conn = super::postgres::connect_options(url)?.connect().await?;
-                    if open == Open::Migrate {
-                        // Held until `close` (or until the connection drops): a second
-                        // instance starting at the same time waits here, then finds
-                        // nothing left to apply.
-                        sqlx::query("SELECT pg_advisory_lock($1)")
-                            .bind(PG_MIGRATION_LOCK)
-                            .execute(&mut conn)
-                            .await?;
-                    }
-                    Conn::Postgres(conn)
+                    Conn::Postgres(super::postgres::connect_options(url)?.connect().await?)
                 }
             })
         };
-        let conn = tokio::time::timeout(timeout, connecting)
+        let mut conn = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| {
                 StoreError::Unavailable(format!("no database connection within {timeout:?}"))
             })??;
+        if let (Conn::Postgres(c), Open::Migrate) = (&mut conn, open) {
+            // Held until `close` (or until the connection drops). A second instance
+            // starting at the same time waits here, however long the first one's
+            // migrations take, then finds nothing left to apply.
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(PG_MIGRATION_LOCK)
+                .execute(&mut *c)
+                .await?;
+        }
         Ok(Self { conn })
     }
 
@@ -505,45 +513,38 @@ impl AsyncTransaction for Migrator {
 
     /// Runs `queries` (a migration's SQL, then its history row) in one transaction.
     /// `raw_sql` so multi-statement scripts work on PostgreSQL too.
-    fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
+    async fn execute<'a, T: Iterator<Item = &'a str> + Send + 'a>(
         &'a mut self,
         queries: T,
-    ) -> impl Future<Output = Result<usize, Self::Error>> + Send + 'a {
-        async move {
-            let mut count = 0;
-            match &mut self.conn {
-                Conn::Sqlite(c) => {
-                    let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
-                    for sql in queries {
-                        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-                        count += 1;
-                    }
-                    tx.commit().await?;
+    ) -> Result<usize, Self::Error> {
+        let mut count = 0;
+        match &mut self.conn {
+            Conn::Sqlite(c) => {
+                let mut tx = c.begin_with("BEGIN IMMEDIATE").await?;
+                for sql in queries {
+                    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                    count += 1;
                 }
-                Conn::Postgres(c) => {
-                    let mut tx = c.begin().await?;
-                    for sql in queries {
-                        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
-                        count += 1;
-                    }
-                    tx.commit().await?;
-                }
+                tx.commit().await?;
             }
-            Ok(count)
+            Conn::Postgres(c) => {
+                let mut tx = c.begin().await?;
+                for sql in queries {
+                    sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
+                    count += 1;
+                }
+                tx.commit().await?;
+            }
         }
+        Ok(count)
     }
 }
 
 impl AsyncQuery<Vec<Migration>> for Migrator {
     /// Reads refinery's history table (`query` is refinery's SELECT on it).
-    fn query<'a>(
-        &'a mut self,
-        query: &'a str,
-    ) -> impl Future<Output = Result<Vec<Migration>, Self::Error>> + Send + 'a {
-        async move {
-            let rows = self.history(query).await?;
-            Ok(rows.into_iter().map(HistoryRow::into_migration).collect())
-        }
+    async fn query<'a>(&'a mut self, query: &'a str) -> Result<Vec<Migration>, Self::Error> {
+        let rows = self.history(query).await?;
+        Ok(rows.into_iter().map(HistoryRow::into_migration).collect())
     }
 }
 

@@ -68,7 +68,7 @@ impl Backend {
     /// `postgresql://…`. Anything else is [`StoreError::Other`] naming the scheme.
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
         let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
-        match scheme.to_ascii_lowercase().as_str() {
+        match scheme {
             "sqlite" => Ok(Self::Sqlite),
             "postgres" | "postgresql" => Ok(Self::Postgres),
             "" => Err(StoreError::Other(

@@ -7,11 +7,16 @@
 //! write fails with "database is locked" when another connection wrote meanwhile).
 //! `busy_timeout` covers other processes on the same file. Reads use their own pool:
 //! WAL lets them run while a write is in progress.
+//!
+//! Write transactions are [`WriteTx`], not sqlx's `Transaction`: see its docs for the
+//! failure mode that rules the latter out.
 
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
@@ -93,6 +98,68 @@ impl SqliteStore {
     }
 }
 
+/// A write transaction on the writer connection, begun with `BEGIN IMMEDIATE`.
+///
+/// Managed by hand rather than with sqlx's `Transaction`: when SQLite rolls a
+/// transaction back by itself (it may on `SQLITE_FULL`, `SQLITE_IOERR`,
+/// `SQLITE_NOMEM`), sqlx's rollback-on-drop fails and leaves the pooled connection
+/// believing it is still inside a transaction, so every later `begin` on the one
+/// writer connection would fail until a restart. Here a transaction that does not
+/// commit (error, or the future dropped mid-way) closes its connection, which makes
+/// SQLite roll back whatever is left, and the pool opens a fresh one.
+struct WriteTx {
+    conn: PoolConnection<Sqlite>,
+    /// Committed or rolled back: the connection is clean and may go back to the pool.
+    finished: bool,
+}
+
+impl WriteTx {
+    async fn begin(pool: &SqlitePool) -> Result<Self, StoreError> {
+        let mut tx = Self {
+            conn: pool.acquire().await?,
+            finished: false,
+        };
+        tx.conn.execute("BEGIN IMMEDIATE").await?;
+        Ok(tx)
+    }
+
+    /// Commits; only an `Ok` here means the writes are durable.
+    async fn commit(mut self) -> Result<(), StoreError> {
+        self.conn.execute("COMMIT").await?;
+        self.finished = true;
+        Ok(())
+    }
+
+    /// Ends a transaction that has nothing to write (keeps the connection).
+    async fn rollback(mut self) -> Result<(), StoreError> {
+        self.conn.execute("ROLLBACK").await?;
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
+    }
+}
+
 type DeviceRow = (i64, i64, i64, Option<i64>);
 
 fn device_record(user: UserId, device: DeviceId, row: DeviceRow) -> DeviceRecord {
@@ -125,7 +192,7 @@ impl Store for SqliteStore {
         cert: &DeviceCert,
         now: UnixMs,
     ) -> Result<DeviceRecord, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = WriteTx::begin(&self.writer).await?;
         sqlx::query("INSERT INTO users (user_id, created_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING")
             .bind(&user.0[..])
             .bind(now)
@@ -203,7 +270,7 @@ impl Store for SqliteStore {
 
         // The write lock, for the whole batch: no other writer of this file can
         // assign seqs until we commit.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = WriteTx::begin(&self.writer).await?;
         let mut snapshot = Snapshot::default();
 
         for chunk in users.chunks(MAX_PARAMS / 2) {
@@ -314,8 +381,8 @@ impl Store for SqliteStore {
         limit: u32,
         now: UnixMs,
     ) -> Result<EventPage, StoreError> {
-        // One read transaction: the page, head and watermark come from one snapshot.
-        let mut tx = self.reader.begin().await?;
+        // Events first, counters second: the head read afterwards is at least the seq
+        // of every event returned (both commit in one transaction).
         let rows: Vec<EventRow> = sqlx::query_as(
             "SELECT seq, event_id, device_id, ts, payload, event_key, ttl FROM events \
              WHERE user_id = ? AND seq > ? AND (expires_at IS NULL OR expires_at > ?) \
@@ -325,14 +392,13 @@ impl Store for SqliteStore {
         .bind(to_db(after))
         .bind(now)
         .bind(i64::from(limit) + 1)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.reader)
         .await?;
         let counters: Option<(i64, i64)> =
             sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = ?")
                 .bind(&user.0[..])
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&self.reader)
                 .await?;
-        tx.commit().await?;
         page(rows, limit, after, counters)
     }
 
@@ -366,7 +432,7 @@ impl Store for SqliteStore {
         sig: &[u8; 64],
         now: UnixMs,
     ) -> Result<RevokeOutcome, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = WriteTx::begin(&self.writer).await?;
         let known: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?")
                 .bind(&user.0[..])
@@ -374,6 +440,7 @@ impl Store for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await?;
         if known.is_none() {
+            tx.rollback().await?;
             return Ok(RevokeOutcome::UnknownDevice);
         }
         let first_use = sqlx::query(
@@ -390,6 +457,7 @@ impl Store for SqliteStore {
         .rows_affected()
             == 1;
         if !first_use {
+            tx.rollback().await?;
             return Ok(RevokeOutcome::Replayed);
         }
         sqlx::query(
@@ -411,13 +479,14 @@ impl Store for SqliteStore {
         before: u64,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = WriteTx::begin(&self.writer).await?;
         let Some((head, _)): Option<(i64, i64)> =
             sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = ?")
                 .bind(&user.0[..])
                 .fetch_optional(&mut *tx)
                 .await?
         else {
+            tx.rollback().await?;
             return Ok(0);
         };
         let (upper, count): (Option<i64>, i64) = sqlx::query_as(
@@ -444,5 +513,129 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(from_db(count))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Faults that must surface as [`StoreError::Unavailable`] (retryable, no ack)
+    //! without taking the store down: BAD-INPUTS F2, F3, F5.
+
+    use super::*;
+    use crate::store::MigrateMode;
+    use sqlx::{Connection, SqliteConnection};
+
+    const USER: UserId = UserId([3; 32]);
+
+    async fn store_with(
+        dir: &tempfile::TempDir,
+        tweak: impl Fn(SqliteConnectOptions) -> SqliteConnectOptions,
+    ) -> (SqliteStore, String) {
+        let url = format!("sqlite://{}", dir.path().join("f.db").display());
+        migrate::prepare(&url, MigrateMode::Apply, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let opts = tweak(connect_options(&url, true).unwrap());
+        let pool = |n| {
+            SqlitePoolOptions::new()
+                .max_connections(n)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts.clone())
+        };
+        let store = SqliteStore {
+            writer: pool(1).await.unwrap(),
+            reader: pool(2).await.unwrap(),
+        };
+        (store, url)
+    }
+
+    fn event(n: u128, payload: usize) -> NewEvent {
+        NewEvent {
+            user: USER,
+            id: uuid::Uuid::from_u128(n),
+            device: DeviceId([4; 32]),
+            payload: vec![0xAB; payload],
+            key: None,
+            base: None,
+            ttl: None,
+            ts: 1,
+        }
+    }
+
+    fn assert_unavailable<T: std::fmt::Debug>(r: Result<T, StoreError>, needle: &str) {
+        match r {
+            Err(StoreError::Unavailable(msg)) => assert!(msg.contains(needle), "{msg}"),
+            other => panic!("expected Unavailable({needle}), got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn disk_full_is_unavailable_and_recovers_after_pruning() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 pages of 4 KiB: the schema takes a few dozen.
+        let (store, _) = store_with(&dir, |o| o.pragma("max_page_count", "64")).await;
+        let mut n = 0;
+        let err = loop {
+            n += 1;
+            assert!(n < 1000, "never filled up");
+            if let Err(e) = store.append(&[event(n, 8 * 1024)]).await {
+                break e;
+            }
+        };
+        assert_unavailable(Err::<(), _>(err), "full");
+        // Nothing half-written, reads go on.
+        let head = store.head(&USER).await.unwrap();
+        assert_eq!(head, n as u64 - 1);
+        let page = store.events_after(&USER, 0, 1000, 0).await.unwrap();
+        assert_eq!(page.events.len() as u64, head);
+        // Retention can still delete, and then writes resume without a restart.
+        store.prune_before(&USER, head + 1, 10_000).await.unwrap();
+        let out = store.append(&[event(n, 8 * 1024)]).await.unwrap();
+        assert_eq!(
+            out,
+            vec![AppendOutcome::Stored {
+                seq: head + 1,
+                ts: 1
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn locked_database_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, url) = store_with(&dir, |o| o.busy_timeout(Duration::from_millis(100))).await;
+        // Another process holds the write lock.
+        let mut other = SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        assert_unavailable(store.append(&[event(1, 10)]).await, "locked");
+        assert_unavailable(
+            store
+                .register_device(&USER, &DeviceId([4; 32]), &cert(), 1)
+                .await,
+            "locked",
+        );
+        // Reads are not blocked by a writer (WAL).
+        assert_eq!(store.head(&USER).await.unwrap(), 0);
+        sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+        assert!(store.append(&[event(1, 10)]).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn read_only_database_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = store_with(&dir, |o| o.read_only(true)).await;
+        assert_unavailable(store.append(&[event(1, 10)]).await, "readonly");
+        assert_eq!(store.head(&USER).await.unwrap(), 0);
+    }
+
+    fn cert() -> DeviceCert {
+        DeviceCert {
+            issued_at: 0,
+            expires_at: 0,
+            sig: [0; 64],
+        }
     }
 }

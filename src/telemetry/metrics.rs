@@ -25,6 +25,24 @@ pub struct Metrics {
     pub handshake_seconds: Histogram,
     /// Sealed frames that failed to open.
     pub open_failures: IntCounter,
+    /// Events durably stored.
+    pub events_stored: IntCounter,
+    /// Publishes answered as duplicates.
+    pub duplicates: IntCounter,
+    /// Publishes answered with a conflict.
+    pub conflicts: IntCounter,
+    /// Events queued to live sessions (stored and ephemeral).
+    pub deliveries: IntCounter,
+    /// Deliveries refused because a session's queue was full (the session closes 4009).
+    pub queue_overflows: IntCounter,
+    /// Publishes refused by the rate limit.
+    pub rate_limited: IntCounter,
+    /// `sync` pages served.
+    pub sync_pages: IntCounter,
+    /// Events per group-commit transaction.
+    pub batch_size: Histogram,
+    /// From receiving a publish to its durable outcome.
+    pub publish_ack_seconds: Histogram,
 }
 
 impl Metrics {
@@ -78,6 +96,38 @@ impl Metrics {
             "Sealed frames that failed to open",
         )
         .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let events_stored = counter("events_stored_total", "Events durably stored");
+        let duplicates = counter(
+            "publish_duplicates_total",
+            "Publishes answered as duplicates",
+        );
+        let conflicts = counter(
+            "publish_conflicts_total",
+            "Publishes answered with a conflict",
+        );
+        let deliveries = counter("deliveries_total", "Events queued to live sessions");
+        let queue_overflows = counter(
+            "queue_overflows_total",
+            "Deliveries refused by a full session queue",
+        );
+        let rate_limited = counter("rate_limited_total", "Publishes refused by the rate limit");
+        let sync_pages = counter("sync_pages_total", "sync pages served");
+        let batch_size = Histogram::with_opts(
+            HistogramOpts::new("append_batch_events", "Events per group-commit transaction")
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                ]),
+        )
+        .expect("valid metric");
+        let publish_ack_seconds = Histogram::with_opts(
+            HistogramOpts::new("publish_ack_seconds", "From a publish to its durable ack").buckets(
+                vec![
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ],
+            ),
+        )
+        .expect("valid metric");
         for c in [
             Box::new(handshakes.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(sessions_live.clone()),
@@ -87,6 +137,15 @@ impl Metrics {
             Box::new(request_errors.clone()),
             Box::new(handshake_seconds.clone()),
             Box::new(open_failures.clone()),
+            Box::new(events_stored.clone()),
+            Box::new(duplicates.clone()),
+            Box::new(conflicts.clone()),
+            Box::new(deliveries.clone()),
+            Box::new(queue_overflows.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(sync_pages.clone()),
+            Box::new(batch_size.clone()),
+            Box::new(publish_ack_seconds.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -100,6 +159,15 @@ impl Metrics {
             request_errors,
             handshake_seconds,
             open_failures,
+            events_stored,
+            duplicates,
+            conflicts,
+            deliveries,
+            queue_overflows,
+            rate_limited,
+            sync_pages,
+            batch_size,
+            publish_ack_seconds,
         }
     }
 

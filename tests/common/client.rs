@@ -192,9 +192,15 @@ impl TestClient {
         }
     }
 
-    /// Sends a request and returns the reply.
+    /// Sends a request and returns the reply, skipping unsolicited `presence` and
+    /// `event` messages.
     pub async fn request(&mut self, json: &str) -> ServerMessage {
         self.send_json(json).await;
-        self.recv().await
+        loop {
+            match self.recv().await {
+                ServerMessage::Presence { .. } | ServerMessage::Event(_) => continue,
+                m => return m,
+            }
+        }
     }
 }

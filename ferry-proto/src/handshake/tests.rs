@@ -218,9 +218,12 @@ enum Msg {
 /// The server's states while the handshake runs.
 #[derive(Clone, Copy, Debug)]
 enum Stage {
-    AwaitHello,
-    AwaitAuth,
-    AwaitDeviceCheck,
+    /// Waiting for `client_hello`.
+    Start,
+    /// `server_hello` sent, waiting for `client_auth`.
+    HellosDone,
+    /// `CheckDevice` output, waiting for `device_checked`.
+    CheckingDevice,
 }
 
 /// How far an exchange got.
@@ -329,11 +332,11 @@ impl Pair {
         self.drive(|_, text| text)
     }
 
-    /// Runs the exchange with `tamper` applied to the JSON of message `at`.
-    fn run(&mut self, at: Msg, tamper: impl FnOnce(&mut Value)) -> Outcome {
+    /// Runs the exchange with `tamper` applied to the JSON of message `target`.
+    fn run(&mut self, target: Msg, tamper: impl FnOnce(&mut Value)) -> Outcome {
         let mut tamper = Some(tamper);
         self.drive(|msg, text| {
-            if msg == at
+            if msg == target
                 && let Some(f) = tamper.take()
             {
                 tampered(&text, f)
@@ -344,7 +347,7 @@ impl Pair {
     }
 
     /// A message as it was delivered.
-    fn sent(&self, msg: Msg) -> &str {
+    fn delivered(&self, msg: Msg) -> &str {
         let (_, text) = self
             .sent
             .iter()
@@ -367,9 +370,9 @@ impl Pair {
     /// Runs a clean exchange until the server is in `stage`.
     fn advance_to(&mut self, stage: Stage) {
         match stage {
-            Stage::AwaitHello => {}
-            Stage::AwaitAuth => drop(self.open_session()),
-            Stage::AwaitDeviceCheck => {
+            Stage::Start => {}
+            Stage::HellosDone => drop(self.open_session()),
+            Stage::CheckingDevice => {
                 assert!(matches!(self.run_clean(), Outcome::CheckDevice(..)))
             }
         }
@@ -501,13 +504,13 @@ fn tampered(text: &str, f: impl FnOnce(&mut Value)) -> String {
 }
 
 /// The field at a dotted path such as `"cert.sig"` (created as null if missing).
-fn at<'a>(v: &'a mut Value, path: &str) -> &'a mut Value {
+fn path_mut<'a>(v: &'a mut Value, path: &str) -> &'a mut Value {
     path.split('.').fold(v, |v, k| &mut v[k])
 }
 
 fn remove(v: &mut Value, path: &str) {
     let (parent, name) = match path.rsplit_once('.') {
-        Some((parent, name)) => (at(v, parent), name),
+        Some((parent, name)) => (path_mut(v, parent), name),
         None => (v, path),
     };
     parent.as_object_mut().expect("an object").remove(name);
@@ -515,7 +518,7 @@ fn remove(v: &mut Value, path: &str) {
 
 /// Decodes the b64u field at `path`, lets `f` edit the bytes, and encodes them again.
 fn edit_bytes(v: &mut Value, path: &str, f: impl FnOnce(&mut Vec<u8>)) {
-    let field = at(v, path);
+    let field = path_mut(v, path);
     let mut bytes = b64u::decode(field.as_str().expect("a b64u field")).expect("valid b64u");
     f(&mut bytes);
     *field = b64(&bytes);
@@ -575,7 +578,7 @@ impl BadB64 {
         if let Self::Missing = self {
             return remove(v, path);
         }
-        let field = at(v, path);
+        let field = path_mut(v, path);
         let text = field.as_str().expect("a b64u field").to_owned();
         let bytes = b64u::decode(&text).expect("valid b64u");
         *field = match self {
@@ -602,14 +605,16 @@ impl BadB64 {
 }
 
 /// Values a `u64` field must not accept.
-const BAD_U64: [(&str, fn() -> Value); 6] = [
-    ("a string", || json!("1750000000")),
-    ("negative", || json!(-1)),
-    ("a float", || json!(1.5)),
-    ("2^64", || json!(18_446_744_073_709_551_616.0)),
-    ("null", || Value::Null),
-    ("an object", || json!({})),
-];
+fn bad_u64() -> [(&'static str, Value); 6] {
+    [
+        ("a string", json!("1750000000")),
+        ("negative", json!(-1)),
+        ("a float", json!(1.5)),
+        ("2^64", json!(18_446_744_073_709_551_616.0)),
+        ("null", Value::Null),
+        ("an object", json!({})),
+    ]
+}
 
 // ---------------------------------------------------------------------------------
 // Checking
@@ -736,7 +741,7 @@ fn happy_path_step_by_step() {
     let deadline = pair.clock.now() + TIMEOUT;
     assert!(pair.server.in_progress());
     assert_eq!(pair.server.poll_timeout(), Some(deadline));
-    assert_eq!(pair.drain(), []);
+    assert!(pair.drain().is_empty());
 
     let hello = pair.client.client_hello().unwrap();
     pair.clock.advance(Duration::from_secs(1));
@@ -820,105 +825,33 @@ fn sessions_are_fresh_and_the_harness_is_deterministic() {
 
 #[test]
 fn client_hello_fields() {
+    use Expect::*;
     use HandshakeError::*;
+    #[rustfmt::skip]
     let cases: &[(&str, Tamper, Expect)] = &[
-        ("unchanged, re-serialised", |_| {}, Expect::Accepted),
-        (
-            "unknown fields are ignored",
-            |v| {
-                v["ext"] = json!({"a": [1, 2]});
-                v["zzz"] = Value::Null;
-            },
-            Expect::Accepted,
-        ),
-        (
-            "type: server_hello",
-            |v| v["type"] = json!("server_hello"),
-            Expect::Server(Unexpected, 4001),
-        ),
-        (
-            "type: client_auth",
-            |v| v["type"] = json!("client_auth"),
-            Expect::Server(Unexpected, 4001),
-        ),
-        (
-            "type: error",
-            |v| v["type"] = json!("error"),
-            Expect::Server(Unexpected, 4001),
-        ),
-        (
-            "type: a number",
-            |v| v["type"] = json!(1),
-            Expect::Server(Malformed, 4001),
-        ),
-        (
-            "v: 2",
-            |v| v["v"] = json!(2),
-            Expect::Server(UnsupportedVersion, 4001),
-        ),
-        (
-            "v: 0",
-            |v| v["v"] = json!(0),
-            Expect::Server(UnsupportedVersion, 4001),
-        ),
-        (
-            "v: u64::MAX",
-            |v| v["v"] = json!(u64::MAX),
-            Expect::Server(UnsupportedVersion, 4001),
-        ),
+        ("unchanged, re-serialised",   |_| {},                                Accepted),
+        ("unknown fields are ignored", |v| v["ext"] = json!({"a": [1, 2]}),   Accepted),
+        ("type: server_hello",         |v| v["type"] = json!("server_hello"), Server(Unexpected, 4001)),
+        ("type: client_auth",          |v| v["type"] = json!("client_auth"),  Server(Unexpected, 4001)),
+        ("type: error",                |v| v["type"] = json!("error"),        Server(Unexpected, 4001)),
+        ("type: a number",             |v| v["type"] = json!(1),              Server(Malformed, 4001)),
+        ("v: 2",                       |v| v["v"] = json!(2),                 Server(UnsupportedVersion, 4001)),
+        ("v: 0",                       |v| v["v"] = json!(0),                 Server(UnsupportedVersion, 4001)),
+        ("v: u64::MAX",                |v| v["v"] = json!(u64::MAX),          Server(UnsupportedVersion, 4001)),
         // The version is looked at before the keys.
-        (
-            "v: 2 with garbage keys",
-            |v| {
-                v["v"] = json!(2);
-                v["eph"] = json!("!");
-            },
-            Expect::Server(UnsupportedVersion, 4001),
-        ),
-        (
-            "v: \"1\", a string",
-            |v| v["v"] = json!("1"),
-            Expect::Server(Malformed, 4001),
-        ),
-        (
-            "v: [1]",
-            |v| v["v"] = json!([1]),
-            Expect::Server(Malformed, 4001),
-        ),
-        (
-            "v: null",
-            |v| v["v"] = Value::Null,
-            Expect::Server(Malformed, 4001),
-        ),
-        (
-            "eph: all zero (low order)",
-            |v| v["eph"] = b64(&[0; 32]),
-            Expect::Server(BadKey, 4001),
-        ),
+        ("v: 2, eph garbage",          |v| { v["v"] = json!(2); v["eph"] = json!("!") }, Server(UnsupportedVersion, 4001)),
+        ("v: \"1\", a string",         |v| v["v"] = json!("1"),               Server(Malformed, 4001)),
+        ("v: [1]",                     |v| v["v"] = json!([1]),               Server(Malformed, 4001)),
+        ("v: null",                    |v| v["v"] = Value::Null,              Server(Malformed, 4001)),
+        ("eph: all zero (low order)",  |v| v["eph"] = b64(&[0; 32]),          Server(BadKey, 4001)),
         // Another valid key: the server goes on, but signs a TH1 the client does not
         // have, so the client refuses the server_hello and never authenticates.
-        (
-            "eph: another valid key",
-            |v| v["eph"] = b64(&x25519_public(7)),
-            Expect::Client(ServerSignature),
-        ),
-        // Same X25519 point (the top bit is ignored, RFC 7748), different bytes: the
+        ("eph: another valid key",     |v| v["eph"] = b64(&x25519_public(7)), Client(ServerSignature)),
+        // The same X25519 point (RFC 7748 ignores the top bit) in other bytes: the
         // transcript carries the bytes as sent.
-        (
-            "eph: top bit set",
-            |v| edit_bytes(v, "eph", |b| b[31] |= 0x80),
-            Expect::Client(ServerSignature),
-        ),
-        (
-            "nonce: one bit flipped",
-            |v| flip(v, "nonce", 0),
-            Expect::Client(ServerSignature),
-        ),
-        (
-            "nonce: another value",
-            |v| v["nonce"] = b64(&[0x5a; 32]),
-            Expect::Client(ServerSignature),
-        ),
+        ("eph: top bit set",           |v| edit_bytes(v, "eph", |b| b[31] |= 0x80), Client(ServerSignature)),
+        ("nonce: one bit flipped",     |v| flip(v, "nonce", 0),               Client(ServerSignature)),
+        ("nonce: another value",       |v| v["nonce"] = b64(&[0x5a; 32]),     Client(ServerSignature)),
     ];
     for (case, tamper, expect) in cases {
         check(case, Msg::ClientHello, tamper, expect.clone());
@@ -928,13 +861,13 @@ fn client_hello_fields() {
             &format!("{field}: missing"),
             Msg::ClientHello,
             |v| remove(v, field),
-            Expect::Server(Malformed, 4001),
+            Server(Malformed, 4001),
         );
     }
     check_bad_b64(
         Msg::ClientHello,
         &["eph", "nonce"],
-        &Expect::Server(Malformed, 4001),
+        &Server(Malformed, 4001),
     );
 }
 
@@ -1071,79 +1004,25 @@ fn client_hello_not_an_object_or_with_garbage() {
 
 #[test]
 fn server_hello_fields() {
+    use Expect::*;
     use HandshakeError::*;
+    #[rustfmt::skip]
     let cases: &[(&str, Tamper, Expect)] = &[
-        ("unchanged, re-serialised", |_| {}, Expect::Accepted),
-        (
-            "unknown fields are ignored",
-            |v| v["ext"] = json!([1]),
-            Expect::Accepted,
-        ),
-        (
-            "type: client_hello",
-            |v| v["type"] = json!("client_hello"),
-            Expect::Client(Unexpected),
-        ),
-        (
-            "type: a number",
-            |v| v["type"] = json!(2),
-            Expect::Client(Malformed),
-        ),
-        (
-            "v: 2",
-            |v| v["v"] = json!(2),
-            Expect::Client(UnsupportedVersion),
-        ),
-        (
-            "v: \"1\", a string",
-            |v| v["v"] = json!("1"),
-            Expect::Client(Malformed),
-        ),
-        (
-            "eph: another valid key",
-            |v| v["eph"] = b64(&x25519_public(7)),
-            Expect::Client(ServerSignature),
-        ),
-        (
-            "eph: top bit set",
-            |v| edit_bytes(v, "eph", |b| b[31] |= 0x80),
-            Expect::Client(ServerSignature),
-        ),
-        (
-            "nonce: one bit flipped",
-            |v| flip(v, "nonce", 0),
-            Expect::Client(ServerSignature),
-        ),
-        (
-            "server_key: another valid key",
-            |v| v["server_key"] = b64(&pk(USER2)),
-            Expect::Client(ServerKeyMismatch),
-        ),
-        (
-            "server_key: weak",
-            |v| v["server_key"] = b64(&identity_point()),
-            Expect::Client(ServerKeyMismatch),
-        ),
-        (
-            "sig: a bit of R flipped",
-            |v| flip(v, "sig", 0),
-            Expect::Client(ServerSignature),
-        ),
-        (
-            "sig: a bit of S flipped",
-            |v| flip(v, "sig", 32),
-            Expect::Client(ServerSignature),
-        ),
-        (
-            "sig: S + L (malleated)",
-            |v| edit_bytes(v, "sig", |b| malleate(b)),
-            Expect::Client(ServerSignature),
-        ),
-        (
-            "sig: all zero",
-            |v| v["sig"] = b64(&[0; 64]),
-            Expect::Client(ServerSignature),
-        ),
+        ("unchanged, re-serialised",      |_| {},                                    Accepted),
+        ("unknown fields are ignored",    |v| v["ext"] = json!([1]),                 Accepted),
+        ("type: client_hello",            |v| v["type"] = json!("client_hello"),     Client(Unexpected)),
+        ("type: a number",                |v| v["type"] = json!(2),                  Client(Malformed)),
+        ("v: 2",                          |v| v["v"] = json!(2),                     Client(UnsupportedVersion)),
+        ("v: \"1\", a string",            |v| v["v"] = json!("1"),                   Client(Malformed)),
+        ("eph: another valid key",        |v| v["eph"] = b64(&x25519_public(7)),     Client(ServerSignature)),
+        ("eph: top bit set",              |v| edit_bytes(v, "eph", |b| b[31] |= 0x80), Client(ServerSignature)),
+        ("nonce: one bit flipped",        |v| flip(v, "nonce", 0),                   Client(ServerSignature)),
+        ("server_key: another valid key", |v| v["server_key"] = b64(&pk(USER2)),     Client(ServerKeyMismatch)),
+        ("server_key: small-order",       |v| v["server_key"] = b64(&identity_point()), Client(ServerKeyMismatch)),
+        ("sig: a bit of R flipped",       |v| flip(v, "sig", 0),                     Client(ServerSignature)),
+        ("sig: a bit of S flipped",       |v| flip(v, "sig", 32),                    Client(ServerSignature)),
+        ("sig: S + L (malleated)",        |v| edit_bytes(v, "sig", |b| malleate(b)), Client(ServerSignature)),
+        ("sig: all zero",                 |v| v["sig"] = b64(&[0; 64]),              Client(ServerSignature)),
     ];
     for (case, tamper, expect) in cases {
         check(case, Msg::ServerHello, tamper, expect.clone());
@@ -1153,13 +1032,13 @@ fn server_hello_fields() {
             &format!("{field}: missing"),
             Msg::ServerHello,
             |v| remove(v, field),
-            Expect::Client(Malformed),
+            Client(Malformed),
         );
     }
     check_bad_b64(
         Msg::ServerHello,
         &["eph", "nonce", "server_key", "sig"],
-        &Expect::Client(Malformed),
+        &Client(Malformed),
     );
 }
 
@@ -1169,22 +1048,15 @@ fn server_hello_with_trust_on_first_use() {
         pin: ServerPin::FirstUse,
         ..Setup::default()
     };
-    let mut cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![(
-        "server_key: another valid key",
-        Box::new(|v| v["server_key"] = b64(&pk(USER2))),
-    )];
-    for weak in WEAK_KEYS {
-        cases.push((
-            "server_key: weak",
-            Box::new(move |v| v["server_key"] = b64(&weak)),
-        ));
-    }
-    for (case, tamper) in cases {
+    let server_keys = [("another valid key", pk(USER2))]
+        .into_iter()
+        .chain(WEAK_KEYS.map(|weak| ("a small-order key", weak)));
+    for (case, server_key) in server_keys {
         check_with(
             first_use(),
-            case,
+            &format!("server_key: {case}"),
             Msg::ServerHello,
-            tamper,
+            |v| v["server_key"] = b64(&server_key),
             Expect::Client(HandshakeError::ServerSignature),
         );
     }
@@ -1301,98 +1173,30 @@ fn server_error_frame_is_refused() {
 #[test]
 fn client_auth_fields() {
     use AuthFailure::*;
+    use Expect::*;
     use HandshakeError::{AuthFailed, Malformed, Unexpected};
-    let fail = |reason| Expect::Server(AuthFailed(reason), 4002);
+    let fail = |reason| Server(AuthFailed(reason), 4002);
+    #[rustfmt::skip]
     let cases: &[(&str, Tamper, Expect)] = &[
-        ("unchanged, re-serialised", |_| {}, Expect::Accepted),
-        (
-            "unknown fields are ignored",
-            |v| {
-                v["ext"] = json!({"a": 1});
-                v["cert"]["ext"] = json!("x");
-            },
-            Expect::Accepted,
-        ),
-        (
-            "type: client_hello",
-            |v| v["type"] = json!("client_hello"),
-            Expect::Server(Unexpected, 4001),
-        ),
-        (
-            "type: something else",
-            |v| v["type"] = json!("hello"),
-            Expect::Server(Unexpected, 4001),
-        ),
-        (
-            "type: a number",
-            |v| v["type"] = json!(3),
-            Expect::Server(Malformed, 4001),
-        ),
-        (
-            "cert: a string",
-            |v| v["cert"] = json!("cert"),
-            Expect::Server(Malformed, 4001),
-        ),
+        ("unchanged, re-serialised",   |_| {},                                 Accepted),
+        ("unknown fields are ignored", |v| { v["ext"] = json!(1); v["cert"]["ext"] = json!("x") }, Accepted),
+        ("type: client_hello",         |v| v["type"] = json!("client_hello"),  Server(Unexpected, 4001)),
+        ("type: something else",       |v| v["type"] = json!("hello"),         Server(Unexpected, 4001)),
+        ("type: a number",             |v| v["type"] = json!(3),               Server(Malformed, 4001)),
+        ("cert: a string",             |v| v["cert"] = json!("cert"),          Server(Malformed, 4001)),
         // Another valid value in each field: the right reason each time.
-        (
-            "user: another user's key",
-            |v| v["user"] = b64(&pk(USER2)),
-            fail(CertSignature),
-        ),
-        (
-            "device: another device's key",
-            |v| v["device"] = b64(&pk(DEVICE2)),
-            fail(CertSignature),
-        ),
-        (
-            "user and device swapped",
-            |v| {
-                v["user"] = b64(&pk(DEVICE));
-                v["device"] = b64(&pk(USER));
-            },
-            fail(CertSignature),
-        ),
-        (
-            "cert.issued_at: one second earlier",
-            |v| v["cert"]["issued_at"] = json!(UNIX_NOW - 3601),
-            fail(CertSignature),
-        ),
-        (
-            "cert.expires_at: never",
-            |v| v["cert"]["expires_at"] = json!(0),
-            fail(CertSignature),
-        ),
-        (
-            "cert.sig: a bit flipped",
-            |v| flip(v, "cert.sig", 0),
-            fail(CertSignature),
-        ),
-        (
-            "cert.sig: S + L (malleated)",
-            |v| edit_bytes(v, "cert.sig", |b| malleate(b)),
-            fail(CertSignature),
-        ),
-        (
-            "sig: a bit of R flipped",
-            |v| flip(v, "sig", 0),
-            fail(Signature),
-        ),
-        (
-            "sig: a bit of S flipped",
-            |v| flip(v, "sig", 32),
-            fail(Signature),
-        ),
-        (
-            "sig: S + L (malleated)",
-            |v| edit_bytes(v, "sig", |b| malleate(b)),
-            fail(Signature),
-        ),
-        ("mac: a bit flipped", |v| flip(v, "mac", 0), fail(Mac)),
-        (
-            "mac: the last bit flipped",
-            |v| flip(v, "mac", 31),
-            fail(Mac),
-        ),
+        ("user: another user's key",   |v| v["user"] = b64(&pk(USER2)),        fail(CertSignature)),
+        ("device: another device's key", |v| v["device"] = b64(&pk(DEVICE2)), fail(CertSignature)),
+        ("user and device swapped",    |v| { v["user"] = b64(&pk(DEVICE)); v["device"] = b64(&pk(USER)) }, fail(CertSignature)),
+        ("cert.issued_at: a second earlier", |v| v["cert"]["issued_at"] = json!(UNIX_NOW - 3601), fail(CertSignature)),
+        ("cert.expires_at: never",     |v| v["cert"]["expires_at"] = json!(0), fail(CertSignature)),
+        ("cert.sig: a bit flipped",    |v| flip(v, "cert.sig", 0),             fail(CertSignature)),
+        ("cert.sig: S + L (malleated)", |v| edit_bytes(v, "cert.sig", |b| malleate(b)), fail(CertSignature)),
+        ("sig: a bit of R flipped",    |v| flip(v, "sig", 0),                  fail(Signature)),
+        ("sig: a bit of S flipped",    |v| flip(v, "sig", 32),                 fail(Signature)),
+        ("sig: S + L (malleated)",     |v| edit_bytes(v, "sig", |b| malleate(b)), fail(Signature)),
+        ("mac: first bit flipped",     |v| flip(v, "mac", 0),                  fail(Mac)),
+        ("mac: last byte flipped",     |v| flip(v, "mac", 31),                 fail(Mac)),
     ];
     for (case, tamper, expect) in cases {
         check(case, Msg::ClientAuth, tamper, expect.clone());
@@ -1419,11 +1223,11 @@ fn client_auth_malformed() {
         &malformed,
     );
     for field in ["cert.issued_at", "cert.expires_at"] {
-        for (what, value) in BAD_U64 {
+        for (what, value) in bad_u64() {
             check(
                 &format!("{field}: {what}"),
                 Msg::ClientAuth,
-                |v| *at(v, field) = value(),
+                |v| *path_mut(v, field) = value,
                 malformed.clone(),
             );
         }
@@ -1451,7 +1255,7 @@ fn client_auth_malformed() {
     let auth = {
         let mut pair = Pair::new();
         assert!(matches!(pair.run_clean(), Outcome::CheckDevice(..)));
-        pair.sent(Msg::ClientAuth).to_owned()
+        pair.delivered(Msg::ClientAuth).to_owned()
     };
     let texts = [
         String::new(),
@@ -1468,7 +1272,7 @@ fn client_auth_malformed() {
     ];
     for text in texts {
         let mut pair = Pair::new();
-        pair.advance_to(Stage::AwaitAuth);
+        pair.advance_to(Stage::HellosDone);
         let (result, out) = pair.server_text(&text);
         assert_eq!(result, Err(HandshakeError::Malformed), "{text:?}");
         assert_eq!(out, refusal(&HandshakeError::Malformed, 4001), "{text:?}");
@@ -1480,25 +1284,28 @@ fn client_auth_malformed() {
 fn auth_failed_frame_is_the_same_for_every_reason() {
     let mut frames = BTreeSet::new();
     let mut reasons = BTreeSet::new();
-    let tampers: [Tamper; 5] = [
-        |v| v["user"] = b64(&identity_point()),
-        |v| flip(v, "cert.sig", 0),
-        |v| flip(v, "sig", 0),
-        |v| flip(v, "mac", 0),
-        |v| v["cert"]["expires_at"] = json!(1),
+    let expired = Setup {
+        creds: creds_with_cert(USER, DEVICE, cert(USER, DEVICE, 0, 1)),
+        ..Setup::default()
+    };
+    let runs: [(Setup, Tamper); 5] = [
+        (Setup::default(), |v| v["user"] = b64(&identity_point())),
+        (Setup::default(), |v| flip(v, "cert.sig", 0)),
+        (expired, |_| {}),
+        (Setup::default(), |v| flip(v, "sig", 0)),
+        (Setup::default(), |v| flip(v, "mac", 0)),
     ];
-    for tamper in tampers {
-        let Outcome::Server(HandshakeError::AuthFailed(reason), out) =
-            Pair::new().run(Msg::ClientAuth, tamper)
-        else {
-            panic!("expected an auth failure")
+    for (setup, tamper) in runs {
+        let outcome = Pair::with(setup).run(Msg::ClientAuth, tamper);
+        let Outcome::Server(HandshakeError::AuthFailed(reason), out) = outcome else {
+            panic!("expected an auth failure, got {outcome:?}")
         };
         reasons.insert(reason.label());
         frames.insert(format!("{out:?}"));
     }
     // The revocation, answered after the lookup.
     let mut pair = Pair::new();
-    pair.advance_to(Stage::AwaitDeviceCheck);
+    pair.advance_to(Stage::CheckingDevice);
     let err = pair
         .server
         .device_checked(DeviceStatus::Revoked)
@@ -1519,28 +1326,13 @@ fn auth_failed_frame_is_the_same_for_every_reason() {
 #[test]
 fn certificate_signature() {
     use AuthFailure::CertSignature;
+    #[rustfmt::skip]
     let cases = [
-        (
-            "signed by another user",
-            creds_with_cert(USER, DEVICE, cert(USER2, DEVICE, UNIX_NOW, 0)),
-            Some(CertSignature),
-        ),
-        (
-            "for another device key",
-            creds_with_cert(USER, DEVICE, cert(USER, DEVICE2, UNIX_NOW, 0)),
-            Some(CertSignature),
-        ),
-        (
-            "signed by the device itself",
-            creds_with_cert(USER, DEVICE, cert(DEVICE, DEVICE, UNIX_NOW, 0)),
-            Some(CertSignature),
-        ),
-        (
-            "single-device user (user = device)",
-            creds(USER, USER),
-            None,
-        ),
-        ("another user and its device", creds(USER2, DEVICE2), None),
+        ("signed by another user",             creds_with_cert(USER, DEVICE, cert(USER2, DEVICE, 0, 0)),  Some(CertSignature)),
+        ("for another device key",             creds_with_cert(USER, DEVICE, cert(USER, DEVICE2, 0, 0)),  Some(CertSignature)),
+        ("signed by the device itself",        creds_with_cert(USER, DEVICE, cert(DEVICE, DEVICE, 0, 0)), Some(CertSignature)),
+        ("single-device user (user = device)", creds(USER, USER),                                         None),
+        ("another user and its device",        creds(USER2, DEVICE2),                                     None),
     ];
     for (case, creds, reason) in cases {
         let expect = match reason {
@@ -1558,46 +1350,23 @@ fn certificate_signature() {
 #[test]
 fn certificate_time() {
     const NOW: u64 = UNIX_NOW;
+    #[rustfmt::skip]
     let cases: &[(&str, u64, u64, u64, bool)] = &[
-        // (case, issued_at, expires_at, wall clock, accepted)
-        ("valid for a day", NOW - 3600, NOW + 86_400, NOW, true),
-        ("expires_at = 0 never expires", NOW - 3600, 0, NOW, true),
-        ("issued at 0, never expires", 0, 0, NOW, true),
-        ("expires in a second", NOW - 3600, NOW + 1, NOW, true),
-        ("expires_at = now", NOW - 3600, NOW, NOW, false),
-        ("expired an hour ago", NOW - 7200, NOW - 3600, NOW, false),
-        (
-            "issued_at = now + 300 (the allowed skew)",
-            NOW + 300,
-            0,
-            NOW,
-            true,
-        ),
-        ("issued_at = now + 301", NOW + 301, 0, NOW, false),
-        ("issued_at = u64::MAX", u64::MAX, 0, NOW, false),
+        // (case,                                issued_at,  expires_at,   wall clock,   accepted)
+        ("valid for a day",                      NOW - 3600, NOW + 86_400, NOW,          true),
+        ("expires_at = 0 never expires",         NOW - 3600, 0,            NOW,          true),
+        ("issued at 0, never expires",           0,          0,            NOW,          true),
+        ("expires in a second",                  NOW - 3600, NOW + 1,      NOW,          true),
+        ("expires_at = now",                     NOW - 3600, NOW,          NOW,          false),
+        ("expired an hour ago",                  NOW - 7200, NOW - 3600,   NOW,          false),
+        ("issued_at = now + 300 (allowed skew)", NOW + 300,  0,            NOW,          true),
+        ("issued_at = now + 301",                NOW + 301,  0,            NOW,          false),
+        ("issued_at = u64::MAX",                 u64::MAX,   0,            NOW,          false),
         // The same certificate as the wall clock moves.
-        (
-            "the clock reaches expires_at",
-            NOW - 3600,
-            NOW + 86_400,
-            NOW + 86_400,
-            false,
-        ),
-        (
-            "the clock is 300 s behind issued_at",
-            NOW,
-            0,
-            NOW - 300,
-            true,
-        ),
-        (
-            "the clock is 301 s behind issued_at",
-            NOW,
-            0,
-            NOW - 301,
-            false,
-        ),
-        ("the clock at the end of time", 0, 0, u64::MAX, true),
+        ("the clock reaches expires_at",         NOW - 3600, NOW + 86_400, NOW + 86_400, false),
+        ("the clock 300 s behind issued_at",     NOW,        0,            NOW - 300,    true),
+        ("the clock 301 s behind issued_at",     NOW,        0,            NOW - 301,    false),
+        ("the clock at the end of time",         0,          0,            u64::MAX,     true),
     ];
     for &(case, issued_at, expires_at, unix, accepted) in cases {
         let setup = Setup {
@@ -1605,9 +1374,10 @@ fn certificate_time() {
             unix,
             ..Setup::default()
         };
-        let expect = match accepted {
-            true => Expect::Accepted,
-            false => Expect::Server(HandshakeError::AuthFailed(AuthFailure::CertTime), 4002),
+        let expect = if accepted {
+            Expect::Accepted
+        } else {
+            Expect::Server(HandshakeError::AuthFailed(AuthFailure::CertTime), 4002)
         };
         check_with(setup, case, Msg::ClientAuth, |_| {}, expect);
     }
@@ -1634,7 +1404,7 @@ fn weak_user_key_in_credentials() {
 #[test]
 fn revoked_device() {
     let mut pair = Pair::new();
-    pair.advance_to(Stage::AwaitDeviceCheck);
+    pair.advance_to(Stage::CheckingDevice);
     let error = HandshakeError::AuthFailed(AuthFailure::Revoked);
     assert_eq!(
         pair.server.device_checked(DeviceStatus::Revoked),
@@ -1647,8 +1417,8 @@ fn revoked_device() {
 #[test]
 fn device_checked_without_a_pending_check() {
     let stages = [
-        ("before the hello", Stage::AwaitHello),
-        ("before client_auth", Stage::AwaitAuth),
+        ("before the hello", Stage::Start),
+        ("before client_auth", Stage::HellosDone),
     ];
     for (case, stage) in stages {
         for status in [DeviceStatus::Active, DeviceStatus::Revoked] {
@@ -1669,7 +1439,7 @@ fn device_checked_without_a_pending_check() {
     }
     // Twice.
     let mut pair = Pair::new();
-    pair.advance_to(Stage::AwaitDeviceCheck);
+    pair.advance_to(Stage::CheckingDevice);
     pair.server.device_checked(DeviceStatus::Active).unwrap();
     assert!(pair.server.device_checked(DeviceStatus::Active).is_err());
 }
@@ -1686,7 +1456,7 @@ fn client_auth_replayed_from_another_session() {
         ..Setup::default()
     });
     assert!(matches!(a.run_clean(), Outcome::CheckDevice(..)));
-    let (hello_a, auth_a) = (a.sent(Msg::ClientHello), a.sent(Msg::ClientAuth));
+    let (hello_a, auth_a) = (a.delivered(Msg::ClientHello), a.delivered(Msg::ClientAuth));
     let signature = HandshakeError::AuthFailed(AuthFailure::Signature);
 
     // The attacker replays both client messages to a new connection: the server's
@@ -1707,7 +1477,7 @@ fn client_auth_replayed_from_another_session() {
         seed: 3,
         ..Setup::default()
     });
-    c.advance_to(Stage::AwaitAuth);
+    c.advance_to(Stage::HellosDone);
     let (result, out) = c.server_text(auth_a);
     assert_eq!(result, Err(signature.clone()));
     assert_eq!(out, refusal(&signature, 4002));
@@ -1720,113 +1490,29 @@ fn client_auth_replayed_from_another_session() {
 fn forged_client_auth() {
     use AuthFailure::*;
     type Edit = fn(&Session, &mut ClientAuth);
+    #[rustfmt::skip]
     let cases: &[(&str, u8, u8, Edit, Option<AuthFailure>)] = &[
         // (case, user, device, edit, failure)
-        ("honest", USER, DEVICE, |_, _| {}, None),
-        ("honest, single-device user", USER, USER, |_, _| {}, None),
+        ("honest",                                    USER, DEVICE, |_, _| {}, None),
+        ("honest, single-device user",                USER, USER,   |_, _| {}, None),
         // TH2 covers the certificate, and the MAC covers TH2.
-        (
-            "another valid cert, stale sig and mac",
-            USER,
-            DEVICE,
-            |_, a| a.cert = cert(USER, DEVICE, UNIX_NOW, 0),
-            Some(Signature),
-        ),
-        (
-            "another valid cert, fresh sig, stale mac",
-            USER,
-            DEVICE,
-            |s, a| {
-                a.cert = cert(USER, DEVICE, UNIX_NOW, 0);
-                s.sign(a, &key(DEVICE));
-            },
-            Some(Mac),
-        ),
-        (
-            "another valid cert, fresh sig and mac",
-            USER,
-            DEVICE,
-            |s, a| {
-                a.cert = cert(USER, DEVICE, UNIX_NOW, 0);
-                s.sign(a, &key(DEVICE));
-                s.mac(a);
-            },
-            None,
-        ),
-        (
-            "sig by another device key",
-            USER,
-            DEVICE,
-            |s, a| s.sign(a, &key(DEVICE2)),
-            Some(Signature),
-        ),
+        ("another valid cert, stale sig and mac",     USER, DEVICE, |_, a| a.cert = cert(USER, DEVICE, UNIX_NOW, 0), Some(Signature)),
+        ("another valid cert, fresh sig, stale mac",  USER, DEVICE, |s, a| { a.cert = cert(USER, DEVICE, UNIX_NOW, 0); s.sign(a, &key(DEVICE)) }, Some(Mac)),
+        ("another valid cert, fresh sig and mac",     USER, DEVICE, |s, a| { a.cert = cert(USER, DEVICE, UNIX_NOW, 0); s.sign(a, &key(DEVICE)); s.mac(a) }, None),
+        ("sig by another device key",                 USER, DEVICE, |s, a| s.sign(a, &key(DEVICE2)), Some(Signature)),
+        ("sig over TH1",                              USER, DEVICE, |s, a| a.sig = keys::sign(&key(DEVICE), &crypto::client_sig_message(&s.th1)), Some(Signature)),
+        ("mac over TH1",                              USER, DEVICE, |s, a| a.mac = s.hs.client_mac(&s.th1), Some(Mac)),
+        ("mac = K_hs",                                USER, DEVICE, |s, a| a.mac = *s.hs.k_hs(), Some(Mac)),
         // Domain separation (H8): the device's other signatures are no handshake signature.
-        (
-            "the cert signature as sig (user = device)",
-            USER,
-            USER,
-            |_, a| a.sig = a.cert.sig,
-            Some(Signature),
-        ),
-        (
-            "a REST signature over challenge = TH2",
-            USER,
-            DEVICE,
-            |s, a| a.sig = keys::sign_rest_challenge(&key(DEVICE), &s.th2(a), &pk(SERVER)),
-            Some(Signature),
-        ),
-        (
-            "sig under the server's label",
-            USER,
-            DEVICE,
-            |s, a| a.sig = keys::sign(&key(DEVICE), &crypto::server_sig_message(&s.th2(a))),
-            Some(Signature),
-        ),
-        (
-            "sig over TH1",
-            USER,
-            DEVICE,
-            |s, a| a.sig = keys::sign(&key(DEVICE), &crypto::client_sig_message(&s.th1)),
-            Some(Signature),
-        ),
-        (
-            "the handshake sig as cert sig",
-            USER,
-            USER,
-            |_, a| a.cert.sig = a.sig,
-            Some(CertSignature),
-        ),
-        (
-            "mac over TH1",
-            USER,
-            DEVICE,
-            |s, a| a.mac = s.hs.client_mac(&s.th1),
-            Some(Mac),
-        ),
-        (
-            "mac = K_hs",
-            USER,
-            DEVICE,
-            |s, a| a.mac = *s.hs.k_hs(),
-            Some(Mac),
-        ),
-        // Reflection (H6): the attacker certifies the server's public key as a device
-        // of a user it owns, so every other check passes, and reflects the signature
-        // the server has just made.
-        (
-            "server key as device, honest (sanity)",
-            USER2,
-            SERVER,
-            |_, _| {},
-            None,
-        ),
-        (
-            "server key as device, the server_hello sig reflected",
-            USER2,
-            SERVER,
-            |s, a| a.sig = s.server_hello.sig,
-            Some(Signature),
-        ),
+        ("the cert signature as sig (user = device)", USER, USER,   |_, a| a.sig = a.cert.sig, Some(Signature)),
+        ("the handshake sig as cert sig",             USER, USER,   |_, a| a.cert.sig = a.sig, Some(CertSignature)),
+        ("a REST signature over challenge = TH2",     USER, DEVICE, |s, a| a.sig = keys::sign_rest_challenge(&key(DEVICE), &s.th2(a), &pk(SERVER)), Some(Signature)),
+        ("sig under the server's label",              USER, DEVICE, |s, a| a.sig = keys::sign(&key(DEVICE), &crypto::server_sig_message(&s.th2(a))), Some(Signature)),
+        // Reflection (H6): the attacker certifies the server's public key as a device of
+        // a user it owns, so every other check passes, and reflects the signature the
+        // server has just made.
+        ("server key as device, honest (sanity)",     USER2, SERVER, |_, _| {}, None),
+        ("server key as device, server sig reflected", USER2, SERVER, |s, a| a.sig = s.server_hello.sig, Some(Signature)),
     ];
     for &(case, user, device, edit, failure) in cases {
         let mut pair = Pair::new();
@@ -1860,7 +1546,7 @@ fn client_auth_first() {
     let auth = {
         let mut other = Pair::new();
         assert!(matches!(other.run_clean(), Outcome::CheckDevice(..)));
-        other.sent(Msg::ClientAuth).to_owned()
+        other.delivered(Msg::ClientAuth).to_owned()
     };
     let mut pair = Pair::new();
     let (result, out) = pair.server_text(&auth);
@@ -1885,14 +1571,14 @@ fn text_while_the_device_check_is_pending() {
     let mut clean = Pair::new();
     assert!(matches!(clean.run_clean(), Outcome::CheckDevice(..)));
     let texts = [
-        clean.sent(Msg::ClientAuth),
-        clean.sent(Msg::ClientHello),
+        clean.delivered(Msg::ClientAuth),
+        clean.delivered(Msg::ClientHello),
         "{}",
         "",
     ];
     for text in texts {
         let mut pair = Pair::new();
-        pair.advance_to(Stage::AwaitDeviceCheck);
+        pair.advance_to(Stage::CheckingDevice);
         let (result, out) = pair.server_text(text);
         assert_eq!(result, Err(HandshakeError::Unexpected), "{text:?}");
         assert_eq!(out, refusal(&HandshakeError::Unexpected, 4001), "{text:?}");
@@ -1909,7 +1595,7 @@ fn text_while_the_device_check_is_pending() {
 
 #[test]
 fn binary_frame_at_any_stage() {
-    for stage in [Stage::AwaitHello, Stage::AwaitAuth, Stage::AwaitDeviceCheck] {
+    for stage in [Stage::Start, Stage::HellosDone, Stage::CheckingDevice] {
         let mut pair = Pair::new();
         pair.advance_to(stage);
         assert_eq!(
@@ -1930,7 +1616,7 @@ fn binary_frame_at_any_stage() {
 fn client_receives_a_second_server_hello() {
     let mut pair = Pair::new();
     assert!(matches!(pair.run_clean(), Outcome::CheckDevice(..)));
-    let server_hello = pair.sent(Msg::ServerHello).to_owned();
+    let server_hello = pair.delivered(Msg::ServerHello).to_owned();
     assert_eq!(
         pair.client.handle_text(&server_hello),
         Err(HandshakeError::Unexpected)
@@ -1943,7 +1629,7 @@ fn client_receives_a_second_server_hello() {
 
 #[test]
 fn timeout_in_every_stage() {
-    for stage in [Stage::AwaitHello, Stage::AwaitAuth, Stage::AwaitDeviceCheck] {
+    for stage in [Stage::Start, Stage::HellosDone, Stage::CheckingDevice] {
         let mut pair = Pair::new();
         let deadline = pair.clock.now() + TIMEOUT;
         pair.advance_to(stage);
@@ -1954,7 +1640,7 @@ fn timeout_in_every_stage() {
             Ok(()),
             "{stage:?}"
         );
-        assert_eq!(pair.drain(), [], "{stage:?}");
+        assert!(pair.drain().is_empty(), "{stage:?}");
         assert_eq!(pair.server.poll_timeout(), Some(deadline), "{stage:?}");
 
         pair.clock.advance(Duration::from_millis(100));
@@ -1991,7 +1677,7 @@ fn timeout_in_every_stage() {
         // A later timer is a no-op.
         pair.clock.advance(TIMEOUT);
         assert_eq!(pair.server.handle_timeout(pair.clock.now()), Ok(()));
-        assert_eq!(pair.drain(), []);
+        assert!(pair.drain().is_empty());
         assert_ended(pair.server, &format!("{stage:?}"));
     }
 }
@@ -2000,12 +1686,12 @@ fn timeout_in_every_stage() {
 fn timeout_after_the_end_is_a_no_op() {
     // After success.
     let mut pair = Pair::new();
-    pair.advance_to(Stage::AwaitDeviceCheck);
+    pair.advance_to(Stage::CheckingDevice);
     pair.server.device_checked(DeviceStatus::Active).unwrap();
     assert_eq!(pair.drain(), [ServerOutput::Established]);
     pair.clock.advance(TIMEOUT * 2);
     assert_eq!(pair.server.handle_timeout(pair.clock.now()), Ok(()));
-    assert_eq!(pair.drain(), []);
+    assert!(pair.drain().is_empty());
     assert!(pair.server.into_established().is_some());
 
     // After a failure.
@@ -2016,7 +1702,7 @@ fn timeout_after_the_end_is_a_no_op() {
     ));
     pair.clock.advance(TIMEOUT * 2);
     assert_eq!(pair.server.handle_timeout(pair.clock.now()), Ok(()));
-    assert_eq!(pair.drain(), []);
+    assert!(pair.drain().is_empty());
 }
 
 // ---------------------------------------------------------------------------------

@@ -1,0 +1,141 @@
+//! The group-commit writer: one task per process takes publish requests from a
+//! queue, appends everything that is waiting in one transaction, and only then
+//! acks and relays — in commit order, so every user's events fan out in `seq` order.
+//!
+//! There is no timer: a lone event is written at once, and under load the events
+//! that arrive while one transaction commits form the next batch. Throughput grows
+//! with load instead of collapsing to one commit per event.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_proto::b64u;
+use ferry_proto::message::{EventMsg, ServerMessage, format_uuid};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use super::hub::{Hub, Outbound};
+use crate::store::{AppendOutcome, NewEvent, Store, StoreError};
+use crate::telemetry::metrics::Metrics;
+
+/// Largest batch written in one transaction.
+pub const MAX_BATCH: usize = 1024;
+
+/// One publish waiting for its commit.
+pub struct WriteRequest {
+    /// The event to append.
+    pub event: NewEvent,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
+    /// When the session received it (publish → ack latency).
+    pub received: Instant,
+}
+
+/// Handle to the writer task.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<WriteRequest>,
+}
+
+impl Writer {
+    /// Starts the writer on `store`. It ends when every `Writer` handle is dropped.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        hub: Hub,
+        metrics: Arc<Metrics>,
+        queue: usize,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(queue.max(MAX_BATCH));
+        let task = tokio::spawn(run(rx, store, hub, metrics));
+        (Self { tx }, task)
+    }
+
+    /// Queues an event and waits for its durable outcome.
+    pub async fn append(&self, event: NewEvent) -> Result<AppendOutcome, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let req = WriteRequest {
+            event,
+            reply,
+            received: Instant::now(),
+        };
+        self.tx
+            .send(req)
+            .await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<WriteRequest>,
+    store: Arc<dyn Store>,
+    hub: Hub,
+    metrics: Arc<Metrics>,
+) {
+    let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
+    let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        events.clear();
+        events.extend(batch.iter().map(|r| r.event.clone()));
+        metrics.batch_size.observe(events.len() as f64);
+        let result = store.append(&events).await;
+        match result {
+            Ok(outcomes) => {
+                for (req, outcome) in batch.drain(..).zip(outcomes) {
+                    match &outcome {
+                        AppendOutcome::Stored { seq, ts } => {
+                            metrics.events_stored.inc();
+                            relay_stored(&hub, &metrics, &req.event, *seq, *ts);
+                        }
+                        AppendOutcome::Duplicate { .. } => metrics.duplicates.inc(),
+                        AppendOutcome::Conflict { .. } => metrics.conflicts.inc(),
+                    }
+                    metrics
+                        .publish_ack_seconds
+                        .observe(req.received.elapsed().as_secs_f64());
+                    let _ = req.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, events = batch.len(), "append failed; no ack sent");
+                for req in batch.drain(..) {
+                    let _ = req.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Sends a stored event to every other live session of its user.
+fn relay_stored(hub: &Hub, metrics: &Metrics, ev: &NewEvent, seq: u64, ts: i64) {
+    let mut msg: Option<Outbound> = None;
+    let mut delivered = 0u64;
+    hub.for_each_session(&ev.user, |s| {
+        if s.device() == &ev.device {
+            return;
+        }
+        let m = msg.get_or_insert_with(|| event_json(ev, Some(seq), ts));
+        if s.deliver(m) {
+            delivered += 1;
+        } else {
+            metrics.queue_overflows.inc();
+        }
+    });
+    metrics.deliveries.inc_by(delivered);
+}
+
+/// The `event` message for a stored or ephemeral event, serialized once.
+pub fn event_json(ev: &NewEvent, seq: Option<u64>, ts: i64) -> Outbound {
+    let msg = ServerMessage::Event(EventMsg {
+        seq,
+        id: format_uuid(ev.id.as_bytes()),
+        device: b64u::encode(&ev.device.0),
+        ts,
+        payload: b64u::encode(&ev.payload),
+        key: ev.key.as_deref().map(b64u::encode),
+        ttl: ev.ttl,
+        ephemeral: seq.is_none(),
+    });
+    Arc::from(msg.to_json())
+}

@@ -1,0 +1,410 @@
+//! The relay end to end (§4): publish, ack, live relay, sync, cursor, devices,
+//! presence, revocation, ephemeral events and limits — real WebSocket clients
+//! against a port-0 server, on SQLite and (when configured) PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::client::{Closed, TestClient, TestUser, connect, expect_close, try_connect};
+use common::server::TestServer;
+use ferry_proto::b64u;
+use ferry_proto::message::{ErrorCode, ServerMessage};
+
+macro_rules! each_backend {
+    ($name:ident, $extra:expr, |$srv:ident| $body:block) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for db in common::db::databases().await {
+                let $srv = TestServer::start(db.url(), $extra).await;
+                $body
+                $srv.stop().await;
+                db.finish(stringify!($name)).await;
+            }
+        }
+    };
+}
+
+fn uuid(n: u128) -> String {
+    ferry_proto::message::format_uuid(&n.to_be_bytes())
+}
+
+fn publish(id: &str, payload: &[u8], extra: &str) -> String {
+    format!(
+        r#"{{"type":"publish","rid":"{id}","id":"{id}","payload":"{}"{extra}}}"#,
+        b64u::encode(payload)
+    )
+}
+
+async fn ack_seq(c: &mut TestClient, id: &str, payload: &[u8]) -> u64 {
+    match c.request(&publish(id, payload, "")).await {
+        ServerMessage::Ack {
+            seq: Some(seq),
+            duplicate: false,
+            ..
+        } => seq,
+        other => panic!("expected ack, got {other:?}"),
+    }
+}
+
+/// Next message that is not presence.
+async fn next_event(c: &mut TestClient) -> ServerMessage {
+    loop {
+        match c.recv().await {
+            ServerMessage::Presence { .. } => continue,
+            m => return m,
+        }
+    }
+}
+
+each_backend!(publish_ack_relay_sync_and_duplicates, &[], |srv| {
+    let user = TestUser::random();
+    let mut a = connect(&srv.ws_url(), user.device()).await;
+    let mut b = connect(&srv.ws_url(), user.device()).await;
+    // a learns that b came online.
+    assert!(matches!(
+        a.recv().await,
+        ServerMessage::Presence { online: true, .. }
+    ));
+    for i in 1..=5u64 {
+        assert_eq!(
+            ack_seq(&mut a, &uuid(i as u128), format!("p{i}").as_bytes()).await,
+            i
+        );
+    }
+    for i in 1..=5u64 {
+        match next_event(&mut b).await {
+            ServerMessage::Event(e) => {
+                assert_eq!(e.seq, Some(i));
+                assert_eq!(
+                    b64u::decode(&e.payload).unwrap(),
+                    format!("p{i}").as_bytes()
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Duplicate: the original ack, nothing relayed again.
+    match a.request(&publish(&uuid(3), b"other", "")).await {
+        ServerMessage::Ack { seq, duplicate, .. } => {
+            assert_eq!(seq, Some(3));
+            assert!(duplicate);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Sync pages.
+    match b
+        .request(r#"{"type":"sync","rid":1,"after":1,"limit":2}"#)
+        .await
+    {
+        ServerMessage::Events {
+            events,
+            head,
+            more,
+            truncated,
+            ..
+        } => {
+            assert_eq!(
+                events.iter().map(|e| e.seq.unwrap()).collect::<Vec<_>>(),
+                vec![2, 3]
+            );
+            assert_eq!(head, 5);
+            assert!(more);
+            assert!(truncated.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    match b.request(r#"{"type":"sync","rid":2,"after":3}"#).await {
+        ServerMessage::Events { events, more, .. } => {
+            assert_eq!(events.len(), 2);
+            assert!(!more);
+        }
+        other => panic!("{other:?}"),
+    }
+    // A new session's auth_ok carries the head.
+    let c = connect(&srv.ws_url(), user.device()).await;
+    assert!(matches!(c.auth_ok, ServerMessage::AuthOk { head: 5, .. }));
+});
+
+each_backend!(conflicts_and_keys, &[], |srv| {
+    let user = TestUser::random();
+    let mut a = connect(&srv.ws_url(), user.device()).await;
+    let key = b64u::encode(b"settings");
+    let with =
+        |id: u128, base: u64| publish(&uuid(id), b"v", &format!(r#","key":"{key}","base":{base}"#));
+    assert!(matches!(
+        a.request(&with(1, 0)).await,
+        ServerMessage::Ack { seq: Some(1), .. }
+    ));
+    match a.request(&with(2, 0)).await {
+        ServerMessage::Conflict { head, key: k, .. } => {
+            assert_eq!(head, 1);
+            assert_eq!(k, key);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        a.request(&with(3, 1)).await,
+        ServerMessage::Ack { seq: Some(2), .. }
+    ));
+    // Nothing was stored for the conflict: head is 2.
+    assert!(matches!(
+        a.request(r#"{"type":"sync","after":0}"#).await,
+        ServerMessage::Events { head: 2, .. }
+    ));
+});
+
+each_backend!(ephemeral_events_are_relayed_not_stored, &[], |srv| {
+    let user = TestUser::random();
+    let mut a = connect(&srv.ws_url(), user.device()).await;
+    let b_creds = user.device();
+    let b_key = b64u::encode(b_creds.device_key.verifying_key().as_bytes());
+    let mut b = connect(&srv.ws_url(), b_creds).await;
+    let mut c = connect(&srv.ws_url(), user.device()).await;
+    match a
+        .request(&publish(&uuid(1), b"typing", r#","ephemeral":true"#))
+        .await
+    {
+        ServerMessage::Ack {
+            ephemeral: true,
+            delivered: Some(2),
+            seq: None,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    match a
+        .request(&publish(
+            &uuid(2),
+            b"only-b",
+            &format!(r#","ephemeral":true,"to":["{b_key}"]"#),
+        ))
+        .await
+    {
+        ServerMessage::Ack {
+            delivered: Some(1), ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    for (client, expect) in [(&mut b, vec!["typing", "only-b"]), (&mut c, vec!["typing"])] {
+        for want in expect {
+            match next_event(client).await {
+                ServerMessage::Event(e) => {
+                    assert!(e.ephemeral);
+                    assert_eq!(e.seq, None);
+                    assert_eq!(b64u::decode(&e.payload).unwrap(), want.as_bytes());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert!(matches!(
+        a.request(r#"{"type":"sync","after":0}"#).await,
+        ServerMessage::Events { head: 0, ref events, .. } if events.is_empty()
+    ));
+});
+
+each_backend!(ttl_expired_events_are_not_served, &[], |srv| {
+    let user = TestUser::random();
+    let mut a = connect(&srv.ws_url(), user.device()).await;
+    assert!(matches!(
+        a.request(&publish(&uuid(1), b"short", r#","ttl":1"#)).await,
+        ServerMessage::Ack { seq: Some(1), .. }
+    ));
+    assert!(matches!(
+        a.request(&publish(&uuid(2), b"long", "")).await,
+        ServerMessage::Ack { seq: Some(2), .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    match a.request(r#"{"type":"sync","after":0}"#).await {
+        ServerMessage::Events { events, head, .. } => {
+            assert_eq!(head, 2);
+            assert_eq!(
+                events.iter().map(|e| e.seq.unwrap()).collect::<Vec<_>>(),
+                vec![2]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // ttl beyond max_ttl is refused.
+    match a
+        .request(&publish(&uuid(3), b"x", r#","ttl":999999999"#))
+        .await
+    {
+        ServerMessage::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+});
+
+each_backend!(devices_presence_cursor_and_revocation, &[], |srv| {
+    let user = TestUser::random();
+    let mut a = connect(&srv.ws_url(), user.device()).await;
+    let b_creds = user.device();
+    let b_dev = b_creds.device_key.verifying_key().to_bytes();
+    let mut b = connect(&srv.ws_url(), b_creds.clone()).await;
+    assert!(matches!(
+        a.recv().await,
+        ServerMessage::Presence { online: true, .. }
+    ));
+    ack_seq(&mut a, &uuid(1), b"x").await;
+    b.send_json(r#"{"type":"cursor","seq":1}"#).await;
+    b.send_json(r#"{"type":"cursor","seq":0}"#).await; // never backwards
+    // b handles its frames in order: once the ping is answered, both cursors are stored.
+    assert!(matches!(
+        b.request(r#"{"type":"ping"}"#).await,
+        ServerMessage::Pong { .. }
+    ));
+    match a.request(r#"{"type":"devices","rid":9}"#).await {
+        ServerMessage::Devices { devices, .. } => {
+            assert_eq!(devices.len(), 2);
+            let bd = devices
+                .iter()
+                .find(|d| d.device == b64u::encode(&b_dev))
+                .unwrap();
+            assert!(bd.online);
+            assert_eq!(bd.cursor, 1);
+            assert!(bd.revoked_at.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    // Forged (signed by another user) and out-of-window revocations are refused.
+    let now_ms = common::client::now_secs() * 1000;
+    let revoke = |sig: [u8; 64], ts: u64| {
+        format!(
+            r#"{{"type":"revoke","rid":1,"device":"{}","ts":{ts},"sig":"{}"}}"#,
+            b64u::encode(&b_dev),
+            b64u::encode(&sig)
+        )
+    };
+    let forged = ferry_proto::keys::sign_revocation(&TestUser::random().key, &b_dev, now_ms);
+    assert!(matches!(
+        a.request(&revoke(forged, now_ms)).await,
+        ServerMessage::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+    let old = now_ms - 6 * 60 * 1000;
+    let stale = ferry_proto::keys::sign_revocation(&user.key, &b_dev, old);
+    assert!(matches!(
+        a.request(&revoke(stale, old)).await,
+        ServerMessage::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+    // A good one: b is closed 4003, a hears presence revoked.
+    let sig = ferry_proto::keys::sign_revocation(&user.key, &b_dev, now_ms);
+    assert!(matches!(
+        a.request(&revoke(sig, now_ms)).await,
+        ServerMessage::Ok { .. }
+    ));
+    assert_eq!(expect_close(&mut b.ws).await, Closed::Code(4003));
+    match a.recv().await {
+        ServerMessage::Presence {
+            online: false,
+            revoked: true,
+            ..
+        } => {}
+        other => panic!("{other:?}"),
+    }
+    // Replayed: refused.
+    assert!(matches!(
+        a.request(&revoke(sig, now_ms)).await,
+        ServerMessage::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+    // Re-auth refused.
+    assert_eq!(
+        try_connect(&srv.ws_url(), b_creds).await.err(),
+        Some(Closed::Code(4002))
+    );
+    // Offline presence when a device leaves.
+    let c = connect(&srv.ws_url(), user.device()).await;
+    assert!(matches!(
+        a.recv().await,
+        ServerMessage::Presence { online: true, .. }
+    ));
+    drop(c);
+    assert!(matches!(
+        a.recv().await,
+        ServerMessage::Presence {
+            online: false,
+            revoked: false,
+            ..
+        }
+    ));
+});
+
+each_backend!(
+    bad_requests_keep_the_session,
+    &[("FERRY_LIMITS_MAX_PAYLOAD", "1024")],
+    |srv| {
+        let mut a = connect(&srv.ws_url(), TestUser::random().device()).await;
+        let id = uuid(1);
+        let cases = [
+            (
+                r#"{"type":"publish","id":"not-a-uuid","payload":""}"#.to_string(),
+                ErrorCode::BadRequest,
+            ),
+            (publish(&id, &[0u8; 1025], ""), ErrorCode::PayloadTooLarge),
+            (publish(&id, b"x", r#","base":1"#), ErrorCode::BadRequest),
+            (
+                r#"{"type":"sync","after":"x"}"#.to_string(),
+                ErrorCode::BadRequest,
+            ),
+            ("[]".to_string(), ErrorCode::BadRequest),
+            (r#"{"type":"warp"}"#.to_string(), ErrorCode::UnknownType),
+        ];
+        for (req, code) in cases {
+            match a.request(&req).await {
+                ServerMessage::Error { code: c, .. } => assert_eq!(c, code, "{req}"),
+                other => panic!("{req}: {other:?}"),
+            }
+        }
+        assert_eq!(ack_seq(&mut a, &id, b"fine").await, 1);
+    }
+);
+
+each_backend!(
+    rate_limit_says_when_to_retry,
+    &[
+        ("FERRY_LIMITS_EVENTS_PER_SEC", "5"),
+        ("FERRY_LIMITS_BURST", "5")
+    ],
+    |srv| {
+        let mut a = connect(&srv.ws_url(), TestUser::random().device()).await;
+        let mut retry = None;
+        for i in 0..10u128 {
+            match a.request(&publish(&uuid(i), b"x", "")).await {
+                ServerMessage::Ack { .. } => {}
+                ServerMessage::Error {
+                    code: ErrorCode::RateLimited,
+                    retry_after_ms,
+                    ..
+                } => {
+                    retry = retry_after_ms;
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let wait = retry.expect("the burst runs out");
+        assert!(wait > 0 && wait <= 1000, "{wait}");
+        tokio::time::sleep(Duration::from_millis(wait + 20)).await;
+        assert!(matches!(
+            a.request(&publish(&uuid(100), b"x", "")).await,
+            ServerMessage::Ack { .. }
+        ));
+        // Ignoring retry_after entirely gets the session closed 4008.
+        for i in 200..300u128 {
+            a.send_json(&publish(&uuid(i), b"x", "")).await;
+        }
+        assert_eq!(expect_close(&mut a.ws).await, Closed::Code(4008));
+    }
+);
