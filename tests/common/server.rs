@@ -91,7 +91,7 @@ impl TestServer {
         // The listener is bound before `run` starts; readiness means the store is
         // open and the accept loop runs. Poll /health/ready (no sleeping guesses).
         for _ in 0..500 {
-            if let Ok(body) = http_get(self.addr, "/health/ready").await {
+            if let Ok(body) = http_get(self.admin, "/health/ready").await {
                 if body.starts_with("HTTP/1.1 200") {
                     return;
                 }
