@@ -6,6 +6,7 @@
 //! ferry config check [--config PATH]
 //! ferry config example
 //! ferry migrate status | up [--to N] | down --to N  [--config PATH]
+//! ferry client init|link|accept|publish|tail|sync|devices|revoke|show …  (see `client_cli`)
 //! ```
 //!
 //! Exit codes: 0 success, 1 failure at run time, 2 invalid configuration or usage.
@@ -57,6 +58,7 @@ where
             ExitCode::SUCCESS
         }
         Command::Migrate(args) => migrate(&args),
+        Command::Client(args) => crate::client_cli::run(&args),
     }
 }
 
@@ -79,8 +81,9 @@ enum Command {
     Config(ConfigCommand),
     /// Inspect or apply database migrations.
     Migrate(MigrateArgs),
-    // Later: `Client(ClientCommand)` (a command-line sync client for testing) and
-    // `Admin(AdminCommand)` (talks to the admin listener) go here.
+    /// A command-line sync client, for trying a server out (`ferry client --help`).
+    Client(crate::client_cli::ClientArgs),
+    // Later: `Admin(AdminCommand)` (talks to the admin listener) goes here.
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+mod client_cli;
 pub mod config;
 pub mod keys;
 pub mod limits;

@@ -408,3 +408,34 @@ each_backend!(
         assert_eq!(expect_close(&mut a.ws).await, Closed::Code(4008));
     }
 );
+
+/// Storage that cannot take writes answers `unavailable` (no ack), the session goes
+/// on, and a retry with the same id succeeds once storage is back — exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_down_means_no_ack_and_a_safe_retry() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ferry.db", dir.path().display());
+    let srv = TestServer::start(&url, &[]).await;
+    let mut a = connect(&srv.ws_url(), TestUser::random().device()).await;
+    assert_eq!(ack_seq(&mut a, &uuid(1), b"before").await, 1);
+    // Another process holds the database's write lock longer than the busy timeout.
+    let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
+    match a.request(&publish(&uuid(2), b"during", "")).await {
+        ServerMessage::Error { code: ErrorCode::Unavailable, .. } => {}
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    assert!(matches!(a.request(r#"{"type":"ping"}"#).await, ServerMessage::Pong { .. }));
+    sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
+    // The client retries under the same id.
+    assert_eq!(ack_seq(&mut a, &uuid(2), b"during").await, 2);
+    match a.request(r#"{"type":"sync","after":0}"#).await {
+        ServerMessage::Events { events, head, .. } => {
+            assert_eq!(head, 2);
+            assert_eq!(events.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    srv.stop().await;
+}

@@ -501,9 +501,10 @@ async fn two_instances_one_database(url: &str) {
     hammer(vec![open(url).await, open(url).await], 8, 250).await;
 }
 
-/// Throughput of the append path: batches of 250 events over 1,000 users from 4
-/// concurrent writers. `cargo test --release --test store_conformance -- --ignored
-/// --nocapture throughput`.
+/// Throughput of the append path: 40,000 events over 1,000 users in batches of 250
+/// from 4 concurrent writers (`FERRY_BENCH_BATCH`, `FERRY_BENCH_WRITERS` change
+/// that). `cargo test --release --test store_conformance -- --ignored --nocapture
+/// throughput`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark; run explicitly with --release"]
 async fn throughput() {
@@ -511,7 +512,15 @@ async fn throughput() {
     dbs.extend(TestDb::postgres().await);
     for db in dbs {
         let store = open(db.url()).await;
-        let (writers, batches, batch_size) = (4u128, 40u128, 250u128);
+        let knob = |var: &str, default: u128| {
+            std::env::var(var)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let writers = knob("FERRY_BENCH_WRITERS", 4);
+        let batch_size = knob("FERRY_BENCH_BATCH", 250);
+        let batches = 40_000 / writers / batch_size;
         let started = Instant::now();
         let mut handles = Vec::new();
         for w in 0..writers {

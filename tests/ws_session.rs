@@ -427,3 +427,15 @@ async fn revoke(db_url: &str, user: &TestUser, creds: &ferry_proto::handshake::D
         .unwrap();
     assert_eq!(outcome, ferry::store::RevokeOutcome::Revoked);
 }
+
+each_backend!(client_close_gets_a_close_reply, &[], |srv| {
+    let mut c = connect(&srv.ws_url(), TestUser::random().device()).await;
+    c.ws.close(None).await.unwrap();
+    loop {
+        match c.ws.next().await {
+            Some(Ok(Message::Close(_))) => break,
+            Some(Ok(_)) => continue,
+            other => panic!("expected the server's close reply, got {other:?}"),
+        }
+    }
+});

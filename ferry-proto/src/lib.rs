@@ -13,10 +13,14 @@
 //! - [`seal`]: sealed frames with per-direction counters (§3).
 //! - [`message`]: the JSON messages inside the sealed channel (§4).
 //! - [`close`]: close codes.
+//! - `client` (feature `client`): the async client SDK — connection, reconnects,
+//!   retries, gap-free event streams, profiles.
 
 #![warn(missing_docs)]
 
 pub mod b64u;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod close;
 pub mod handshake;
 pub mod keys;

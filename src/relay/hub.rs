@@ -6,7 +6,7 @@
 //! slowing down everyone else. Its events stay stored; it catches up with `sync`.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -107,9 +107,7 @@ impl Hub {
     }
 
     fn shard(&self, user: &UserId) -> &Mutex<HashMap<UserId, Vec<Arc<SessionHandle>>>> {
-        let mut h = self.shared.hasher.build_hasher();
-        user.hash(&mut h);
-        &self.shared.shards[(h.finish() as usize) % SHARDS]
+        &self.shared.shards[(self.shared.hasher.hash_one(user) as usize) % SHARDS]
     }
 
     /// Registers a new session of `device`. An older session of the same device is

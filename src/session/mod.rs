@@ -19,7 +19,7 @@ use ferry_proto::handshake::{
 use ferry_proto::message::{Limits as WireLimits, ServerMessage};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{SinkExt, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -370,7 +370,12 @@ where
     /// the close frame is not lost to a reset.
     async fn close(&mut self, end: End) {
         let (code, reason) = match end {
-            End::Gone => return,
+            End::Gone => {
+                // The peer closed (tungstenite queued the reply) or vanished: flush
+                // the reply so the peer sees a clean close.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, SinkExt::close(&mut self.ws)).await;
+                return;
+            }
             End::Close(c) => (c.as_u16(), c.reason()),
             End::Ws(c, r) => (c, r),
         };

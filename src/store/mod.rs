@@ -13,7 +13,8 @@
 //!
 //! Invariant: `seq` is assigned only inside [`Store::append`], in a transaction that
 //! serialises appends per user (SQLite `BEGIN IMMEDIATE`; PostgreSQL the user's
-//! counter row locked `FOR UPDATE`), with `UNIQUE (user_id, seq)` as the backstop.
+//! counter row locked `FOR NO KEY UPDATE`), with `UNIQUE (user_id, seq)` as the
+//! backstop.
 
 mod append;
 mod migrate;

@@ -84,10 +84,13 @@ impl SqliteStore {
     pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
         let conn_opts = connect_options(url, true)?;
         migrate::prepare(url, opts.migrate, opts.connect_timeout).await?;
+        // The writer touches the index pages of every user in a batch: give it a page
+        // cache of 64 MiB (SQLite's default is 2 MiB) so a large log does not turn
+        // appends into random reads. Readers keep the default.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(opts.connect_timeout)
-            .connect_with(conn_opts.clone())
+            .connect_with(conn_opts.clone().pragma("cache_size", "-65536"))
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(opts.max_connections.max(1))
@@ -270,7 +273,9 @@ impl Store for SqliteStore {
 
         // The write lock, for the whole batch: no other writer of this file can
         // assign seqs until we commit.
+        let t0 = std::time::Instant::now();
         let mut tx = WriteTx::begin(&self.writer).await?;
+        let t1 = std::time::Instant::now();
         let mut snapshot = Snapshot::default();
 
         for chunk in users.chunks(MAX_PARAMS / 2) {
@@ -338,6 +343,7 @@ impl Store for SqliteStore {
             }
         }
 
+        let t2 = std::time::Instant::now();
         let plan = append::plan(batch, snapshot);
 
         for chunk in plan.rows.chunks(MAX_PARAMS / 9) {
@@ -369,8 +375,19 @@ impl Store for SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
 
+        let t3 = std::time::Instant::now();
         // Durable on return (synchronous = FULL): only now may outcomes be acked.
         tx.commit().await?;
+        let t4 = std::time::Instant::now();
+        if std::env::var_os("FERRY_TRACE_APPEND").is_some() {
+            eprintln!(
+                "lockwait {:?} reads {:?} writes {:?} commit {:?}",
+                t1 - t0,
+                t2 - t1,
+                t3 - t2,
+                t4 - t3
+            );
+        }
         Ok(plan.outcomes)
     }
 

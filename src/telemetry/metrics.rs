@@ -149,6 +149,11 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        // process_resident_memory_bytes, open fds, CPU: what soak tests watch.
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .expect("process collector registers once");
         Self {
             registry,
             handshakes,

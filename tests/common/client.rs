@@ -204,3 +204,101 @@ impl TestClient {
         }
     }
 }
+
+// Helpers for load tests (tests/relay_stress.rs, tests/durability.rs).
+
+/// A fresh random event id (UUID v4, canonical lowercase form).
+pub fn new_event_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A `publish` request for `id` with `payload`; `rid` echoes the id.
+pub fn publish_json(id: &str, payload: &[u8]) -> String {
+    format!(
+        r#"{{"type":"publish","rid":"{id}","id":"{id}","payload":"{}"}}"#,
+        ferry_proto::b64u::encode(payload)
+    )
+}
+
+impl TestClient {
+    /// Like [`Self::recv`], but a socket that ends (or a close frame) is an `Err`
+    /// instead of a panic. Silence for `wait` still panics.
+    pub async fn try_recv(&mut self, wait: Duration) -> Result<ServerMessage, Closed> {
+        loop {
+            match tokio::time::timeout(wait, self.ws.next())
+                .await
+                .expect("message in time")
+            {
+                Some(Ok(Message::Binary(b))) => {
+                    let plain = self.est.opener.open(&b).expect("server frame opens");
+                    return Ok(serde_json::from_slice(&plain).unwrap());
+                }
+                Some(Ok(Message::Close(Some(f)))) => return Err(Closed::Code(f.code.into())),
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => {
+                    return Err(Closed::NoFrame);
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// Sends every `(id, payload)` of `window` as a `publish` without waiting, then
+    /// reads until each got its reply (`ack`, `conflict` or `error`). Every message
+    /// read, replies and unsolicited ones alike, goes to `on_msg` in arrival order.
+    /// A socket that fails or ends is an `Err`; what arrived before went to `on_msg`.
+    pub async fn publish_window(
+        &mut self,
+        window: &[(String, Vec<u8>)],
+        mut on_msg: impl FnMut(ServerMessage),
+    ) -> Result<(), Closed> {
+        for (id, payload) in window {
+            let frame = self
+                .est
+                .sealer
+                .seal(publish_json(id, payload).as_bytes())
+                .unwrap();
+            self.ws
+                .feed(Message::Binary(frame.into()))
+                .await
+                .map_err(|_| Closed::NoFrame)?;
+        }
+        self.ws.flush().await.map_err(|_| Closed::NoFrame)?;
+        let mut replies = 0;
+        while replies < window.len() {
+            let msg = self.try_recv(Duration::from_secs(20)).await?;
+            if matches!(
+                msg,
+                ServerMessage::Ack { .. }
+                    | ServerMessage::Conflict { .. }
+                    | ServerMessage::Error { .. }
+            ) {
+                replies += 1;
+            }
+            on_msg(msg);
+        }
+        Ok(())
+    }
+
+    /// The user's whole log from seq 0, in pages of at most `limit` events, and the
+    /// last `head`. Live messages that arrive meanwhile are skipped.
+    pub async fn sync_all(&mut self, limit: u32) -> (Vec<ferry_proto::message::EventMsg>, u64) {
+        let mut all = Vec::new();
+        loop {
+            let after = all
+                .last()
+                .map_or(0, |e: &ferry_proto::message::EventMsg| e.seq.unwrap());
+            let req = format!(r#"{{"type":"sync","after":{after},"limit":{limit}}}"#);
+            match self.request(&req).await {
+                ServerMessage::Events {
+                    events, head, more, ..
+                } => {
+                    all.extend(events);
+                    if !more {
+                        return (all, head);
+                    }
+                }
+                other => panic!("expected events, got {other:?}"),
+            }
+        }
+    }
+}

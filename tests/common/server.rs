@@ -91,10 +91,10 @@ impl TestServer {
         // The listener is bound before `run` starts; readiness means the store is
         // open and the accept loop runs. Poll /health/ready (no sleeping guesses).
         for _ in 0..500 {
-            if let Ok(body) = http_get(self.admin, "/health/ready").await {
-                if body.starts_with("HTTP/1.1 200") {
-                    return;
-                }
+            if let Ok(body) = http_get(self.admin, "/health/ready").await
+                && body.starts_with("HTTP/1.1 200")
+            {
+                return;
             }
             if self.task.as_ref().is_some_and(|t| t.is_finished()) {
                 panic!("server exited during start");

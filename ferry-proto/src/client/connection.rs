@@ -9,6 +9,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -33,6 +34,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const INCOMING_QUEUE: usize = 1024;
 const COMMAND_QUEUE: usize = 256;
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// After this long without a frame from the server the client pings it, and after
+/// twice this long it gives the connection up as dead.
+pub const KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// The server's `auth_ok`, decoded, with the server key the handshake accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +71,7 @@ pub struct Presence {
 }
 
 /// A message the server sent without being asked.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Incoming {
     /// A live event from another device (stored, with `seq`, or ephemeral).
@@ -182,7 +186,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<(Self, AuthOk), ClientError> {
         let connector = connector_for(url, tls)?;
-        let (mut ws, mut est, server_key, auth_ok) =
+        let (mut ws, est, server_key, auth_ok) =
             tokio::time::timeout(timeout, handshake(url, creds, pin, connector))
                 .await
                 .map_err(|_| ClientError::Timeout)??;
@@ -197,14 +201,7 @@ impl Connection {
                 return Err(e);
             }
         };
-        tokio::spawn(drive(
-            ws,
-            std::mem::replace(&mut est.sealer, Sealer::new(&[0; 32])),
-            std::mem::replace(&mut est.opener, Opener::new(&[0; 32])),
-            cmds,
-            in_tx,
-            closed_tx,
-        ));
+        tokio::spawn(drive(ws, est.sealer, est.opener, cmds, in_tx, closed_tx));
         let conn = Self {
             requester: Requester {
                 tx,
@@ -256,8 +253,15 @@ impl Connection {
 
     /// Closes the connection normally (1000) and waits for the background task.
     pub async fn close(self) {
-        let _ = self.requester.tx.send(Command::Close).await;
-        let _ = self.requester.closed().await;
+        let Self {
+            requester,
+            incoming,
+            ..
+        } = self;
+        // Nobody reads unsolicited messages any more: never let the task wait on them.
+        drop(incoming);
+        let _ = requester.tx.send(Command::Close).await;
+        let _ = requester.closed().await;
     }
 }
 
@@ -302,12 +306,14 @@ impl Requester {
     /// Queues a message without waiting; fails when the queue is full or the
     /// connection has ended.
     pub fn try_send(&self, msg: ClientMessage) -> Result<(), ClientError> {
-        self.tx.try_send(Command::Send { msg }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                ClientError::Transport("the connection's queue is full".into())
-            }
-            mpsc::error::TrySendError::Closed(_) => self.gone(),
-        })
+        self.tx
+            .try_send(Command::Send { msg })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    ClientError::Transport("the connection's queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => self.gone(),
+            })
     }
 
     /// Whether the connection has ended.
@@ -374,15 +380,10 @@ async fn handshake(
     pin: ServerPin,
     connector: Option<Connector>,
 ) -> Result<(Ws, crate::handshake::Established, [u8; 32], ServerMessage), ClientError> {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector)
-            .await
-            .map_err(ws_error)?;
-    let mut hs = ClientHandshake::new(
-        creds,
-        pin,
-        ClientEphemeral::random(&mut rand::rngs::OsRng),
-    );
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector)
+        .await
+        .map_err(ws_error)?;
+    let mut hs = ClientHandshake::new(creds, pin, ClientEphemeral::random(&mut rand::rngs::OsRng));
     let hello = hs.client_hello().expect("a new handshake has a hello");
     ws.send(Message::text(hello)).await.map_err(ws_error)?;
     let server_hello = loop {
@@ -408,7 +409,9 @@ async fn handshake(
     };
     let server_key = hs.server_key().expect("the accepted key is known");
     ws.send(Message::text(auth)).await.map_err(ws_error)?;
-    let mut est = hs.into_established().expect("established after client_auth");
+    let mut est = hs
+        .into_established()
+        .expect("established after client_auth");
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(b))) => {
@@ -416,9 +419,8 @@ async fn handshake(
                     close_ws(&mut ws, CloseCode::ProtocolViolation).await;
                     return Err(ClientError::Protocol("auth_ok did not open".into()));
                 };
-                let msg: ServerMessage = serde_json::from_slice(&plain).map_err(|e| {
-                    ClientError::Protocol(format!("auth_ok is malformed: {e}"))
-                })?;
+                let msg: ServerMessage = serde_json::from_slice(&plain)
+                    .map_err(|e| ClientError::Protocol(format!("auth_ok is malformed: {e}")))?;
                 return Ok((ws, est, server_key, msg));
             }
             // The `error` frame that precedes a 4002 close: the close says it all.
@@ -528,7 +530,10 @@ pub fn encode_request(msg: &ClientMessage, rid: Option<&Rid>) -> Vec<u8> {
     };
     m.insert("type".into(), json!(ty));
     if let Some(rid) = rid {
-        m.insert("rid".into(), serde_json::to_value(rid).expect("rid serializes"));
+        m.insert(
+            "rid".into(),
+            serde_json::to_value(rid).expect("rid serializes"),
+        );
     }
     serde_json::to_vec(&Value::Object(m)).expect("requests serialize")
 }
@@ -589,8 +594,33 @@ async fn drive(
         pending: HashMap::new(),
         next_rid: 1,
     };
+    // Keep-alive: after KEEPALIVE without a frame from the server, ping it; after
+    // another KEEPALIVE without one, the connection is dead (a network that drops
+    // packets silently never ends the socket by itself).
+    let mut ping_sent = false;
+    let mut quiet_since = Instant::now();
     let reason = loop {
         let step = tokio::select! {
+            frame = d.ws.next() => {
+                quiet_since = Instant::now();
+                ping_sent = false;
+                d.frame(frame).await
+            }
+            _ = tokio::time::sleep_until(quiet_since + KEEPALIVE) => {
+                if ping_sent {
+                    Step::End(ClientError::Transport(format!(
+                        "no frame from the server for {} s",
+                        2 * KEEPALIVE.as_secs()
+                    )))
+                } else {
+                    ping_sent = true;
+                    quiet_since = Instant::now();
+                    match d.ws.send(Message::Ping(Default::default())).await {
+                        Ok(()) => Step::Go,
+                        Err(e) => Step::End(ws_error(e)),
+                    }
+                }
+            }
             cmd = cmds.recv() => match cmd {
                 Some(Command::Request { msg, reply }) => d.request(&msg, reply).await,
                 Some(Command::Send { msg }) => d.send(&msg, None).await,
@@ -599,18 +629,18 @@ async fn drive(
                     Step::End(ClientError::Shutdown)
                 }
             },
-            frame = d.ws.next() => d.frame(frame).await,
         };
         if let Step::End(reason) = step {
             break reason;
         }
     };
     debug!(reason = %reason, "connection ended");
+    // Closed first, so whoever sees a request fail also sees the connection gone.
+    let _ = closed.send(Some(reason.clone()));
+    drop(cmds);
     for (_, reply) in d.pending.drain() {
         let _ = reply.send(Err(reason.clone()));
     }
-    let _ = closed.send(Some(reason.clone()));
-    drop(cmds);
     let _ = d.incoming.send(Incoming::Closed(reason)).await;
 }
 
@@ -662,9 +692,7 @@ impl Driver {
         let mut buf = Vec::from(bytes);
         if self.opener.open_in_place(&mut buf).is_err() {
             close_ws(&mut self.ws, CloseCode::ProtocolViolation).await;
-            return Step::End(ClientError::Protocol(
-                "a sealed frame did not open".into(),
-            ));
+            return Step::End(ClientError::Protocol("a sealed frame did not open".into()));
         }
         let msg: ServerMessage = match serde_json::from_slice(&buf) {
             Ok(m) => m,
@@ -676,9 +704,8 @@ impl Driver {
                     .ok()
                     .and_then(|v| v.get("rid").and_then(Value::as_i64));
                 if let Some(reply) = rid.and_then(|r| self.pending.remove(&r)) {
-                    let _ = reply.send(Err(ClientError::Protocol(format!(
-                        "unreadable reply: {e}"
-                    ))));
+                    let _ =
+                        reply.send(Err(ClientError::Protocol(format!("unreadable reply: {e}"))));
                 }
                 return Step::Go;
             }

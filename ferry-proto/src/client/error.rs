@@ -16,7 +16,7 @@ pub enum ClientError {
     /// The server closed the WebSocket with this close code (see [`CloseCode`]).
     /// 4002 (auth failed), 4003 (revoked) and 4011 (replaced by a newer session of
     /// this device) are final: the client does not reconnect after them.
-    #[error("the server closed the connection with code {0}{}", close_reason(*.0))]
+    #[error("the server closed the connection with code {0}{reason}", reason = close_reason(*.0))]
     Closed(u16),
     /// The handshake failed on the client's side: wrong server key, bad signature,
     /// malformed reply, or the server refused with an `error` frame.
@@ -110,12 +110,14 @@ impl ClientError {
                 CloseCode::from_u16(*code),
                 Some(CloseCode::AuthFailed | CloseCode::Revoked | CloseCode::Replaced)
             ),
-            Self::Handshake(e) => matches!(
-                e,
-                HandshakeError::ServerKeyMismatch
-                    | HandshakeError::ServerSignature
-                    | HandshakeError::UnsupportedVersion
-            ) || matches!(e, HandshakeError::Refused(code) if code == "unsupported_version"),
+            Self::Handshake(e) => {
+                matches!(
+                    e,
+                    HandshakeError::ServerKeyMismatch
+                        | HandshakeError::ServerSignature
+                        | HandshakeError::UnsupportedVersion
+                ) || matches!(e, HandshakeError::Refused(code) if code == "unsupported_version")
+            }
             Self::Tls(_) | Self::InvalidUrl(_) | Self::Invalid(_) | Self::Shutdown => true,
             Self::NoUserKey => true,
             _ => false,

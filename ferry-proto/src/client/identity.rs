@@ -321,7 +321,10 @@ impl std::fmt::Debug for Profile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Profile")
             .field("server_url", &self.server_url)
-            .field("server_key", &self.server_key.as_ref().map(|k| b64u::encode(k)))
+            .field(
+                "server_key",
+                &self.server_key.as_ref().map(|k| b64u::encode(k)),
+            )
             .field("user_public", &b64u::encode(&self.user_public))
             .field("holds_user_key", &self.user_secret.is_some())
             .field("device_public", &b64u::encode(&self.device_public()))
@@ -431,12 +434,12 @@ impl Profile {
     /// user secret, when present, belongs to the user key.
     pub fn validate(&self) -> Result<(), ClientError> {
         check_cert(&self.user_public, &self.device_public(), &self.cert)?;
-        if let Some(user) = self.user_key() {
-            if user.public() != self.user_public {
-                return Err(ClientError::Invalid(
-                    "user_secret does not belong to user_public".into(),
-                ));
-            }
+        if let Some(user) = self.user_key()
+            && user.public() != self.user_public
+        {
+            return Err(ClientError::Invalid(
+                "user_secret does not belong to user_public".into(),
+            ));
         }
         Ok(())
     }
@@ -579,7 +582,8 @@ mod tests {
         );
         let decoded = LinkGrant::decode(&grant.encode()).unwrap();
         assert_eq!(decoded, grant);
-        let joined = Profile::join("wss://relay.example/v1/ws", None, &new_device, &decoded).unwrap();
+        let joined =
+            Profile::join("wss://relay.example/v1/ws", None, &new_device, &decoded).unwrap();
         assert_eq!(joined.server_key, Some([3; 32]));
         assert_eq!(joined.user_public, owner.user_public);
         assert!(joined.user_key().is_none());
