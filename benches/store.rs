@@ -52,17 +52,24 @@ async fn prepare(store: &Arc<dyn Store>) {
         sig: [0; 64],
     };
     for i in 0..USERS {
-        store.register_device(&user(i), &DeviceId([1; 32]), &cert, 0).await.unwrap();
+        store
+            .register_device(&user(i), &DeviceId([1; 32]), &cert, 0)
+            .await
+            .unwrap();
     }
 }
 
 fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, url: &str) {
     let store = rt.block_on(async {
-        let s = ferry::store::connect(url, &StoreOptions::default()).await.unwrap();
+        let s = ferry::store::connect(url, &StoreOptions::default())
+            .await
+            .unwrap();
         prepare(&s).await;
         s
     });
-    let events = Events { next: AtomicU64::new(0) };
+    let events = Events {
+        next: AtomicU64::new(0),
+    };
     let mut g = c.benchmark_group(format!("append/{name}"));
     g.measurement_time(Duration::from_secs(8)).sample_size(20);
     for batch in [1usize, 100, 500] {
@@ -92,16 +99,26 @@ fn store_benches(c: &mut Criterion) {
         let name = format!("ferry_bench_{}", std::process::id());
         let url = rt.block_on(async {
             use sqlx::Executor as _;
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
-            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.unwrap();
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                .await
+                .unwrap();
+            conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .await
+                .unwrap();
             let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
             format!("{base}/{name}")
         });
         bench_backend(c, &rt, "postgres", &url);
         rt.block_on(async {
             use sqlx::Executor as _;
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
-            let _ = conn.execute(sqlx::AssertSqlSafe(format!("DROP DATABASE {name} WITH (FORCE)"))).await;
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                .await
+                .unwrap();
+            let _ = conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE {name} WITH (FORCE)"
+                )))
+                .await;
         });
     }
 }

@@ -176,12 +176,23 @@ async fn verify_and_retry(c: &mut TestClient, ledger: &Shared) -> Found {
     let (log, head) = c.sync_all(1000).await;
     let l = ledger.lock().unwrap();
     let seqs: Vec<u64> = log.iter().map(|e| e.seq.unwrap()).collect();
-    assert_eq!(seqs, (1..=head).collect::<Vec<_>>(), "seqs are not 1..=head");
+    assert_eq!(
+        seqs,
+        (1..=head).collect::<Vec<_>>(),
+        "seqs are not 1..=head"
+    );
     let mut in_log = HashMap::new();
     for e in &log {
-        let payload = l.sent.get(&e.id).unwrap_or_else(|| panic!("{} never sent", e.id));
+        let payload = l
+            .sent
+            .get(&e.id)
+            .unwrap_or_else(|| panic!("{} never sent", e.id));
         assert_eq!(&b64u::decode(&e.payload).unwrap(), payload, "{}", e.id);
-        assert!(in_log.insert(e.id.clone(), e.seq.unwrap()).is_none(), "{} stored twice", e.id);
+        assert!(
+            in_log.insert(e.id.clone(), e.seq.unwrap()).is_none(),
+            "{} stored twice",
+            e.id
+        );
     }
     for (id, seq) in &l.acked {
         assert_eq!(in_log.get(id), Some(seq), "acked event {id} lost or moved");
@@ -194,7 +205,10 @@ async fn verify_and_retry(c: &mut TestClient, ledger: &Shared) -> Found {
         .collect();
     let acked = l.acked.len();
     drop(l);
-    let stored_unacked = unacked.iter().filter(|(id, _)| in_log.contains_key(id)).count();
+    let stored_unacked = unacked
+        .iter()
+        .filter(|(id, _)| in_log.contains_key(id))
+        .count();
     let mut next = head;
     for chunk in unacked.chunks(100) {
         c.publish_window(chunk, |m| match m {

@@ -421,12 +421,21 @@ async fn storage_down_means_no_ack_and_a_safe_retry() {
     assert_eq!(ack_seq(&mut a, &uuid(1), b"before").await, 1);
     // Another process holds the database's write lock longer than the busy timeout.
     let mut locker = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    sqlx::raw_sql("BEGIN EXCLUSIVE").execute(&mut locker).await.unwrap();
+    sqlx::raw_sql("BEGIN EXCLUSIVE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
     match a.request(&publish(&uuid(2), b"during", "")).await {
-        ServerMessage::Error { code: ErrorCode::Unavailable, .. } => {}
+        ServerMessage::Error {
+            code: ErrorCode::Unavailable,
+            ..
+        } => {}
         other => panic!("expected unavailable, got {other:?}"),
     }
-    assert!(matches!(a.request(r#"{"type":"ping"}"#).await, ServerMessage::Pong { .. }));
+    assert!(matches!(
+        a.request(r#"{"type":"ping"}"#).await,
+        ServerMessage::Pong { .. }
+    ));
     sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
     // The client retries under the same id.
     assert_eq!(ack_seq(&mut a, &uuid(2), b"during").await, 2);

@@ -208,7 +208,9 @@ async fn users_never_see_each_others_events() {
                 tasks.push(tokio::spawn(async move {
                     let mut c = connect(&url, creds).await;
                     // Everyone is online before anyone publishes.
-                    if start.wait().await.is_leader() { eprintln!("TIMING connected {:?}", t0.elapsed()); }
+                    if start.wait().await.is_leader() {
+                        eprintln!("TIMING connected {:?}", t0.elapsed());
+                    }
                     let (acks, mut live) =
                         publish_all(&mut c, &events(&format!("{tag}|{d}"), EACH), EACH).await;
                     assert_eq!(acks.len(), EACH);
@@ -223,7 +225,9 @@ async fn users_never_see_each_others_events() {
                         read_events(&mut c, &mut live, more).await;
                     }
                     // Whatever else is on its way arrives before the pong.
-                    if published.wait().await.is_leader() { eprintln!("TIMING published {:?}", t0.elapsed()); }
+                    if published.wait().await.is_leader() {
+                        eprintln!("TIMING published {:?}", t0.elapsed());
+                    }
                     c.send_json(r#"{"type":"ping"}"#).await;
                     loop {
                         match c.recv().await {

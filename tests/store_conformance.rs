@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 
 use common::db::TestDb;
 use ferry::store::{
@@ -499,59 +498,4 @@ async fn concurrent_appends_one_user(url: &str) {
 /// Two stores with their own pools on one database: two server instances.
 async fn two_instances_one_database(url: &str) {
     hammer(vec![open(url).await, open(url).await], 8, 250).await;
-}
-
-/// Throughput of the append path: 40,000 events over 1,000 users in batches of 250
-/// from 4 concurrent writers (`FERRY_BENCH_BATCH`, `FERRY_BENCH_WRITERS` change
-/// that). `cargo test --release --test store_conformance -- --ignored --nocapture
-/// throughput`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark; run explicitly with --release"]
-async fn throughput() {
-    let mut dbs = vec![TestDb::sqlite().await];
-    dbs.extend(TestDb::postgres().await);
-    for db in dbs {
-        let store = open(db.url()).await;
-        let knob = |var: &str, default: u128| {
-            std::env::var(var)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(default)
-        };
-        let writers = knob("FERRY_BENCH_WRITERS", 4);
-        let batch_size = knob("FERRY_BENCH_BATCH", 250);
-        let batches = 40_000 / writers / batch_size;
-        let started = Instant::now();
-        let mut handles = Vec::new();
-        for w in 0..writers {
-            let store = store.clone();
-            handles.push(tokio::spawn(async move {
-                for b in 0..batches {
-                    let batch: Vec<NewEvent> = (0..batch_size)
-                        .map(|i| {
-                            let n = (w * batches + b) * batch_size + i;
-                            let mut user = [0u8; 32];
-                            user[..2].copy_from_slice(&((n % 1000) as u16).to_be_bytes());
-                            NewEvent {
-                                payload: vec![0x55; 200],
-                                ..ev(UserId(user), n)
-                            }
-                        })
-                        .collect();
-                    store.append(&batch).await.unwrap();
-                }
-            }));
-        }
-        for h in handles {
-            h.await.unwrap();
-        }
-        let total = writers * batches * batch_size;
-        let secs = started.elapsed().as_secs_f64();
-        eprintln!(
-            "{}: {total} events in {secs:.2} s = {:.0} events/s",
-            store.backend(),
-            total as f64 / secs
-        );
-        db.finish("throughput").await;
-    }
 }

@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test]
 async fn wss_handshake_and_sealed_ping() {
     let certs = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     let cert_path = certs.path().join("cert.pem");
     let key_path = certs.path().join("key.pem");
     std::fs::write(&cert_path, ck.cert.pem()).unwrap();
@@ -36,39 +38,65 @@ async fn wss_handshake_and_sealed_ping() {
         .with_root_certificates(roots)
         .with_no_client_auth();
     let wss = format!("wss://127.0.0.1:{}/v1/ws", srv.addr.port());
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async_tls_with_config(&wss, None, false, Some(Connector::Rustls(Arc::new(config.clone()))))
-            .await
-            .expect("wss connects");
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        &wss,
+        None,
+        false,
+        Some(Connector::Rustls(Arc::new(config.clone()))),
+    )
+    .await
+    .expect("wss connects");
     let user = TestUser::random();
     let mut hs = ClientHandshake::new(
         user.device(),
         ServerPin::Key(common::server::server_key().verifying_key().to_bytes()),
         ClientEphemeral::random(&mut rand::rngs::OsRng),
     );
-    ws.send(Message::text(hs.client_hello().unwrap())).await.unwrap();
-    let Some(Ok(Message::Text(hello))) = ws.next().await else { panic!("server_hello expected") };
-    ws.send(Message::text(hs.handle_text(&hello).unwrap())).await.unwrap();
+    ws.send(Message::text(hs.client_hello().unwrap()))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(hello))) = ws.next().await else {
+        panic!("server_hello expected")
+    };
+    ws.send(Message::text(hs.handle_text(&hello).unwrap()))
+        .await
+        .unwrap();
     let mut est = hs.into_established().unwrap();
-    let Some(Ok(Message::Binary(b))) = ws.next().await else { panic!("auth_ok expected") };
+    let Some(Ok(Message::Binary(b))) = ws.next().await else {
+        panic!("auth_ok expected")
+    };
     let auth_ok: ServerMessage = serde_json::from_slice(&est.opener.open(&b).unwrap()).unwrap();
     assert!(matches!(auth_ok, ServerMessage::AuthOk { .. }));
-    ws.send(Message::binary(est.sealer.seal(br#"{"type":"ping","rid":5}"#).unwrap())).await.unwrap();
-    let Some(Ok(Message::Binary(b))) = ws.next().await else { panic!("pong expected") };
+    ws.send(Message::binary(
+        est.sealer.seal(br#"{"type":"ping","rid":5}"#).unwrap(),
+    ))
+    .await
+    .unwrap();
+    let Some(Ok(Message::Binary(b))) = ws.next().await else {
+        panic!("pong expected")
+    };
     let pong: ServerMessage = serde_json::from_slice(&est.opener.open(&b).unwrap()).unwrap();
     assert!(matches!(pong, ServerMessage::Pong { .. }));
 
     // Plain ws:// to a TLS listener does not get a session.
-    let plain = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/v1/ws", srv.addr.port())).await;
+    let plain =
+        tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{}/v1/ws", srv.addr.port())).await;
     assert!(plain.is_err());
     // A client that does not trust the certificate fails the TLS handshake.
-    let untrusted = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    let refused =
-        tokio_tungstenite::connect_async_tls_with_config(&wss, None, false, Some(Connector::Rustls(Arc::new(untrusted)))).await;
+    let untrusted = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let refused = tokio_tungstenite::connect_async_tls_with_config(
+        &wss,
+        None,
+        false,
+        Some(Connector::Rustls(Arc::new(untrusted))),
+    )
+    .await;
     assert!(refused.is_err());
     srv.stop().await;
 }

@@ -273,26 +273,18 @@ impl Store for SqliteStore {
 
         // The write lock, for the whole batch: no other writer of this file can
         // assign seqs until we commit.
-        let t0 = std::time::Instant::now();
         let mut tx = WriteTx::begin(&self.writer).await?;
-        let t1 = std::time::Instant::now();
         let mut snapshot = Snapshot::default();
 
         for chunk in users.chunks(MAX_PARAMS / 2) {
+            // Creates missing counter rows and reads every head in one statement. The
+            // no-op update is what makes RETURNING report existing rows too; the row
+            // is rewritten below anyway when its user gets events.
             let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO users (user_id, created_at) ");
             q.push_values(chunk, |mut b, u| {
                 b.push_bind(&u.0[..]).push_bind(now);
             });
-            q.push(" ON CONFLICT (user_id) DO NOTHING");
-            q.build().execute(&mut *tx).await?;
-
-            let mut q =
-                QueryBuilder::<Sqlite>::new("SELECT user_id, head FROM users WHERE user_id IN (");
-            let mut list = q.separated(", ");
-            for u in chunk {
-                list.push_bind(&u.0[..]);
-            }
-            q.push(")");
+            q.push(" ON CONFLICT (user_id) DO UPDATE SET head = head RETURNING user_id, head");
             let rows: Vec<(Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
             for (u, head) in rows {
                 snapshot
@@ -343,7 +335,6 @@ impl Store for SqliteStore {
             }
         }
 
-        let t2 = std::time::Instant::now();
         let plan = append::plan(batch, snapshot);
 
         for chunk in plan.rows.chunks(MAX_PARAMS / 9) {
@@ -375,19 +366,8 @@ impl Store for SqliteStore {
             q.build().execute(&mut *tx).await?;
         }
 
-        let t3 = std::time::Instant::now();
         // Durable on return (synchronous = FULL): only now may outcomes be acked.
         tx.commit().await?;
-        let t4 = std::time::Instant::now();
-        if std::env::var_os("FERRY_TRACE_APPEND").is_some() {
-            eprintln!(
-                "lockwait {:?} reads {:?} writes {:?} commit {:?}",
-                t1 - t0,
-                t2 - t1,
-                t3 - t2,
-                t4 - t3
-            );
-        }
         Ok(plan.outcomes)
     }
 

@@ -152,7 +152,9 @@ impl Metrics {
         // process_resident_memory_bytes, open fds, CPU: what soak tests watch.
         #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("process collector registers once");
         Self {
             registry,
