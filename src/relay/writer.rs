@@ -75,35 +75,42 @@ async fn run(
 ) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
+    let mut waiting: Vec<(oneshot::Sender<Result<AppendOutcome, StoreError>>, Instant)> =
+        Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        events.clear();
-        events.extend(batch.iter().map(|r| r.event.clone()));
+        // Move the events out of the requests: the payloads are never copied.
+        for req in batch.drain(..) {
+            events.push(req.event);
+            waiting.push((req.reply, req.received));
+        }
         metrics.batch_size.observe(events.len() as f64);
-        let result = store.append(&events).await;
-        match result {
+        match store.append(&events).await {
             Ok(outcomes) => {
-                for (req, outcome) in batch.drain(..).zip(outcomes) {
+                for ((ev, (reply, received)), outcome) in
+                    events.iter().zip(waiting.drain(..)).zip(outcomes)
+                {
                     match &outcome {
                         AppendOutcome::Stored { seq, ts } => {
                             metrics.events_stored.inc();
-                            relay_stored(&hub, &metrics, &req.event, *seq, *ts);
+                            relay_stored(&hub, &metrics, ev, *seq, *ts);
                         }
                         AppendOutcome::Duplicate { .. } => metrics.duplicates.inc(),
                         AppendOutcome::Conflict { .. } => metrics.conflicts.inc(),
                     }
                     metrics
                         .publish_ack_seconds
-                        .observe(req.received.elapsed().as_secs_f64());
-                    let _ = req.reply.send(Ok(outcome));
+                        .observe(received.elapsed().as_secs_f64());
+                    let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
-                warn!(error = %e, events = batch.len(), "append failed; no ack sent");
-                for req in batch.drain(..) {
-                    let _ = req.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                warn!(error = %e, events = events.len(), "append failed; no ack sent");
+                for (reply, _) in waiting.drain(..) {
+                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
                 }
             }
         }
+        events.clear();
     }
 }
 

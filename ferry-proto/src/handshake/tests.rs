@@ -264,7 +264,7 @@ impl Pair {
         let client_eph = ClientEphemeral::random(&mut rng);
         let client_secret = client_eph.secret;
         let clock = Clock {
-            base: Instant::now(),
+            base: Instant::now(), // sans-io: allowed (test: the virtual clock needs one real origin)
             elapsed: Duration::ZERO,
             unix: setup.unix,
         };
