@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::client::{Closed, TestClient, TestUser, connect, new_event_id};
@@ -194,40 +193,50 @@ async fn users_never_see_each_others_events() {
     const EACH: usize = 10;
     for db in databases().await {
         let srv = TestServer::start(db.url(), &[]).await;
-        let t0 = std::time::Instant::now();
-        let start = Arc::new(tokio::sync::Barrier::new(USERS * DEVICES));
-        let published = Arc::new(tokio::sync::Barrier::new(USERS * DEVICES));
-        let mut tasks = Vec::new();
+        // Everyone is online before anyone publishes (connected one by one: this is
+        // about isolation, not a handshake storm).
+        let mut devices = Vec::new();
         for _ in 0..USERS {
             let user = TestUser::random();
             let tag = b64u::encode(user.key.verifying_key().as_bytes());
             for d in 0..DEVICES {
-                let (url, creds, tag) = (srv.ws_url(), user.device(), tag.clone());
+                let creds = user.device();
                 let me = device_id(&creds);
-                let (start, published) = (start.clone(), published.clone());
-                tasks.push(tokio::spawn(async move {
-                    let mut c = connect(&url, creds).await;
-                    // Everyone is online before anyone publishes.
-                    if start.wait().await.is_leader() {
-                        eprintln!("TIMING connected {:?}", t0.elapsed());
-                    }
-                    let (acks, mut live) =
-                        publish_all(&mut c, &events(&format!("{tag}|{d}"), EACH), EACH).await;
+                let c = connect(&srv.ws_url(), creds).await;
+                devices.push((c, tag.clone(), me, d));
+            }
+        }
+        // Whether an event's payload carries `tag` as its owner.
+        fn owned_by(e: &EventMsg, tag: &str) -> bool {
+            let p = b64u::decode(&e.payload).unwrap();
+            p.starts_with(format!("{tag}|").as_bytes())
+        }
+        // Phase 1: publish, and read live events until the siblings' 20 arrived.
+        let tasks: Vec<_> = devices
+            .into_iter()
+            .map(|(mut c, tag, me, d)| {
+                tokio::spawn(async move {
+                    let out = events(&format!("{tag}|{d}"), EACH);
+                    let (acks, mut live) = publish_all(&mut c, &out, EACH).await;
                     assert_eq!(acks.len(), EACH);
-                    let own = |e: &EventMsg| {
-                        let p = b64u::decode(&e.payload).unwrap();
-                        String::from_utf8(p)
-                            .unwrap()
-                            .starts_with(&format!("{tag}|"))
-                    };
-                    while live.iter().filter(|e| own(e)).count() < (DEVICES - 1) * EACH {
+                    while live.iter().filter(|e| owned_by(e, &tag)).count() < (DEVICES - 1) * EACH {
                         let more = live.len() + 1;
                         read_events(&mut c, &mut live, more).await;
                     }
-                    // Whatever else is on its way arrives before the pong.
-                    if published.wait().await.is_leader() {
-                        eprintln!("TIMING published {:?}", t0.elapsed());
-                    }
+                    (c, tag, me, live)
+                })
+            })
+            .collect();
+        let mut devices = Vec::new();
+        for t in tasks {
+            devices.push(t.await.unwrap());
+        }
+        // Phase 2: every ack is in, so everything relayed is queued; what is still on
+        // its way arrives before the pong. Then sync from 0.
+        let tasks: Vec<_> = devices
+            .into_iter()
+            .map(|(mut c, tag, me, mut live)| {
+                tokio::spawn(async move {
                     c.send_json(r#"{"type":"ping"}"#).await;
                     loop {
                         match c.recv().await {
@@ -238,11 +247,9 @@ async fn users_never_see_each_others_events() {
                         }
                     }
                     let (log, _) = c.sync_all(1000).await;
-                    let cross_live = live.iter().filter(|e| !own(e)).count();
-                    let cross_sync = log.iter().filter(|e| !own(e)).count();
                     let own_live: HashSet<&str> = live
                         .iter()
-                        .filter(|e| own(e))
+                        .filter(|e| owned_by(e, &tag))
                         .map(|e| e.id.as_str())
                         .collect();
                     assert_eq!(own_live.len(), (DEVICES - 1) * EACH, "live from siblings");
@@ -263,17 +270,18 @@ async fn users_never_see_each_others_events() {
                         seqs(&log),
                         (1..=(DEVICES * EACH) as u64).collect::<Vec<_>>()
                     );
+                    let cross_live = live.iter().filter(|e| !owned_by(e, &tag)).count();
+                    let cross_sync = log.iter().filter(|e| !owned_by(e, &tag)).count();
                     (cross_live, cross_sync)
-                }));
-            }
-        }
+                })
+            })
+            .collect();
         let (mut cross_live, mut cross_sync) = (0, 0);
         for t in tasks {
             let (l, s) = t.await.unwrap();
             cross_live += l;
             cross_sync += s;
         }
-        eprintln!("TIMING done {:?}", t0.elapsed());
         assert_eq!((cross_live, cross_sync), (0, 0), "cross-user deliveries");
         srv.stop().await;
         db.finish("users_never_see_each_others_events").await;
@@ -296,16 +304,18 @@ async fn closed_with(srv: &TestServer, code: u16) -> u64 {
 /// catches up with `sync` after reconnecting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_cut_off_and_catches_up_with_sync() {
-    const N: usize = 500;
+    const N: usize = 200;
     const PAYLOAD: usize = 32 * 1024;
-    // ~44 KB per event message: 500 of them (~22 MB) are far more than the socket
-    // buffers (4 MB each way here) plus the 1 MiB write buffer can hold.
+    // ~44 KB per event message, ~8.8 MB for all: more than twice what the socket
+    // buffers (up to 4 MB server side here), the server's write buffer (cut to one
+    // message) and the queue of 16 hold together.
     let limits = &[
         ("FERRY_LIMITS_EVENTS_PER_SEC", "100000"),
         ("FERRY_LIMITS_BURST", "100000"),
         ("FERRY_LIMITS_OUTBOUND_QUEUE", "16"),
-        ("FERRY_LIMITS_MAX_PAYLOAD", "65536"),
-        ("FERRY_LIMITS_MAX_MESSAGE_SIZE", "262144"),
+        ("FERRY_LIMITS_MAX_PAYLOAD", "32768"),
+        ("FERRY_LIMITS_MAX_MESSAGE_SIZE", "65536"),
+        ("FERRY_LIMITS_MAX_WRITE_BUFFER_SIZE", "69632"),
     ];
     for db in databases().await {
         let srv = TestServer::start(db.url(), limits).await;

@@ -22,10 +22,13 @@ pub const CERT_ISSUED_SKEW_SECS: u64 = 300;
 pub struct InvalidSignature;
 
 /// Parses a 32-byte Ed25519 public key used as an identity (server, user, device).
-/// Refuses encodings that do not decompress and small-order ("weak") points.
+/// Refuses encodings that do not decompress, small-order ("weak") points, and
+/// mixed-order points (a torsion component): an honestly generated key is always
+/// in the prime-order subgroup, so nothing legitimate is lost, and signatures by
+/// such keys cannot verify differently under cofactored and cofactorless checks.
 pub fn parse_identity_key(bytes: &[u8; 32]) -> Result<VerifyingKey, InvalidSignature> {
     let key = VerifyingKey::from_bytes(bytes).map_err(|_| InvalidSignature)?;
-    if key.is_weak() {
+    if key.is_weak() || !key.to_edwards().is_torsion_free() {
         return Err(InvalidSignature);
     }
     Ok(key)
@@ -157,4 +160,28 @@ pub fn verify_rest_challenge(
     sig: &[u8; 64],
 ) -> Result<(), InvalidSignature> {
     verify(device, &rest_message(challenge, server_key), sig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_keys_must_be_prime_order() {
+        let honest = SigningKey::from_bytes(&[3u8; 32]).verifying_key();
+        assert!(parse_identity_key(honest.as_bytes()).is_ok());
+        // The identity point (small order).
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(parse_identity_key(&identity).is_err());
+        // An honest key plus a point of order 8: decompresses, is not weak, but has torsion.
+        let torsion = curve25519_dalek::constants::EIGHT_TORSION[1];
+        let mixed = (honest.to_edwards() + torsion).compress();
+        assert!(
+            !VerifyingKey::from_bytes(mixed.as_bytes())
+                .unwrap()
+                .is_weak()
+        );
+        assert!(parse_identity_key(mixed.as_bytes()).is_err());
+    }
 }

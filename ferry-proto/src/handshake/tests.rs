@@ -1190,6 +1190,8 @@ fn client_auth_fields() {
         ("user and device swapped",    |v| { v["user"] = b64(&pk(DEVICE)); v["device"] = b64(&pk(USER)) }, fail(CertSignature)),
         ("cert.issued_at: a second earlier", |v| v["cert"]["issued_at"] = json!(UNIX_NOW - 3601), fail(CertSignature)),
         ("cert.expires_at: never",     |v| v["cert"]["expires_at"] = json!(0), fail(CertSignature)),
+        // The signature is checked before the times: unsigned times never count as cert_time.
+        ("cert.expires_at: an hour ago", |v| v["cert"]["expires_at"] = json!(UNIX_NOW - 3600), fail(CertSignature)),
         ("cert.sig: a bit flipped",    |v| flip(v, "cert.sig", 0),             fail(CertSignature)),
         ("cert.sig: S + L (malleated)", |v| edit_bytes(v, "cert.sig", |b| malleate(b)), fail(CertSignature)),
         ("sig: a bit of R flipped",    |v| flip(v, "sig", 0),                  fail(Signature)),
