@@ -7,9 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::keys::ServerKey;
-use crate::limits::{ConnLimiter, KeyedGcra, RateLimiter};
+use crate::limits::{ConnLimiter, KeyedGcra, RateLimiter, RestLimiters};
 use crate::relay::{Hub, Writer};
 use crate::store::{DeviceId, Store};
 use crate::telemetry::metrics::Metrics;
@@ -35,6 +36,10 @@ pub struct App {
     pub publish_rate: Arc<dyn RateLimiter<DeviceId>>,
     /// The group-commit writer.
     pub writer: Writer,
+    /// REST authentication: access-token keys, refresh tokens, admin keys.
+    pub auth: Arc<Auth>,
+    /// REST rate limits (per IP, per token, admin-key failures).
+    pub rest_limits: Arc<RestLimiters>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Every spawned connection and job, so shutdown can wait for them.

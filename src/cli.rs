@@ -6,7 +6,8 @@
 //! ferry config check [--config PATH]
 //! ferry config example
 //! ferry migrate status | up [--to N] | down --to N  [--config PATH]
-//! ferry client init|link|accept|publish|tail|sync|devices|revoke|show …  (see `client_cli`)
+//! ferry client init|link|accept|publish|tail|sync|devices|revoke|token|show …  (see `client_cli`)
+//! ferry admin key-hash [--name NAME] [--scope read|write] [--stdin]
 //! ```
 //!
 //! Exit codes: 0 success, 1 failure at run time, 2 invalid configuration or usage.
@@ -59,6 +60,7 @@ where
         }
         Command::Migrate(args) => migrate(&args),
         Command::Client(args) => crate::client_cli::run(&args),
+        Command::Admin(AdminCommand::KeyHash(args)) => admin_key_hash(&args),
     }
 }
 
@@ -83,7 +85,29 @@ enum Command {
     Migrate(MigrateArgs),
     /// A command-line sync client, for trying a server out (`ferry client --help`).
     Client(crate::client_cli::ClientArgs),
-    // Later: `Admin(AdminCommand)` (talks to the admin listener) goes here.
+    /// Admin API helpers.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Make an admin API key (or hash one read from stdin) and print the
+    /// `[[admin.keys]]` entry for the configuration. The key is printed once.
+    KeyHash(KeyHashArgs),
+}
+
+#[derive(Debug, Args)]
+struct KeyHashArgs {
+    /// The key's name in the configuration (shown in logs, never the key).
+    #[arg(long, default_value = "admin")]
+    name: String,
+    /// `read` (GET endpoints) or `write` (everything).
+    #[arg(long, default_value = "write", value_parser = ["read", "write"])]
+    scope: String,
+    /// Read the key from stdin (one line) instead of generating one.
+    #[arg(long)]
+    stdin: bool,
 }
 
 #[derive(Debug, Args)]
@@ -173,6 +197,53 @@ fn keygen(args: &KeygenArgs) -> ExitCode {
         args.out.display(),
         key.public_b64u()
     ));
+    ExitCode::SUCCESS
+}
+
+fn admin_key_hash(args: &KeyHashArgs) -> ExitCode {
+    let name_ok = !args.name.is_empty()
+        && args.name.len() <= 64
+        && args
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        let _ = writeln!(
+            io::stderr().lock(),
+            "error: --name must be 1 to 64 characters of A-Z a-z 0-9 - _ ."
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let (key, generated) = if args.stdin {
+        let mut line = String::new();
+        if let Err(e) = io::stdin().read_line(&mut line) {
+            return fail(format_args!("cannot read stdin: {e}"));
+        }
+        let key = line.trim_end_matches(['\r', '\n']).to_string();
+        if key.is_empty() || key.len() > crate::auth::admin_keys::MAX_KEY_LEN {
+            return fail(format_args!(
+                "the key must be 1 to {} bytes",
+                crate::auth::admin_keys::MAX_KEY_LEN
+            ));
+        }
+        (key, false)
+    } else {
+        (crate::auth::random_b64u::<32>(), true)
+    };
+    let hash = crate::auth::admin_keys::hash_hex(&key);
+    let mut text = String::new();
+    if generated {
+        text.push_str(&format!(
+            "key:    {key}\n        (shown once: keep it in a secret store; only its hash goes into the configuration)\n"
+        ));
+    }
+    text.push_str(&format!(
+        "sha256: {hash}\n\n[[admin.keys]]\nname = \"{name}\"\nscope = \"{scope}\"\nsha256 = \"{hash}\"\n\n\
+         # or in the environment:\n# FERRY_ADMIN_KEYS=\"{name}:{scope}:{hash}\"\n",
+        name = args.name,
+        scope = args.scope,
+    ));
+    print_stdout(&text);
     ExitCode::SUCCESS
 }
 

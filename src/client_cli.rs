@@ -10,6 +10,7 @@
 //! ferry client sync [--after N] [--limit N]
 //! ferry client devices
 //! ferry client revoke DEVICE
+//! ferry client token [--json]
 //! ferry client show
 //! ```
 //!
@@ -120,6 +121,15 @@ enum ClientCommand {
         /// The device key (b64u), or a unique prefix of it.
         device: String,
     },
+    /// Print a REST API access token for this device (asked for over the
+    /// WebSocket with the `token` message): `curl -H "Authorization: Bearer $(ferry
+    /// client token)" …`. With --json: the access token, its expiry and the refresh
+    /// token.
+    Token {
+        /// Print `{"access_token","expires_at","refresh_token"}` instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the profile: user, device, server and pinned server key.
     Show,
 }
@@ -217,6 +227,7 @@ pub(crate) fn run(args: &ClientArgs) -> ExitCode {
             ClientCommand::Sync { after, limit } => sync(args, *after, *limit).await,
             ClientCommand::Devices => devices(args).await,
             ClientCommand::Revoke { device } => revoke(args, device).await,
+            ClientCommand::Token { json } => token(args, *json).await,
         }
     });
     match result {
@@ -688,6 +699,61 @@ async fn revoke(args: &ClientArgs, device: &str) -> Outcome {
     .await;
     client.close().await;
     result
+}
+
+async fn token(args: &ClientArgs, json: bool) -> Outcome {
+    use ferry_proto::client::Connection;
+    use ferry_proto::message::{ClientMessage, ServerMessage};
+    let mut profile = load_profile(args)?;
+    let tls = match &args.ca_file {
+        Some(ca) => Some(load_roots(ca)?),
+        None => None,
+    };
+    let (conn, _) = Connection::connect_with_timeout(
+        &profile.server_url,
+        profile.credentials(),
+        profile.pin(),
+        tls,
+        Duration::from_secs(15),
+    )
+    .await
+    .map_err(|e| {
+        fail(format_args!(
+            "cannot connect to {}: {e}",
+            profile.server_url
+        ))
+    })?;
+    if profile.server_key.is_none() {
+        profile.server_key = Some(conn.server_key());
+        save_profile(args, &profile)?;
+        note(&format!(
+            "pinned the server key {} (trust on first use)",
+            b64u::encode(&conn.server_key())
+        ));
+    }
+    let reply = conn.request(ClientMessage::Token).await;
+    conn.close().await;
+    match reply.map_err(|e| fail(format_args!("token failed: {e}")))? {
+        ServerMessage::Token {
+            access_token,
+            expires_at,
+            refresh_token,
+            ..
+        } => {
+            if json {
+                out(&serde_json::json!({
+                    "access_token": access_token,
+                    "expires_at": expires_at,
+                    "refresh_token": refresh_token,
+                })
+                .to_string());
+            } else {
+                out(&access_token);
+            }
+            Ok(())
+        }
+        other => Err(fail(format_args!("unexpected reply to token: {other:?}"))),
+    }
 }
 
 async fn resolve_prefix(client: &Client, prefix: &str) -> Result<[u8; 32], Failure> {

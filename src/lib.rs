@@ -7,7 +7,10 @@
 //! - [`cli`]: the `ferry` command line.
 //! - [`server`]: `run(config, listeners, shutdown)` — builds [`app::App`] and serves.
 //! - [`net`]: accepting connections (caps, TLS, HTTP, graceful close).
-//! - [`api`]: the HTTP routers (`/v1/ws`, health, metrics).
+//! - [`api`]: the HTTP routers (`/v1/ws`, the REST and admin APIs, health, metrics,
+//!   OpenAPI); the only module that knows HTTP.
+//! - [`auth`]: REST authentication (challenge logins, JWT access tokens, refresh
+//!   token families, revocation, admin keys).
 //! - [`session`]: the IO shell of one WebSocket connection.
 //! - [`relay`]: live sessions by user, one session per device, fan-out queues.
 //! - [`limits`]: rate limits and connection caps.
@@ -20,6 +23,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 mod client_cli;
 pub mod config;

@@ -22,6 +22,20 @@ pub trait RateLimiter<K>: Send + Sync {
 pub struct Gcra {
     emission: Duration,
     tolerance: Duration,
+    burst: u32,
+}
+
+/// One rate-limit decision in the terms of the `RateLimit-*` HTTP headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateInfo {
+    /// The burst: how many actions a rested key may take at once.
+    pub limit: u32,
+    /// Actions still allowed right now, after this one.
+    pub remaining: u32,
+    /// Until the full burst is available again.
+    pub reset: Duration,
+    /// Set when this action was refused: how long to wait before the next try.
+    pub retry_after: Option<Duration>,
 }
 
 impl Gcra {
@@ -31,7 +45,34 @@ impl Gcra {
         Self {
             emission,
             tolerance: emission * burst.max(1).saturating_sub(1),
+            burst: burst.max(1),
         }
+    }
+
+    /// Like [`Self::check`], with the numbers the `RateLimit-*` headers report.
+    pub fn check_info(&self, tat: &mut Option<Instant>, now: Instant) -> RateInfo {
+        let refused = self.check(tat, now).err();
+        // After the check, `tat` is when the bucket would be empty again.
+        let t = tat.map_or(now, |t| t.max(now));
+        let backlog = t - now;
+        let headroom = (self.tolerance + self.emission).saturating_sub(backlog);
+        let remaining = (headroom.as_nanos() / self.emission.as_nanos().max(1)) as u32;
+        RateInfo {
+            limit: self.burst,
+            remaining: if refused.is_some() {
+                0
+            } else {
+                remaining.min(self.burst)
+            },
+            reset: backlog,
+            retry_after: refused,
+        }
+    }
+
+    /// Whether one more action would be allowed now, without counting it.
+    pub fn peek(&self, tat: Option<Instant>, now: Instant) -> Result<(), Duration> {
+        let mut copy = tat;
+        self.check(&mut copy, now)
     }
 
     /// Applies the rule to one key's theoretical arrival time.
@@ -64,6 +105,28 @@ impl<K: Eq + Hash + Clone> KeyedGcra<K> {
     }
 }
 
+impl<K: Eq + Hash + Clone + Send> KeyedGcra<K> {
+    /// Counts one action of `key` and reports the decision for `RateLimit-*` headers.
+    pub fn check_info(&self, key: &K, now: Instant) -> RateInfo {
+        let mut map = self.state.lock().expect("limiter lock poisoned");
+        if map.len() >= self.sweep_at {
+            map.retain(|_, tat| *tat > now);
+        }
+        let mut tat = map.get(key).copied();
+        let info = self.rule.check_info(&mut tat, now);
+        if let Some(t) = tat {
+            map.insert(key.clone(), t);
+        }
+        info
+    }
+
+    /// Whether one more action of `key` would be allowed now, without counting it.
+    pub fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        let map = self.state.lock().expect("limiter lock poisoned");
+        self.rule.peek(map.get(key).copied(), now)
+    }
+}
+
 impl<K: Eq + Hash + Clone + Send> RateLimiter<K> for KeyedGcra<K> {
     fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let mut map = self.state.lock().expect("limiter lock poisoned");
@@ -77,6 +140,38 @@ impl<K: Eq + Hash + Clone + Send> RateLimiter<K> for KeyedGcra<K> {
             map.insert(key.clone(), t);
         }
         r
+    }
+}
+
+/// The REST API's limiters: requests per IP, requests per access token, and failed
+/// admin-key attempts per IP.
+pub struct RestLimiters {
+    /// Every REST request, by client IP.
+    pub per_ip: KeyedGcra<IpAddr>,
+    /// Authenticated requests, by access-token `jti`.
+    pub per_token: KeyedGcra<String>,
+    /// Failed admin-key attempts, by client IP.
+    pub admin_failures: KeyedGcra<IpAddr>,
+}
+
+/// Failed admin-key attempts one IP may make at once before it gets 429.
+pub const ADMIN_FAILURE_BURST: u32 = 10;
+
+impl RestLimiters {
+    /// Limiters of `per_ip` and `per_token` requests per second (bursts twice that);
+    /// admin failures: [`ADMIN_FAILURE_BURST`] at once, then one per 6 seconds.
+    pub fn new(per_ip: u32, per_token: u32) -> Self {
+        let mut admin_failures = KeyedGcra::new(1, ADMIN_FAILURE_BURST);
+        admin_failures.rule = Gcra {
+            emission: Duration::from_secs(6),
+            tolerance: Duration::from_secs(6) * (ADMIN_FAILURE_BURST - 1),
+            burst: ADMIN_FAILURE_BURST,
+        };
+        Self {
+            per_ip: KeyedGcra::new(per_ip, per_ip.saturating_mul(2)),
+            per_token: KeyedGcra::new(per_token, per_token.saturating_mul(2)),
+            admin_failures,
+        }
     }
 }
 
@@ -183,6 +278,23 @@ mod tests {
             lim.check(&1u8, t2).unwrap();
         }
         assert!(lim.check(&1u8, t2).is_err());
+    }
+
+    #[test]
+    fn rate_info_counts_down_and_refuses() {
+        let lim = KeyedGcra::new(10, 3);
+        let t0 = Instant::now();
+        let remaining: Vec<u32> = (0..3).map(|_| lim.check_info(&1u8, t0).remaining).collect();
+        assert_eq!(remaining, vec![2, 1, 0]);
+        assert!(lim.peek(&1u8, t0).is_err());
+        let refused = lim.check_info(&1u8, t0);
+        assert_eq!(refused.limit, 3);
+        assert_eq!(refused.remaining, 0);
+        assert!(refused.retry_after.is_some());
+        assert!(refused.reset <= Duration::from_millis(300), "{refused:?}");
+        // Peeking never counts.
+        assert!(lim.peek(&2u8, t0).is_ok());
+        assert_eq!(lim.check_info(&2u8, t0).remaining, 2);
     }
 
     #[test]

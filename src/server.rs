@@ -13,10 +13,11 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::config::Config;
-use crate::keys::{self, KeyOrigin};
-use crate::limits::{ConnLimiter, KeyedGcra};
+use crate::auth::Auth;
+use crate::keys::{self, KeyOrigin, ServerKey};
+use crate::limits::{ConnLimiter, KeyedGcra, RestLimiters};
 use crate::relay::{Hub, Writer};
-use crate::store::{self, DeviceId, MigrateMode, StoreOptions};
+use crate::store::{self, DeviceId, MigrateMode, Store, StoreOptions};
 use crate::telemetry::metrics::Metrics;
 
 /// Why the server could not start.
@@ -100,37 +101,7 @@ pub async fn run(
         }
         None => None,
     };
-    let limits = &config.limits;
-    let hub = Hub::new(limits.outbound_queue);
-    let metrics = Arc::new(Metrics::new());
-    let (writer, writer_task) = Writer::spawn(
-        store.clone(),
-        hub.clone(),
-        metrics.clone(),
-        limits.outbound_queue,
-    );
-    let app = App {
-        publish_rate: Arc::new(KeyedGcra::<DeviceId>::new(
-            limits.events_per_sec,
-            limits.burst,
-        )),
-        writer,
-        conns: ConnLimiter::new(
-            limits.max_connections_per_ip as usize,
-            limits.max_connections as usize,
-        ),
-        handshake_rate: Arc::new(KeyedGcra::<IpAddr>::new(
-            limits.handshakes_per_ip_per_sec,
-            limits.handshakes_per_ip_per_sec.saturating_mul(2),
-        )),
-        hub,
-        metrics,
-        key: Arc::new(key),
-        store,
-        shutdown: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-        config: Arc::new(config),
-    };
+    let (app, writer_task) = build_app(config, key, store);
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let public_addr = listeners.public.local_addr().ok();
     info!(
@@ -140,6 +111,10 @@ pub async fn run(
         server_key = %app.key.public_b64u(),
         "ferry listening"
     );
+    app.tracker.spawn(crate::auth::purge_loop(
+        app.store.clone(),
+        app.shutdown.clone(),
+    ));
     app.tracker.spawn(crate::net::serve(
         listeners.public,
         crate::api::router(app.clone()),
@@ -148,7 +123,7 @@ pub async fn run(
         true,
     ));
     if let Some(admin) = listeners.admin {
-        info!(addr = ?admin.local_addr().ok(), "admin listener (metrics)");
+        info!(addr = ?admin.local_addr().ok(), "admin listener (metrics, admin API)");
         app.tracker.spawn(crate::net::serve(
             admin,
             crate::api::admin_router(app.clone()),
@@ -175,4 +150,51 @@ pub async fn run(
     drop(app);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer_task).await;
     Ok(())
+}
+
+/// Builds the shared state on an open store and starts the group-commit writer (its
+/// task ends once every [`App`] clone is dropped). `run` calls this; benchmarks and
+/// in-process tests call it to drive [`crate::api::router`] without listeners.
+pub fn build_app(
+    config: Config,
+    key: ServerKey,
+    store: Arc<dyn Store>,
+) -> (App, tokio::task::JoinHandle<()>) {
+    let limits = &config.limits;
+    let hub = Hub::new(limits.outbound_queue);
+    let metrics = Arc::new(Metrics::new());
+    let (writer, writer_task) = Writer::spawn(
+        store.clone(),
+        hub.clone(),
+        metrics.clone(),
+        limits.outbound_queue,
+    );
+    let app = App {
+        auth: Arc::new(Auth::new(&key, &config.auth, &config.admin)),
+        rest_limits: Arc::new(RestLimiters::new(
+            limits.rest_requests_per_ip_per_sec,
+            limits.rest_requests_per_token_per_sec,
+        )),
+        publish_rate: Arc::new(KeyedGcra::<DeviceId>::new(
+            limits.events_per_sec,
+            limits.burst,
+        )),
+        writer,
+        conns: ConnLimiter::new(
+            limits.max_connections_per_ip as usize,
+            limits.max_connections as usize,
+        ),
+        handshake_rate: Arc::new(KeyedGcra::<IpAddr>::new(
+            limits.handshakes_per_ip_per_sec,
+            limits.handshakes_per_ip_per_sec.saturating_mul(2),
+        )),
+        hub,
+        metrics,
+        key: Arc::new(key),
+        store,
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        config: Arc::new(config),
+    };
+    (app, writer_task)
 }

@@ -1,7 +1,9 @@
 //! The relay under load (BAD-INPUTS §3.3 S1, S2; §3.1 W15): concurrent publishers
-//! against one per-user log, isolation between many users, a slow consumer, and two
-//! server instances on one PostgreSQL database. Real WebSocket clients against
-//! port-0 servers, on SQLite and (when configured) PostgreSQL.
+//! against one per-user log, isolation between many users, a slow consumer, `sync`
+//! pages of large events, and two server instances on one PostgreSQL database
+//! (`tests/durability.rs` runs the same with two `ferry serve` processes). Real
+//! WebSocket clients against port-0 servers, on SQLite and (when configured)
+//! PostgreSQL.
 
 mod common;
 
@@ -13,8 +15,12 @@ use common::db::databases;
 use common::server::{TestServer, http_get};
 use ferry::store::Backend;
 use ferry_proto::b64u;
-use ferry_proto::handshake::DeviceCredentials;
+use ferry_proto::handshake::{ClientEphemeral, ClientHandshake, DeviceCredentials, ServerPin};
 use ferry_proto::message::{EventMsg, ServerMessage};
+use futures_util::{SinkExt as _, StreamExt as _};
+use rand::rngs::OsRng;
+use tokio_tungstenite::MaybeTlsStream;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Limits high enough that pipelined publishers are never throttled and fast
 /// listeners never closed as slow consumers.
@@ -193,18 +199,26 @@ async fn users_never_see_each_others_events() {
     const EACH: usize = 10;
     for db in databases().await {
         let srv = TestServer::start(db.url(), &[]).await;
-        // Everyone is online before anyone publishes (connected one by one: this is
-        // about isolation, not a handshake storm).
-        let mut devices = Vec::new();
+        // Everyone is online before anyone publishes. Eight handshakes at a time:
+        // this is about isolation, not a handshake storm.
+        let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(8));
+        let mut connecting = Vec::new();
         for _ in 0..USERS {
             let user = TestUser::random();
             let tag = b64u::encode(user.key.verifying_key().as_bytes());
             for d in 0..DEVICES {
-                let creds = user.device();
-                let me = device_id(&creds);
-                let c = connect(&srv.ws_url(), creds).await;
-                devices.push((c, tag.clone(), me, d));
+                let (url, creds, tag) = (srv.ws_url(), user.device(), tag.clone());
+                let permits = permits.clone();
+                connecting.push(tokio::spawn(async move {
+                    let _permit = permits.acquire().await.unwrap();
+                    let me = device_id(&creds);
+                    (connect(&url, creds).await, tag, me, d)
+                }));
             }
+        }
+        let mut devices = Vec::new();
+        for c in connecting {
+            devices.push(c.await.unwrap());
         }
         // Whether an event's payload carries `tag` as its owner.
         fn owned_by(e: &EventMsg, tag: &str) -> bool {
@@ -300,50 +314,100 @@ async fn closed_with(srv: &TestServer, code: u16) -> u64 {
         .unwrap_or(0)
 }
 
+/// A device whose socket has a tiny receive buffer, so the server's send buffer
+/// stays small as well and a stalled reader is found after little data.
+async fn connect_small_window(srv: &TestServer, creds: DeviceCredentials) -> TestClient {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(srv.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(srv.ws_url(), MaybeTlsStream::Plain(tcp))
+        .await
+        .unwrap();
+    let pin = ServerPin::Key(common::server::server_key().verifying_key().to_bytes());
+    let mut hs = ClientHandshake::new(creds, pin, ClientEphemeral::random(&mut OsRng));
+    ws.send(Message::text(hs.client_hello().unwrap()))
+        .await
+        .unwrap();
+    let Some(Ok(Message::Text(hello))) = ws.next().await else {
+        panic!("server_hello expected")
+    };
+    ws.send(Message::text(hs.handle_text(&hello).unwrap()))
+        .await
+        .unwrap();
+    let mut est = hs.into_established().unwrap();
+    let Some(Ok(Message::Binary(b))) = ws.next().await else {
+        panic!("auth_ok expected")
+    };
+    let auth_ok = serde_json::from_slice(&est.opener.open(&b).unwrap()).unwrap();
+    TestClient { ws, est, auth_ok }
+}
+
 /// W15: a device that stops reading is closed 4009 without slowing the others, and
 /// catches up with `sync` after reconnecting.
+///
+/// How much data a stalled reader absorbs depends on the kernel's socket buffers,
+/// so the publisher goes on until the server reports the cut (its 4009 counter),
+/// then publishes `TAIL` more events, the last one marked `end`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_cut_off_and_catches_up_with_sync() {
-    const N: usize = 200;
     const PAYLOAD: usize = 32 * 1024;
-    // ~44 KB per event message, ~8.8 MB for all: more than twice what the socket
-    // buffers (up to 4 MB server side here), the server's write buffer (cut to one
-    // message) and the queue of 16 hold together.
+    const WINDOW: usize = 8;
+    const TAIL: usize = 2 * WINDOW;
+    // ~44 KB per event message: ~66 MB without a cut means none is coming.
+    const MAX: usize = 1500;
     let limits = &[
         ("FERRY_LIMITS_EVENTS_PER_SEC", "100000"),
         ("FERRY_LIMITS_BURST", "100000"),
         ("FERRY_LIMITS_OUTBOUND_QUEUE", "16"),
         ("FERRY_LIMITS_MAX_PAYLOAD", "32768"),
         ("FERRY_LIMITS_MAX_MESSAGE_SIZE", "65536"),
+        // The smallest write buffer that still holds one full message.
         ("FERRY_LIMITS_MAX_WRITE_BUFFER_SIZE", "69632"),
     ];
+    let event = |i: usize, tag: &str| {
+        let mut p = format!("{tag}|{i}|").into_bytes();
+        p.resize(PAYLOAD, b'a' + (i % 26) as u8);
+        (new_event_id(), p)
+    };
     for db in databases().await {
         let srv = TestServer::start(db.url(), limits).await;
         let user = TestUser::random();
         let s_creds = user.device();
-        let mut slow = connect(&srv.ws_url(), s_creds.clone()).await;
+        let mut slow = connect_small_window(&srv, s_creds.clone()).await;
         let mut fast = connect(&srv.ws_url(), user.device()).await;
         let mut publisher = connect(&srv.ws_url(), user.device()).await;
         let reader = tokio::spawn(async move {
-            let mut live = Vec::new();
-            read_events(&mut fast, &mut live, N).await;
+            let mut live: Vec<EventMsg> = Vec::new();
+            while !live
+                .last()
+                .is_some_and(|e| b64u::decode(&e.payload).unwrap().starts_with(b"end|"))
+            {
+                let more = live.len() + 1;
+                read_events(&mut fast, &mut live, more).await;
+            }
             live
         });
-        let out: Vec<Outgoing> = (0..N)
-            .map(|i| {
-                let mut p = format!("{i}|").into_bytes();
-                p.resize(PAYLOAD, b'a' + (i % 26) as u8);
-                (new_event_id(), p)
-            })
-            .collect();
         // Small windows: one commit relays at most 8 events, well inside the queue of
         // a reader that keeps up.
-        let t0 = std::time::Instant::now();
-        let (acks, _) = publish_all(&mut publisher, &out, 8).await;
-        eprintln!("TIMING publish {:?}", t0.elapsed());
+        let mut out = Vec::new();
+        let mut acks = Vec::new();
+        while closed_with(&srv, 4009).await == 0 {
+            assert!(out.len() < MAX, "the slow consumer was never cut off");
+            let window: Vec<Outgoing> = (out.len()..out.len() + WINDOW)
+                .map(|i| event(i, "x"))
+                .collect();
+            acks.extend(publish_all(&mut publisher, &window, WINDOW).await.0);
+            out.extend(window);
+        }
+        let cut = out.len();
+        let tail: Vec<Outgoing> = (cut..cut + TAIL)
+            .map(|i| event(i, if i + 1 == cut + TAIL { "end" } else { "x" }))
+            .collect();
+        acks.extend(publish_all(&mut publisher, &tail, WINDOW).await.0);
+        out.extend(tail);
+        let n = out.len();
         let live = reader.await.unwrap();
-        eprintln!("TIMING reader {:?}", t0.elapsed());
-        assert_eq!(seqs(&live), (1..=N as u64).collect::<Vec<_>>());
+        assert_eq!(seqs(&live), (1..=n as u64).collect::<Vec<_>>());
         for (e, (id, p)) in live.iter().zip(&out) {
             assert_eq!((&e.id, b64u::decode(&e.payload).unwrap()), (id, p.clone()));
         }
@@ -358,7 +422,7 @@ async fn slow_consumer_is_cut_off_and_catches_up_with_sync() {
                 Err(closed) => break closed,
             }
         };
-        assert!(got.len() < N, "the slow consumer was never cut off");
+        assert!(got.len() < cut, "{} events after the cut", got.len());
         assert_eq!(seqs(&got), (1..=got.len() as u64).collect::<Vec<_>>());
         // The close frame sits behind the data the device never read, so it only
         // arrives if the device reads again before the server's close timeout (3 s);
@@ -373,16 +437,54 @@ async fn slow_consumer_is_cut_off_and_catches_up_with_sync() {
             "exactly one slow consumer"
         );
         eprintln!(
-            "slow consumer ({:?}): read {} of {N} events, then {end:?}",
+            "slow consumer ({:?}): cut after {cut} published, read {} of {n}, then {end:?}",
             db.backend(),
             got.len()
         );
-        eprintln!("TIMING slow read {:?}", t0.elapsed());
+        // Pages of one event: a page must fit the server's one-message write buffer
+        // (see `sync_pages_of_large_events_fit_the_write_buffer`).
         let mut again = connect(&srv.ws_url(), s_creds).await;
-        check_acks_against_log(&acks, N as u64, &mut again, 4).await;
-        eprintln!("TIMING sync {:?}", t0.elapsed());
+        check_acks_against_log(&acks, n as u64, &mut again, 1).await;
         srv.stop().await;
         db.finish("slow_consumer_is_cut_off_and_catches_up_with_sync")
+            .await;
+    }
+}
+
+/// A `sync` page is one message: with large events, a page of `limit` events must
+/// still be sendable (cut short, `more: true`), not end the session. With the
+/// default limits 40 events of 32 KiB make a 1.8 MB page, beyond the 1 MiB write
+/// buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_pages_of_large_events_fit_the_write_buffer() {
+    const N: usize = 40;
+    for db in databases().await {
+        let srv = TestServer::start(db.url(), HIGH_LIMITS).await;
+        let user = TestUser::random();
+        let mut publisher = connect(&srv.ws_url(), user.device()).await;
+        let out: Vec<Outgoing> = (0..N)
+            .map(|i| (new_event_id(), vec![b'a' + (i % 26) as u8; 32 * 1024]))
+            .collect();
+        let (acks, _) = publish_all(&mut publisher, &out, 8).await;
+        let mut reader = connect(&srv.ws_url(), user.device()).await;
+        reader
+            .send_json(r#"{"type":"sync","after":0,"limit":1000}"#)
+            .await;
+        let page = loop {
+            match reader.try_recv(Duration::from_secs(20)).await {
+                Ok(ServerMessage::Presence { .. }) => continue,
+                Ok(m) => break m,
+                Err(closed) => panic!("sync of large events closed the session: {closed:?}"),
+            }
+        };
+        let ServerMessage::Events { events, more, .. } = page else {
+            panic!("{page:?}")
+        };
+        assert!(!events.is_empty());
+        assert_eq!(more, events.len() < N);
+        check_acks_against_log(&acks, N as u64, &mut reader, 1000).await;
+        srv.stop().await;
+        db.finish("sync_pages_of_large_events_fit_the_write_buffer")
             .await;
     }
 }

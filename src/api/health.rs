@@ -6,32 +6,86 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::schema::{LiveResponse, ReadyChecks, ReadyResponse};
 use crate::app::App;
 
 /// How long the database may take to answer a readiness probe.
 const READY_DEADLINE: Duration = Duration::from_secs(2);
 
-/// `GET /health/live`: the process is up.
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "health",
+    operation_id = "live",
+    responses((status = 200, description = "Alive", body = LiveResponse))
+)]
 pub async fn live() -> Response {
-    Json(json!({"status": "ok"})).into_response()
+    Json(LiveResponse {
+        status: "ok".into(),
+    })
+    .into_response()
 }
 
-/// `GET /health/ready`: the database answers within the deadline and the server
-/// is not shutting down.
+/// Ready to serve: the database answers within the deadline, its schema is the one
+/// this binary needs (no pending, unknown or modified migration), and the server is
+/// not shutting down. Redis is not used yet (`not_configured`). The body names
+/// what failed.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    operation_id = "ready",
+    responses(
+        (status = 200, description = "Ready", body = ReadyResponse),
+        (status = 503, description = "Not ready; `failed` names the checks", body = ReadyResponse),
+    )
+)]
 pub async fn ready(State(app): State<App>) -> Response {
     let db = match tokio::time::timeout(READY_DEADLINE, app.store.ping()).await {
         Ok(Ok(())) => "ok",
         Ok(Err(_)) => "unavailable",
         Err(_) => "timeout",
     };
+    let migrations = if db != "ok" {
+        "unavailable"
+    } else {
+        match tokio::time::timeout(
+            READY_DEADLINE,
+            crate::store::migrate_status(&app.config.database.url),
+        )
+        .await
+        {
+            Ok(Ok(status)) if status.is_current() => "ok",
+            Ok(Ok(status)) if !status.unknown.is_empty() => "unknown_version",
+            Ok(Ok(status)) if status.known.iter().any(|m| !m.matches) => "modified",
+            Ok(Ok(_)) => "pending",
+            Ok(Err(_)) | Err(_) => "unavailable",
+        }
+    };
     let shutting_down = app.shutdown.is_cancelled();
-    let ok = db == "ok" && !shutting_down;
-    let body = json!({
-        "status": if ok { "ready" } else { "not_ready" },
-        "checks": { "database": db, "shutdown": if shutting_down { "in_progress" } else { "no" } },
-    });
+    let mut failed = Vec::new();
+    if db != "ok" {
+        failed.push("database".to_string());
+    }
+    if migrations != "ok" {
+        failed.push("migrations".to_string());
+    }
+    if shutting_down {
+        failed.push("shutdown".to_string());
+    }
+    let ok = failed.is_empty();
+    let body = ReadyResponse {
+        status: if ok { "ready" } else { "not_ready" }.into(),
+        checks: ReadyChecks {
+            database: db.into(),
+            migrations: migrations.into(),
+            shutdown: if shutting_down { "in_progress" } else { "no" }.into(),
+            redis: "not_configured".into(),
+        },
+        failed,
+    };
     let status = if ok {
         StatusCode::OK
     } else {
@@ -40,8 +94,12 @@ pub async fn ready(State(app): State<App>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format. The pool gauges are sampled here.
 pub async fn metrics(State(app): State<App>) -> Response {
+    let (in_use, idle) = app.store.pool_stats();
+    let pool = &app.metrics.api.db_pool;
+    pool.with_label_values(&["in_use"]).set(i64::from(in_use));
+    pool.with_label_values(&["idle"]).set(i64::from(idle));
     (
         [(
             header::CONTENT_TYPE,

@@ -33,7 +33,7 @@ use std::time::Duration;
 pub use tls::TlsError;
 
 use crate::keys::ServerKey;
-use raw::{RawConfig, RawDatabase, RawLimits, RawServer, RawTls};
+use raw::{RawAdmin, RawAdminKey, RawAuth, RawConfig, RawDatabase, RawLimits, RawServer, RawTls};
 
 /// The example configuration shipped with Ferry: every setting with its default and a
 /// comment. Printed by `ferry config example`; never written to disk automatically.
@@ -67,6 +67,68 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Resource limits and timeouts.
     pub limits: Limits,
+    /// REST API tokens.
+    pub auth: AuthConfig,
+    /// The admin API.
+    pub admin: AdminConfig,
+}
+
+/// The `[auth]` section: access and refresh tokens of the REST API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthConfig {
+    /// The `iss` claim of access tokens (and the only one accepted).
+    pub issuer: String,
+    /// Lifetime of an access token.
+    pub token_ttl: Duration,
+    /// Lifetime of a refresh token; longer than `token_ttl`.
+    pub refresh_ttl: Duration,
+}
+
+/// The `[admin]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AdminConfig {
+    /// The accepted admin API keys (none: the admin API refuses every request).
+    pub keys: Vec<AdminKey>,
+}
+
+/// What an admin key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AdminScope {
+    /// Read-only endpoints.
+    Read,
+    /// Every endpoint.
+    Write,
+}
+
+impl AdminScope {
+    /// `"read"` or `"write"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+        }
+    }
+}
+
+/// One admin API key, known only by its SHA-256 hash. `Debug` shows the name and
+/// scope only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminKey {
+    /// A label for logs and metrics (never the key).
+    pub name: String,
+    /// What the key may do.
+    pub scope: AdminScope,
+    /// SHA-256 of the key as presented.
+    pub sha256: [u8; 32],
+}
+
+impl fmt::Debug for AdminKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminKey")
+            .field("name", &self.name)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which safety checks apply.
@@ -224,6 +286,10 @@ pub struct Limits {
     /// `max_message_size` message (tungstenite panics if it is not greater than
     /// `write_buffer_size`).
     pub max_write_buffer_size: usize,
+    /// REST requests per second from one IP address (the burst is twice this).
+    pub rest_requests_per_ip_per_sec: u32,
+    /// REST requests per second with one access token (the burst is twice this).
+    pub rest_requests_per_token_per_sec: u32,
 }
 
 impl Limits {
@@ -330,8 +396,8 @@ impl Config {
         Self::load(file, &process_env())
     }
 
-    /// The effective configuration as TOML, with the server key and database passwords
-    /// replaced by [`REDACTED`]. Durations are written in their largest exact unit.
+    /// The effective configuration as TOML, with the server key, database passwords and
+    /// admin key hashes replaced by [`REDACTED`]. Durations are written in their largest exact unit.
     pub fn to_redacted_toml(&self) -> String {
         let (key, key_file) = match &self.server_key {
             ServerKeySource::Inline(_) => (REDACTED.to_string(), String::new()),
@@ -383,6 +449,26 @@ impl Config {
                 read_buffer_size: l.read_buffer_size as u64,
                 write_buffer_size: l.write_buffer_size as u64,
                 max_write_buffer_size: l.max_write_buffer_size as u64,
+                rest_requests_per_ip_per_sec: l.rest_requests_per_ip_per_sec.into(),
+                rest_requests_per_token_per_sec: l.rest_requests_per_token_per_sec.into(),
+            },
+            auth: RawAuth {
+                issuer: self.auth.issuer.clone(),
+                token_ttl: duration::format(self.auth.token_ttl),
+                refresh_ttl: duration::format(self.auth.refresh_ttl),
+            },
+            admin: RawAdmin {
+                // Names and scopes only: not even the hashes are printed.
+                keys: self
+                    .admin
+                    .keys
+                    .iter()
+                    .map(|k| RawAdminKey {
+                        name: k.name.clone(),
+                        scope: k.scope.as_str().into(),
+                        sha256: REDACTED.into(),
+                    })
+                    .collect(),
             },
         };
         toml::to_string(&raw).expect("the raw configuration always serialises")

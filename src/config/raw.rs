@@ -16,6 +16,8 @@ pub(super) struct RawConfig {
     pub(super) tls: RawTls,
     pub(super) database: RawDatabase,
     pub(super) limits: RawLimits,
+    pub(super) auth: RawAuth,
+    pub(super) admin: RawAdmin,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -64,6 +66,41 @@ pub(super) struct RawLimits {
     pub(super) read_buffer_size: u64,
     pub(super) write_buffer_size: u64,
     pub(super) max_write_buffer_size: u64,
+    pub(super) rest_requests_per_ip_per_sec: u64,
+    pub(super) rest_requests_per_token_per_sec: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub(super) issuer: String,
+    pub(super) token_ttl: String,
+    pub(super) refresh_ttl: String,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) keys: Vec<RawAdminKey>,
+}
+
+/// One `[[admin.keys]]` entry.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawAdminKey {
+    pub(super) name: String,
+    pub(super) scope: String,
+    pub(super) sha256: String,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            issuer: "ferry".into(),
+            token_ttl: "1h".into(),
+            refresh_ttl: "30d".into(),
+        }
+    }
 }
 
 impl Default for RawConfig {
@@ -75,6 +112,8 @@ impl Default for RawConfig {
             tls: RawTls::default(),
             database: RawDatabase::default(),
             limits: RawLimits::default(),
+            auth: RawAuth::default(),
+            admin: RawAdmin::default(),
         }
     }
 }
@@ -122,6 +161,8 @@ impl Default for RawLimits {
             read_buffer_size: 4096,
             write_buffer_size: 4096,
             max_write_buffer_size: 1_048_576,
+            rest_requests_per_ip_per_sec: 100,
+            rest_requests_per_token_per_sec: 50,
         }
     }
 }
@@ -139,6 +180,9 @@ pub(super) enum Kind {
     Int,
     /// A list of strings; comma-separated in the environment.
     List,
+    /// `[[admin.keys]]`: tables of `name`, `scope`, `sha256`; in the environment
+    /// `name:scope:sha256hex` entries, comma-separated.
+    AdminKeys,
 }
 
 /// One setting: where it lives in the file and what kind of value it takes.
@@ -170,7 +214,7 @@ pub(super) fn env_var_for(path: &str) -> String {
 }
 
 /// The sections of the file, in order.
-pub(super) const SECTIONS: &[&str] = &["server", "tls", "database", "limits"];
+pub(super) const SECTIONS: &[&str] = &["server", "tls", "database", "limits", "auth", "admin"];
 
 const fn s(section: Option<&'static str>, key: &'static str, kind: Kind) -> Setting {
     Setting { section, key, kind }
@@ -180,6 +224,8 @@ const SERVER: Option<&str> = Some("server");
 const TLS: Option<&str> = Some("tls");
 const DATABASE: Option<&str> = Some("database");
 const LIMITS: Option<&str> = Some("limits");
+const AUTH: Option<&str> = Some("auth");
+const ADMIN: Option<&str> = Some("admin");
 
 /// Every setting. A unit test checks this against the serde structs.
 pub(super) const SETTINGS: &[Setting] = &[
@@ -213,6 +259,12 @@ pub(super) const SETTINGS: &[Setting] = &[
     s(LIMITS, "read_buffer_size", Kind::Int),
     s(LIMITS, "write_buffer_size", Kind::Int),
     s(LIMITS, "max_write_buffer_size", Kind::Int),
+    s(LIMITS, "rest_requests_per_ip_per_sec", Kind::Int),
+    s(LIMITS, "rest_requests_per_token_per_sec", Kind::Int),
+    s(AUTH, "issuer", Kind::Str),
+    s(AUTH, "token_ttl", Kind::Duration),
+    s(AUTH, "refresh_ttl", Kind::Duration),
+    s(ADMIN, "keys", Kind::AdminKeys),
 ];
 
 /// Looks a setting up by section and key.
@@ -246,6 +298,26 @@ pub(super) fn env_value(kind: Kind, value: &str) -> Result<toml::Value, String> 
                 .map(|v| toml::Value::String(v.to_string()))
                 .collect(),
         )),
+        Kind::AdminKeys => value
+            .split(',')
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(|entry| {
+                let mut parts = entry.splitn(3, ':');
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(name), Some(scope), Some(sha256)) => {
+                        let mut t = toml::Table::new();
+                        t.insert("name".into(), name.trim().into());
+                        t.insert("scope".into(), scope.trim().into());
+                        t.insert("sha256".into(), sha256.trim().into());
+                        Ok(toml::Value::Table(t))
+                    }
+                    // Never echo the entry: it may be a key pasted by mistake.
+                    _ => Err("each entry must be name:scope:sha256hex (comma-separated)".into()),
+                }
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map(toml::Value::Array),
     }
 }
 
@@ -258,6 +330,16 @@ pub(super) fn check_file_value(kind: Kind, value: &toml::Value) -> Result<(), St
         Kind::List => value
             .as_array()
             .is_some_and(|a| a.iter().all(toml::Value::is_str)),
+        Kind::AdminKeys => value.as_array().is_some_and(|a| {
+            a.iter().all(|entry| {
+                entry.as_table().is_some_and(|t| {
+                    t.len() == 3
+                        && ["name", "scope", "sha256"]
+                            .iter()
+                            .all(|k| t.get(*k).is_some_and(toml::Value::is_str))
+                })
+            })
+        }),
     };
     if ok {
         Ok(())
@@ -268,6 +350,7 @@ pub(super) fn check_file_value(kind: Kind, value: &toml::Value) -> Result<(), St
             Kind::Bool => "true or false",
             Kind::Int => unreachable!("handled above"),
             Kind::List => "an array of strings",
+            Kind::AdminKeys => "[[admin.keys]] tables with exactly name, scope and sha256 strings",
         };
         Err(format!("expected {expected}, found {}", value.type_str()))
     }

@@ -12,8 +12,9 @@ use zeroize::Zeroize as _;
 
 use super::raw::{self, RawConfig, SECTIONS, SETTINGS};
 use super::{
-    ConfigError, CorsOrigins, DatabaseConfig, Environment, Issue, Limits, NON_SETTING_ENV_VARS,
-    REDACTED, ServerConfig, ServerKeySource, TEST_ENV_PREFIX, TlsConfig, duration,
+    AdminConfig, AdminKey, AdminScope, AuthConfig, ConfigError, CorsOrigins, DatabaseConfig,
+    Environment, Issue, Limits, NON_SETTING_ENV_VARS, REDACTED, ServerConfig, ServerKeySource,
+    TEST_ENV_PREFIX, TlsConfig, duration,
 };
 use crate::config::Config;
 use crate::keys::{self, ServerKey};
@@ -360,6 +361,8 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<Issue>) -> Option<Config> {
     );
 
     let limits = limits(&mut c, &raw.limits);
+    let auth = auth(&mut c, &raw.auth);
+    let admin = admin(&mut c, &raw.admin);
 
     if c.issues.len() > before {
         return None;
@@ -383,7 +386,126 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<Issue>) -> Option<Config> {
             migrate_on_start: raw.database.migrate_on_start,
         },
         limits: limits?,
+        auth: auth?,
+        admin: admin?,
     })
+}
+
+fn auth(c: &mut Checker<'_>, a: &raw::RawAuth) -> Option<AuthConfig> {
+    let issuer = a.issuer.trim();
+    let issuer_ok = !issuer.is_empty()
+        && issuer.len() <= 256
+        && issuer.chars().all(|ch| ch.is_ascii_graphic());
+    if !issuer_ok {
+        c.err(
+            "auth.issuer",
+            "must be 1 to 256 printable ASCII characters without spaces, e.g. \"ferry\" or \
+             \"https://relay.example.com\"",
+        );
+    }
+    let token_ttl = c.duration(
+        "auth.token_ttl",
+        &a.token_ttl,
+        Duration::from_secs(60),
+        Duration::from_secs(86_400),
+    );
+    let refresh_ttl = c.duration(
+        "auth.refresh_ttl",
+        &a.refresh_ttl,
+        Duration::from_secs(3600),
+        Duration::from_secs(365 * 86_400),
+    );
+    if let (Some(t), Some(r)) = (token_ttl, refresh_ttl)
+        && r <= t
+    {
+        c.err(
+            "auth.refresh_ttl",
+            format!(
+                "{} must be longer than auth.token_ttl ({})",
+                duration::format(r),
+                duration::format(t)
+            ),
+        );
+        return None;
+    }
+    if !issuer_ok {
+        return None;
+    }
+    Some(AuthConfig {
+        issuer: issuer.to_string(),
+        token_ttl: token_ttl?,
+        refresh_ttl: refresh_ttl?,
+    })
+}
+
+fn admin(c: &mut Checker<'_>, a: &raw::RawAdmin) -> Option<AdminConfig> {
+    const SETTING: &str = "admin.keys";
+    let before = c.issues.len();
+    let mut keys: Vec<AdminKey> = Vec::new();
+    for (i, k) in a.keys.iter().enumerate() {
+        let name = k.name.trim();
+        let entry = format!("entry {}", i + 1);
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+        {
+            c.err(
+                SETTING,
+                format!("{entry}: name must be 1 to 64 characters of A-Z a-z 0-9 - _ ."),
+            );
+            continue;
+        }
+        if keys.iter().any(|o| o.name == name) {
+            c.err(SETTING, format!("{name}: the name appears twice"));
+            continue;
+        }
+        let scope = match k.scope.trim() {
+            "read" => AdminScope::Read,
+            "write" => AdminScope::Write,
+            _ => {
+                c.err(SETTING, format!("{name}: scope must be \"read\" or \"write\""));
+                continue;
+            }
+        };
+        // Never echo the value: a key pasted where its hash belongs is a secret.
+        let Some(sha256) = parse_hex32(k.sha256.trim()) else {
+            c.err(
+                SETTING,
+                format!(
+                    "{name}: sha256 must be 64 hex digits (the SHA-256 of the key, as printed \
+                     by `ferry admin key-hash`)"
+                ),
+            );
+            continue;
+        };
+        if keys.iter().any(|o| o.sha256 == sha256) {
+            c.err(SETTING, format!("{name}: the same key hash appears twice"));
+            continue;
+        }
+        keys.push(AdminKey {
+            name: name.to_string(),
+            scope,
+            sha256,
+        });
+    }
+    (c.issues.len() == before).then_some(AdminConfig { keys })
+}
+
+/// 64 hex digits (either case) to 32 bytes.
+fn parse_hex32(text: &str) -> Option<[u8; 32]> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let hi = (pair[0] as char).to_digit(16)?;
+        let lo = (pair[1] as char).to_digit(16)?;
+        out[i] = (hi * 16 + lo) as u8;
+    }
+    Some(out)
 }
 
 fn server_key(c: &mut Checker<'_>, raw: &RawConfig, production: bool) -> Option<ServerKeySource> {
@@ -638,6 +760,18 @@ fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Option<Limits> {
         1,
         1024 * MIB,
     );
+    let rest_requests_per_ip_per_sec = c.int(
+        "limits.rest_requests_per_ip_per_sec",
+        l.rest_requests_per_ip_per_sec,
+        1,
+        1_000_000,
+    );
+    let rest_requests_per_token_per_sec = c.int(
+        "limits.rest_requests_per_token_per_sec",
+        l.rest_requests_per_token_per_sec,
+        1,
+        1_000_000,
+    );
     if let (Some(write), Some(max_write)) = (write_buffer_size, max_write_buffer_size) {
         let write: usize = write;
         if max_write <= write {
@@ -678,6 +812,8 @@ fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Option<Limits> {
         read_buffer_size: read_buffer_size?,
         write_buffer_size: write_buffer_size?,
         max_write_buffer_size: max_write_buffer_size?,
+        rest_requests_per_ip_per_sec: rest_requests_per_ip_per_sec?,
+        rest_requests_per_token_per_sec: rest_requests_per_token_per_sec?,
     })
 }
 

@@ -1,7 +1,9 @@
 //! Per-user relay: the live-session registry, the group-commit writer that assigns
-//! durability before any ack, and fan-out in `seq` order.
+//! durability before any ack, fan-out in `seq` order, and the operations
+//! (`ops`) that the WebSocket session and the REST API share.
 
 pub mod hub;
+pub mod ops;
 pub mod writer;
 
 pub use hub::{Hub, Outbound, SessionHandle, SessionLink};

@@ -399,27 +399,18 @@ where
 }
 
 /// The store's verdict on an authenticated device: registered on first sight,
-/// refused when revoked.
+/// refused when revoked (the same rule as a REST login, [`crate::auth::admit_device`]).
 async fn check_device(
     app: &App,
     user: &UserId,
     device: &DeviceId,
     cert: &DeviceCert,
 ) -> Result<DeviceStatus, CloseCode> {
-    let store = &app.store;
-    match store.device(user, device).await {
-        Ok(Some(d)) if d.revoked_at.is_some() => return Ok(DeviceStatus::Revoked),
-        Ok(_) => {}
+    match crate::auth::admit_device(app.store.as_ref(), user, device, cert, unix_ms()).await {
+        Ok(true) => Ok(DeviceStatus::Active),
+        Ok(false) => Ok(DeviceStatus::Revoked),
         Err(e) => {
-            warn!(error = %e, "device lookup failed");
-            return Err(CloseCode::Internal);
-        }
-    }
-    match store.register_device(user, device, cert, unix_ms()).await {
-        Ok(d) if d.revoked_at.is_some() => Ok(DeviceStatus::Revoked),
-        Ok(_) => Ok(DeviceStatus::Active),
-        Err(e) => {
-            warn!(error = %e, "device registration failed");
+            warn!(error = %e, "device check failed");
             Err(CloseCode::Internal)
         }
     }

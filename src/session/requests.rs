@@ -8,19 +8,19 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::CloseCode;
 use ferry_proto::b64u;
-use ferry_proto::keys;
 use ferry_proto::message::{
     ClientMessage, DeviceInfo, ErrorCode, Publish, Request, Rid, ServerMessage, Truncated,
     format_uuid,
 };
 use futures_util::future::BoxFuture;
+use tracing::warn;
 
 use crate::app::{App, unix_ms};
-use crate::relay::writer::event_json;
-use crate::store::{AppendOutcome, DeviceId, NewEvent, RevokeOutcome, UserId};
+use crate::relay::ops::{self, Prepared, PublishRefusal, RevokeError};
+use crate::store::{AppendOutcome, DeviceId, UserId};
 
-/// How far a revocation's `ts` may be from the server clock.
-pub(crate) const REVOKE_WINDOW_MS: i64 = 5 * 60 * 1000;
+pub(crate) use crate::relay::ops::presence;
+
 /// Rate-limit refusals tolerated in [`ABUSE_WINDOW`] beyond the burst before 4008.
 const ABUSE_SLACK: usize = 20;
 const ABUSE_WINDOW: Duration = Duration::from_secs(10);
@@ -100,12 +100,7 @@ impl Ctx {
                 rid,
                 server_time: unix_ms(),
             }),
-            ClientMessage::Token => error(
-                &self.app,
-                rid,
-                ErrorCode::Forbidden,
-                "token issuance is not enabled",
-            ),
+            ClientMessage::Token => self.token(rid).await,
             _ => error(
                 &self.app,
                 rid,
@@ -117,75 +112,62 @@ impl Ctx {
 
     fn publish(&mut self, rid: Option<Rid>, p: Publish) -> Action {
         let app = &self.app;
-        let limits = &app.config.limits;
-        if p.payload.len() > limits.max_payload {
-            return Action::Now(error(
-                app,
-                rid,
-                ErrorCode::PayloadTooLarge,
-                format!("payload exceeds {} bytes", limits.max_payload),
-            ));
-        }
-        if p.ttl
-            .is_some_and(|t| t == 0 || t > limits.max_ttl.as_secs())
-        {
-            return Action::Now(error(
-                app,
-                rid,
-                ErrorCode::BadRequest,
-                format!("ttl must be 1..={} seconds", limits.max_ttl.as_secs()),
-            ));
-        }
         let now = Instant::now();
-        if let Err(wait) = app.publish_rate.check(&self.device, now) {
-            app.metrics.rate_limited.inc();
-            while self
-                .refusals
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > ABUSE_WINDOW)
-            {
-                self.refusals.pop_front();
-            }
-            self.refusals.push_back(now);
-            let mut r = Replies::one(ServerMessage::Error {
-                rid,
-                code: ErrorCode::RateLimited,
-                message: "publish rate exceeded".into(),
-                retry_after_ms: Some(wait.as_millis().max(1) as u64),
-            });
-            if self.refusals.len() > app.config.limits.burst as usize + ABUSE_SLACK {
-                r.close = Some(CloseCode::RateLimited);
-            }
-            return Action::Now(r);
-        }
-        let ev = NewEvent {
-            user: self.user,
-            id: uuid::Uuid::from_bytes(p.id),
-            device: self.device,
-            payload: p.payload,
-            key: p.key,
-            base: p.base,
-            ttl: p.ttl,
-            ts: unix_ms(),
-        };
         let id = format_uuid(&p.id);
-        if p.ephemeral {
-            let delivered = self.relay_ephemeral(&ev, p.to.as_deref());
-            return Action::Now(Replies::one(ServerMessage::Ack {
-                rid,
-                id,
-                seq: None,
-                ts: None,
-                duplicate: false,
-                ephemeral: true,
-                delivered: Some(delivered),
-            }));
-        }
-        let writer = app.writer.clone();
+        let ev = match ops::prepare_publish(app, self.user, self.device, p, now) {
+            Ok(Prepared::Durable(ev)) => ev,
+            Ok(Prepared::Ephemeral { delivered }) => {
+                return Action::Now(Replies::one(ServerMessage::Ack {
+                    rid,
+                    id,
+                    seq: None,
+                    ts: None,
+                    duplicate: false,
+                    ephemeral: true,
+                    delivered: Some(delivered),
+                }));
+            }
+            Err(PublishRefusal::PayloadTooLarge(max)) => {
+                return Action::Now(error(
+                    app,
+                    rid,
+                    ErrorCode::PayloadTooLarge,
+                    format!("payload exceeds {max} bytes"),
+                ));
+            }
+            Err(PublishRefusal::BadTtl(max)) => {
+                return Action::Now(error(
+                    app,
+                    rid,
+                    ErrorCode::BadRequest,
+                    format!("ttl must be 1..={max} seconds"),
+                ));
+            }
+            Err(PublishRefusal::RateLimited(wait)) => {
+                while self
+                    .refusals
+                    .front()
+                    .is_some_and(|t| now.duration_since(*t) > ABUSE_WINDOW)
+                {
+                    self.refusals.pop_front();
+                }
+                self.refusals.push_back(now);
+                let mut r = Replies::one(ServerMessage::Error {
+                    rid,
+                    code: ErrorCode::RateLimited,
+                    message: "publish rate exceeded".into(),
+                    retry_after_ms: Some(wait.as_millis().max(1) as u64),
+                });
+                if self.refusals.len() > app.config.limits.burst as usize + ABUSE_SLACK {
+                    r.close = Some(CloseCode::RateLimited);
+                }
+                return Action::Now(r);
+            }
+        };
         let app = app.clone();
         let key = ev.key.clone();
         Action::Later(Box::pin(async move {
-            match writer.append(ev).await {
+            match ops::commit(&app, ev).await {
                 Ok(AppendOutcome::Stored { seq, ts }) => Replies::one(ack(rid, id, seq, ts, false)),
                 Ok(AppendOutcome::Duplicate { seq, ts }) => {
                     Replies::one(ack(rid, id, seq, ts, true))
@@ -211,32 +193,9 @@ impl Ctx {
         }))
     }
 
-    /// Relays an ephemeral event to the user's other live sessions (or those in
-    /// `to`); returns how many it was queued for.
-    fn relay_ephemeral(&self, ev: &NewEvent, to: Option<&[[u8; 32]]>) -> u64 {
-        let msg = event_json(ev, None, ev.ts);
-        let mut delivered = 0;
-        self.app.hub.for_each_session(&self.user, |s| {
-            if s.device() == &self.device || to.is_some_and(|to| !to.contains(&s.device().0)) {
-                return;
-            }
-            if s.deliver(&msg) {
-                delivered += 1;
-            }
-        });
-        self.app.metrics.deliveries.inc_by(delivered);
-        delivered
-    }
-
     async fn sync(&self, rid: Option<Rid>, after: u64, limit: u32) -> Replies {
-        match self
-            .app
-            .store
-            .events_after(&self.user, after, limit, unix_ms())
-            .await
-        {
+        match ops::sync(&self.app, &self.user, after, limit).await {
             Ok(page) => {
-                self.app.metrics.sync_pages.inc();
                 let events = page
                     .events
                     .into_iter()
@@ -286,7 +245,7 @@ impl Ctx {
     }
 
     async fn devices(&self, rid: Option<Rid>) -> Replies {
-        let records = match self.app.store.devices(&self.user).await {
+        let records = match ops::devices(&self.app, &self.user).await {
             Ok(r) => r,
             Err(_) => {
                 return error(
@@ -297,18 +256,11 @@ impl Ctx {
                 );
             }
         };
-        let online: Vec<DeviceId> = self
-            .app
-            .hub
-            .sessions(&self.user)
-            .iter()
-            .map(|s| *s.device())
-            .collect();
         let devices = records
             .into_iter()
-            .map(|d| DeviceInfo {
+            .map(|(d, online)| DeviceInfo {
                 device: b64u::encode(&d.device.0),
-                online: online.contains(&d.device),
+                online,
                 created_at: d.created_at,
                 last_seen: d.last_seen,
                 cursor: d.cursor,
@@ -320,36 +272,55 @@ impl Ctx {
 
     async fn revoke(&self, rid: Option<Rid>, device: DeviceId, ts: u64, sig: [u8; 64]) -> Replies {
         let app = &self.app;
-        let now = unix_ms();
-        let user_key = match keys::parse_identity_key(&self.user.0) {
-            Ok(k) => k,
-            Err(_) => return error(app, rid, ErrorCode::Forbidden, "revocation refused"),
-        };
-        let in_window = i64::try_from(ts).is_ok_and(|ts| (ts - now).abs() <= REVOKE_WINDOW_MS);
-        if !in_window || keys::verify_revocation(&user_key, &device.0, ts, &sig).is_err() {
-            return error(app, rid, ErrorCode::Forbidden, "revocation refused");
-        }
-        match app
-            .store
-            .revoke_device(&self.user, &device, ts as i64, &sig, now)
-            .await
-        {
-            Ok(RevokeOutcome::Revoked) => {
-                revoked(app, &self.user, &device, now);
-                Replies::one(ServerMessage::Ok { rid })
-            }
-            Ok(RevokeOutcome::Replayed) => {
+        match ops::revoke(app, &self.user, &device, ts, &sig).await {
+            Ok(()) => Replies::one(ServerMessage::Ok { rid }),
+            Err(RevokeError::Refused) => error(app, rid, ErrorCode::Forbidden, "revocation refused"),
+            Err(RevokeError::Replayed) => {
                 error(app, rid, ErrorCode::Forbidden, "revocation already used")
             }
-            Ok(RevokeOutcome::UnknownDevice) => {
+            Err(RevokeError::UnknownDevice) => {
                 error(app, rid, ErrorCode::BadRequest, "unknown device")
             }
-            Err(_) => error(
+            Err(RevokeError::Store(_)) => error(
                 app,
                 rid,
                 ErrorCode::Unavailable,
                 "storage unavailable; retry",
             ),
+        }
+    }
+
+    /// `token`: an access token and a refresh token for the REST API, for this
+    /// session's device (a new refresh family).
+    async fn token(&self, rid: Option<Rid>) -> Replies {
+        let app = &self.app;
+        match app
+            .auth
+            .issue_pair(app.store.as_ref(), &self.user, &self.device, unix_ms())
+            .await
+        {
+            Ok(pair) => {
+                app.metrics
+                    .api
+                    .tokens
+                    .with_label_values(&["issued"])
+                    .inc();
+                Replies::one(ServerMessage::Token {
+                    rid,
+                    access_token: pair.access_token,
+                    expires_at: i64::try_from(pair.expires_at).unwrap_or(i64::MAX),
+                    refresh_token: pair.refresh_token,
+                })
+            }
+            Err(e) => {
+                warn!(error = %e, "token issuance failed");
+                error(
+                    app,
+                    rid,
+                    ErrorCode::Unavailable,
+                    "storage unavailable; retry",
+                )
+            }
         }
     }
 }
@@ -364,40 +335,4 @@ fn ack(rid: Option<Rid>, id: String, seq: u64, ts: i64, duplicate: bool) -> Serv
         ephemeral: false,
         delivered: None,
     }
-}
-
-/// After a revocation is stored: close the device's sessions with 4003 and tell
-/// the user's other sessions.
-pub(crate) fn revoked(app: &App, user: &UserId, device: &DeviceId, now: i64) {
-    app.hub.close_device(user, device, CloseCode::Revoked);
-    presence(app, user, device, false, true, now);
-}
-
-/// Sends `presence` to every live session of `user` except `device`'s own.
-pub(crate) fn presence(
-    app: &App,
-    user: &UserId,
-    device: &DeviceId,
-    online: bool,
-    revoked: bool,
-    ts: i64,
-) {
-    let mut msg = None;
-    app.hub.for_each_session(user, |s| {
-        if s.device() == device {
-            return;
-        }
-        let m = msg.get_or_insert_with(|| {
-            std::sync::Arc::<[u8]>::from(
-                ServerMessage::Presence {
-                    device: b64u::encode(&device.0),
-                    online,
-                    ts,
-                    revoked,
-                }
-                .to_json(),
-            )
-        });
-        s.deliver(m);
-    });
 }

@@ -281,6 +281,90 @@ pub trait Store: Send + Sync + 'static {
     /// returns `limit` to delete in bounded batches.
     async fn prune_before(&self, user: &UserId, before: u64, limit: u32)
     -> Result<u64, StoreError>;
+
+    // ---- REST authentication (SQL in `sqlite_auth.rs` / `postgres_auth.rs`) ----
+
+    /// Stores a login challenge until it is taken or expires.
+    async fn put_challenge(&self, challenge: &AuthChallenge) -> Result<(), StoreError>;
+
+    /// Consumes a challenge: `true` exactly once, and only when it was issued to this
+    /// user and device and has not expired at `now`.
+    async fn take_challenge(
+        &self,
+        challenge: &[u8; 32],
+        user: &UserId,
+        device: &DeviceId,
+        now: UnixMs,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores the first refresh token of a new family.
+    async fn put_refresh_token(&self, token: &NewRefreshToken) -> Result<(), StoreError>;
+
+    /// Spends the refresh token whose hash is `presented` and stores `next` in its
+    /// family, atomically. A spent token presented again revokes the family (and
+    /// denylists its access tokens); so does a token whose device is revoked or gone.
+    async fn rotate_refresh_token(
+        &self,
+        presented: &[u8; 32],
+        next: &RefreshSuccessor,
+        now: UnixMs,
+    ) -> Result<RefreshRotation, StoreError>;
+
+    /// Denylists an access token's `jti` until `expires_at`, and revokes the refresh
+    /// family it was issued with (logout).
+    async fn revoke_access_token(
+        &self,
+        jti: &str,
+        expires_at: UnixMs,
+        now: UnixMs,
+    ) -> Result<(), StoreError>;
+
+    /// Whether an access token of `device` with this `jti` may still act: one round
+    /// trip, made on every authenticated request.
+    async fn access_status(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        jti: &str,
+    ) -> Result<AccessStatus, StoreError>;
+
+    /// Removes expired challenges, expired refresh tokens and denylisted `jti`s whose
+    /// tokens have expired anyway; returns how many rows went.
+    async fn purge_expired_auth(&self, now: UnixMs) -> Result<u64, StoreError>;
+
+    // ---- administration ----
+
+    /// Totals for the admin API.
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
+
+    /// Up to `limit` users with an id greater than `after` (all from the start when
+    /// `None`), in id order.
+    async fn users_page(
+        &self,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> Result<Vec<UserSummary>, StoreError>;
+
+    /// One user, if known.
+    async fn user_summary(&self, user: &UserId) -> Result<Option<UserSummary>, StoreError>;
+
+    /// Revokes a device without a user signature (an operator's decision).
+    /// [`RevokeOutcome::UnknownDevice`] when the user has no such device.
+    async fn force_revoke_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        now: UnixMs,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Erases everything stored for a user (events, devices, tokens, challenges, the
+    /// user row) in one transaction; `None` when nothing was stored for it.
+    async fn erase_user(&self, user: &UserId) -> Result<Option<ErasedCounts>, StoreError>;
+
+    /// Connections of the pool(s) `(in use, idle)`, for metrics.
+    fn pool_stats(&self) -> (u32, u32) {
+        (0, 0)
+    }
 }
 
 // Conversions between model types and the columns both schemas use. Seqs, cursors

@@ -146,3 +146,133 @@ pub enum RevokeOutcome {
     /// The device is not one of the user's devices.
     UnknownDevice,
 }
+
+// ---- REST authentication and administration ----
+
+/// A single-use REST login challenge, bound to the user and device that asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthChallenge {
+    /// 32 random bytes.
+    pub challenge: [u8; 32],
+    /// The user that asked for it.
+    pub user: UserId,
+    /// The device that will sign it.
+    pub device: DeviceId,
+    /// It cannot be redeemed at or after this time.
+    pub expires_at: UnixMs,
+}
+
+/// A refresh token to store. Only the SHA-256 hash of the token is ever stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRefreshToken {
+    /// SHA-256 of the token.
+    pub token_hash: [u8; 32],
+    /// The family: every token rotated from one login shares it.
+    pub family: [u8; 16],
+    /// The owning user.
+    pub user: UserId,
+    /// The device it was issued to.
+    pub device: DeviceId,
+    /// When it was issued.
+    pub created_at: UnixMs,
+    /// When it stops being accepted.
+    pub expires_at: UnixMs,
+    /// The `jti` of the access token issued with it.
+    pub access_jti: String,
+    /// When that access token expires (how long its `jti` must stay denylisted).
+    pub access_expires_at: UnixMs,
+}
+
+/// The token that replaces a refresh token on rotation (same family, user, device).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshSuccessor {
+    /// SHA-256 of the new token.
+    pub token_hash: [u8; 32],
+    /// When it was issued.
+    pub created_at: UnixMs,
+    /// When it stops being accepted.
+    pub expires_at: UnixMs,
+    /// The `jti` of the access token issued with it.
+    pub access_jti: String,
+    /// When that access token expires.
+    pub access_expires_at: UnixMs,
+}
+
+/// The outcome of presenting a refresh token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshRotation {
+    /// The token was live: it is spent now and its successor stored.
+    Rotated {
+        /// The owning user.
+        user: UserId,
+        /// The device it belongs to.
+        device: DeviceId,
+    },
+    /// The token was spent already (or its family revoked): the whole family is
+    /// revoked now, including the access tokens issued with it.
+    Reused,
+    /// Unknown, expired, or its device is revoked or gone (the family is revoked).
+    Invalid,
+}
+
+/// Whether an access token's subject may still act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessStatus {
+    /// The device exists, is not revoked, and the token's `jti` is not denylisted.
+    Active,
+    /// The device is unknown (never registered, or its user was erased).
+    DeviceUnknown,
+    /// The device was revoked.
+    DeviceRevoked,
+    /// The token was revoked (logout or a revoked refresh family).
+    TokenRevoked,
+}
+
+/// Totals for the admin API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Users with a log.
+    pub users: u64,
+    /// Devices, revoked ones included.
+    pub devices: u64,
+    /// Devices that are not revoked.
+    pub active_devices: u64,
+    /// Events stored (assigned seqs minus those removed by retention).
+    pub events: u64,
+    /// Size of the database in bytes, when the backend can tell cheaply.
+    pub database_bytes: Option<u64>,
+}
+
+/// One user as the admin API lists it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserSummary {
+    /// The user.
+    pub user: UserId,
+    /// First seen.
+    pub created_at: UnixMs,
+    /// Highest assigned seq.
+    pub head: u64,
+    /// Retention removed every event up to this seq.
+    pub pruned_through: u64,
+    /// Devices, revoked ones included.
+    pub devices: u64,
+    /// Revoked devices.
+    pub revoked_devices: u64,
+    /// The latest `last_seen` of its devices.
+    pub last_seen: Option<UnixMs>,
+}
+
+/// What erasing a user removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ErasedCounts {
+    /// Events.
+    pub events: u64,
+    /// Devices.
+    pub devices: u64,
+    /// Refresh tokens.
+    pub refresh_tokens: u64,
+    /// Used revocation signatures.
+    pub revocations: u64,
+    /// Pending login challenges.
+    pub challenges: u64,
+}

@@ -23,6 +23,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Executor, QueryBuilder};
 
+#[path = "sqlite_auth.rs"]
+mod auth;
+
 use super::append::{self, Snapshot};
 use super::{
     AppendOutcome, Backend, DeviceCert, DeviceId, DeviceRecord, EventPage, EventRow, NewEvent,
@@ -510,6 +513,90 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(from_db(count))
+    }
+
+    // REST authentication and administration: SQL in the `auth` submodule.
+
+    async fn put_challenge(&self, c: &super::AuthChallenge) -> Result<(), StoreError> {
+        self.do_put_challenge(c).await
+    }
+
+    async fn take_challenge(
+        &self,
+        challenge: &[u8; 32],
+        user: &UserId,
+        device: &DeviceId,
+        now: UnixMs,
+    ) -> Result<bool, StoreError> {
+        self.do_take_challenge(challenge, user, device, now).await
+    }
+
+    async fn put_refresh_token(&self, t: &super::NewRefreshToken) -> Result<(), StoreError> {
+        self.do_put_refresh_token(t).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        presented: &[u8; 32],
+        next: &super::RefreshSuccessor,
+        now: UnixMs,
+    ) -> Result<super::RefreshRotation, StoreError> {
+        self.do_rotate_refresh_token(presented, next, now).await
+    }
+
+    async fn revoke_access_token(
+        &self,
+        jti: &str,
+        expires_at: UnixMs,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        self.do_revoke_access_token(jti, expires_at, now).await
+    }
+
+    async fn access_status(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        jti: &str,
+    ) -> Result<super::AccessStatus, StoreError> {
+        self.do_access_status(user, device, jti).await
+    }
+
+    async fn purge_expired_auth(&self, now: UnixMs) -> Result<u64, StoreError> {
+        self.do_purge_expired_auth(now).await
+    }
+
+    async fn stats(&self) -> Result<super::StoreStats, StoreError> {
+        self.do_stats().await
+    }
+
+    async fn users_page(
+        &self,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> Result<Vec<super::UserSummary>, StoreError> {
+        self.do_users_page(after, limit).await
+    }
+
+    async fn user_summary(&self, user: &UserId) -> Result<Option<super::UserSummary>, StoreError> {
+        self.do_user_summary(user).await
+    }
+
+    async fn force_revoke_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        now: UnixMs,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.do_force_revoke_device(user, device, now).await
+    }
+
+    async fn erase_user(&self, user: &UserId) -> Result<Option<super::ErasedCounts>, StoreError> {
+        self.do_erase_user(user).await
+    }
+
+    fn pool_stats(&self) -> (u32, u32) {
+        self.do_pool_stats()
     }
 }
 

@@ -2,8 +2,8 @@
 //! reason enums, route templates): never user ids, device ids or paths.
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The process's metrics, registered in one registry.
@@ -43,6 +43,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// From receiving a publish to its durable outcome.
     pub publish_ack_seconds: Histogram,
+    /// The REST API, its tokens and the admin API.
+    pub api: ApiMetrics,
 }
 
 impl Metrics {
@@ -156,7 +158,9 @@ impl Metrics {
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process collector registers once");
+        let api = ApiMetrics::register(&registry);
         Self {
+            api,
             registry,
             handshakes,
             sessions_live,
@@ -196,5 +200,82 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Metrics of the HTTP API. Labels are route templates (`/v1/devices/{device}`, or
+/// `unmatched`), methods from a fixed list, status codes the server itself chose,
+/// and reason enums: never a path, a user, a key or a token.
+pub struct ApiMetrics {
+    /// Requests by `route`, `method` and `status`.
+    pub requests: IntCounterVec,
+    /// Request latency by `route` and `method`.
+    pub request_seconds: HistogramVec,
+    /// Bearer-token checks by `outcome` (`ok`, `refused`) and `reason`.
+    pub auth_outcomes: IntCounterVec,
+    /// Token events by `event` (`issued`, `refreshed`, `revoked`, `reuse_detected`).
+    pub tokens: IntCounterVec,
+    /// Admin API requests refused before any work, by `reason` (`missing`,
+    /// `invalid`, `scope`, `rate_limited`).
+    pub admin_auth_failures: IntCounterVec,
+    /// Database pool connections by `state` (`in_use`, `idle`), set when scraped.
+    pub db_pool: IntGaugeVec,
+}
+
+impl ApiMetrics {
+    fn register(registry: &Registry) -> Self {
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        };
+        let requests = counter_vec(
+            "http_requests_total",
+            "HTTP requests by route template, method and status",
+            &["route", "method", "status"],
+        );
+        let auth_outcomes = counter_vec(
+            "auth_outcomes_total",
+            "REST bearer-token checks by outcome and reason",
+            &["outcome", "reason"],
+        );
+        let tokens = counter_vec(
+            "tokens_total",
+            "REST token events: issued, refreshed, revoked, reuse_detected",
+            &["event"],
+        );
+        let admin_auth_failures = counter_vec(
+            "admin_auth_failures_total",
+            "Admin API requests refused by key checks, by reason",
+            &["reason"],
+        );
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new("http_request_seconds", "HTTP request latency").buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["route", "method"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(request_seconds.clone()))
+            .expect("metric names are unique");
+        let db_pool = IntGaugeVec::new(
+            Opts::new("db_pool_connections", "Database pool connections by state"),
+            &["state"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(db_pool.clone()))
+            .expect("metric names are unique");
+        Self {
+            requests,
+            request_seconds,
+            auth_outcomes,
+            tokens,
+            admin_auth_failures,
+            db_pool,
+        }
     }
 }

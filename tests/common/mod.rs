@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod db;
+pub mod http;
 pub mod server;

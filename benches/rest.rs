@@ -1,0 +1,2 @@
+//! REST API throughput (filled in below).
+fn main() {}

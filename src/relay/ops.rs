@@ -1,0 +1,253 @@
+//! What a device can do to its user's log and devices, whichever way it asks: the
+//! WebSocket session (`session::requests`) and the REST API (`api`) both call these,
+//! so `publish`, `sync`, `devices` and `revoke` follow the same rules everywhere
+//! (limits, rate limit, group commit and relay, revocation window and single use).
+//!
+//! Every function acts for the `user` it is given, which callers take from the
+//! authenticated session or token, never from the request.
+
+use std::time::{Duration, Instant};
+
+use ferry_proto::b64u;
+use ferry_proto::keys;
+use ferry_proto::message::{Publish, ServerMessage};
+
+use super::writer::event_json;
+use crate::app::App;
+use crate::store::{
+    AppendOutcome, DeviceId, DeviceRecord, EventPage, NewEvent, RevokeOutcome, StoreError,
+    UnixMs, UserId,
+};
+
+/// How far a revocation's `ts` may be from the server clock.
+pub const REVOKE_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// Why a publish was refused before reaching the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishRefusal {
+    /// The payload is larger than `limits.max_payload` (the limit).
+    PayloadTooLarge(usize),
+    /// `ttl` is 0 or larger than `limits.max_ttl` (the limit, seconds).
+    BadTtl(u64),
+    /// Over the device's publish rate; retry after this long.
+    RateLimited(Duration),
+}
+
+/// A publish that passed the checks.
+#[derive(Debug)]
+pub enum Prepared {
+    /// An ephemeral event, already relayed to this many live sessions.
+    Ephemeral {
+        /// Sessions it was queued for.
+        delivered: u64,
+    },
+    /// An event to store: hand it to [`commit`].
+    Durable(NewEvent),
+}
+
+/// Checks a publish of `device` (size, TTL, rate) and either relays it at once
+/// (ephemeral) or returns the event to commit. The rate-limit refusal is counted in
+/// metrics here.
+pub fn prepare_publish(
+    app: &App,
+    user: UserId,
+    device: DeviceId,
+    p: Publish,
+    now: Instant,
+) -> Result<Prepared, PublishRefusal> {
+    let limits = &app.config.limits;
+    if p.payload.len() > limits.max_payload {
+        return Err(PublishRefusal::PayloadTooLarge(limits.max_payload));
+    }
+    if p.ttl
+        .is_some_and(|t| t == 0 || t > limits.max_ttl.as_secs())
+    {
+        return Err(PublishRefusal::BadTtl(limits.max_ttl.as_secs()));
+    }
+    if let Err(wait) = app.publish_rate.check(&device, now) {
+        app.metrics.rate_limited.inc();
+        return Err(PublishRefusal::RateLimited(wait));
+    }
+    let ev = NewEvent {
+        user,
+        id: uuid::Uuid::from_bytes(p.id),
+        device,
+        payload: p.payload,
+        key: p.key,
+        base: p.base,
+        ttl: p.ttl,
+        ts: crate::app::unix_ms(),
+    };
+    if p.ephemeral {
+        let delivered = relay_ephemeral(app, &ev, p.to.as_deref());
+        return Ok(Prepared::Ephemeral { delivered });
+    }
+    Ok(Prepared::Durable(ev))
+}
+
+/// Appends a prepared event through the group-commit writer; the outcome is durable
+/// (and the event relayed to the user's other sessions) when this returns `Ok`.
+pub async fn commit(app: &App, ev: NewEvent) -> Result<AppendOutcome, StoreError> {
+    app.writer.append(ev).await
+}
+
+/// Relays an ephemeral event to the user's live sessions other than its origin's
+/// (or only to those in `to`); returns how many it was queued for.
+fn relay_ephemeral(app: &App, ev: &NewEvent, to: Option<&[[u8; 32]]>) -> u64 {
+    let msg = event_json(ev, None, ev.ts);
+    let mut delivered = 0;
+    app.hub.for_each_session(&ev.user, |s| {
+        if s.device() == &ev.device || to.is_some_and(|to| !to.contains(&s.device().0)) {
+            return;
+        }
+        if s.deliver(&msg) {
+            delivered += 1;
+        }
+    });
+    app.metrics.deliveries.inc_by(delivered);
+    delivered
+}
+
+/// Up to `limit` of the user's events after `after` (the semantics of `sync`).
+pub async fn sync(
+    app: &App,
+    user: &UserId,
+    after: u64,
+    limit: u32,
+) -> Result<EventPage, StoreError> {
+    let mut page = app
+        .store
+        .events_after(user, after, limit, crate::app::unix_ms())
+        .await?;
+    fit_page(&mut page, app.config.limits.max_message_size);
+    app.metrics.sync_pages.inc();
+    Ok(page)
+}
+
+/// Room kept in a page for the envelope (`type`, `rid`, `head`, `more`, …) and the
+/// sealing tag.
+const PAGE_OVERHEAD: usize = 1024;
+/// Upper bound of one event's JSON besides its base64 fields (`seq`, `id`,
+/// `device`, `ts`, `ttl`, field names, punctuation).
+const EVENT_OVERHEAD: usize = 256;
+
+/// Trims a page so its reply fits in one message of `max_message_size` bytes: the
+/// write buffer refuses anything larger, and the device could never catch up.
+/// Keeps at least one event (config validation makes sure one always fits) and sets
+/// `more` when it trimmed.
+fn fit_page(page: &mut EventPage, max_message_size: usize) {
+    let budget = max_message_size.saturating_sub(PAGE_OVERHEAD);
+    let mut used = 0usize;
+    let keep = page
+        .events
+        .iter()
+        .take_while(|e| {
+            let b64 = |n: usize| n.div_ceil(3) * 4;
+            used += EVENT_OVERHEAD + b64(e.payload.len()) + e.key.as_ref().map_or(0, |k| b64(k.len()));
+            used <= budget
+        })
+        .count()
+        .max(1);
+    if keep < page.events.len() {
+        page.events.truncate(keep);
+        page.more = true;
+    }
+}
+
+/// Every device of the user, with whether a session of it is live now.
+pub async fn devices(app: &App, user: &UserId) -> Result<Vec<(DeviceRecord, bool)>, StoreError> {
+    let records = app.store.devices(user).await?;
+    let online: Vec<DeviceId> = app
+        .hub
+        .sessions(user)
+        .iter()
+        .map(|s| *s.device())
+        .collect();
+    Ok(records
+        .into_iter()
+        .map(|d| {
+            let live = online.contains(&d.device);
+            (d, live)
+        })
+        .collect())
+}
+
+/// Why a revocation was not carried out.
+#[derive(Debug)]
+pub enum RevokeError {
+    /// Bad signature, or `ts` outside ±[`REVOKE_WINDOW_MS`].
+    Refused,
+    /// This signed revocation was used before.
+    Replayed,
+    /// The user has no such device.
+    UnknownDevice,
+    /// Storage failed.
+    Store(StoreError),
+}
+
+/// Revokes `device` of `user` on the user key's signature `sig` over `ts` (§4): the
+/// device's sessions close with 4003 and its tokens stop working.
+pub async fn revoke(
+    app: &App,
+    user: &UserId,
+    device: &DeviceId,
+    ts: u64,
+    sig: &[u8; 64],
+) -> Result<(), RevokeError> {
+    let now = crate::app::unix_ms();
+    let user_key = keys::parse_identity_key(&user.0).map_err(|_| RevokeError::Refused)?;
+    let in_window = i64::try_from(ts).is_ok_and(|ts| (ts - now).abs() <= REVOKE_WINDOW_MS);
+    if !in_window || keys::verify_revocation(&user_key, &device.0, ts, sig).is_err() {
+        return Err(RevokeError::Refused);
+    }
+    match app
+        .store
+        .revoke_device(user, device, ts as i64, sig, now)
+        .await
+    {
+        Ok(RevokeOutcome::Revoked) => {
+            revoked(app, user, device, now);
+            Ok(())
+        }
+        Ok(RevokeOutcome::Replayed) => Err(RevokeError::Replayed),
+        Ok(RevokeOutcome::UnknownDevice) => Err(RevokeError::UnknownDevice),
+        Err(e) => Err(RevokeError::Store(e)),
+    }
+}
+
+/// After a revocation is stored: close the device's sessions with 4003 and tell
+/// the user's other sessions.
+pub fn revoked(app: &App, user: &UserId, device: &DeviceId, now: UnixMs) {
+    app.hub
+        .close_device(user, device, ferry_proto::CloseCode::Revoked);
+    presence(app, user, device, false, true, now);
+}
+
+/// Sends `presence` to every live session of `user` except `device`'s own.
+pub fn presence(
+    app: &App,
+    user: &UserId,
+    device: &DeviceId,
+    online: bool,
+    revoked: bool,
+    ts: UnixMs,
+) {
+    let mut msg = None;
+    app.hub.for_each_session(user, |s| {
+        if s.device() == device {
+            return;
+        }
+        let m = msg.get_or_insert_with(|| {
+            std::sync::Arc::<[u8]>::from(
+                ServerMessage::Presence {
+                    device: b64u::encode(&device.0),
+                    online,
+                    ts,
+                    revoked,
+                }
+                .to_json(),
+            )
+        });
+        s.deliver(m);
+    });
+}
