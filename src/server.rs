@@ -12,8 +12,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::app::App;
-use crate::config::Config;
 use crate::auth::Auth;
+use crate::config::Config;
 use crate::keys::{self, KeyOrigin, ServerKey};
 use crate::limits::{ConnLimiter, KeyedGcra, RestLimiters};
 use crate::relay::{Hub, Writer};
@@ -33,6 +33,9 @@ pub enum ServerError {
     /// TLS material could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// Redis (cross-instance relay) could not be reached at start.
+    #[error("redis: {0}")]
+    Redis(String),
     /// A listener could not be bound.
     #[error("{what} {addr}: {source}")]
     Bind {
@@ -102,6 +105,18 @@ pub async fn run(
         None => None,
     };
     let (app, writer_task) = build_app(config, key, store);
+    if let Some(url) = app.config.redis_url.clone() {
+        crate::relay::bus::start(
+            &url.0,
+            &app.hub,
+            app.metrics.clone(),
+            app.shutdown.clone(),
+            &app.tracker,
+        )
+        .await
+        .map_err(|e| ServerError::Redis(format!("{} ({})", e, url.redacted())))?;
+        info!(redis = %url.redacted(), "cross-instance relay over Redis");
+    }
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let public_addr = listeners.public.local_addr().ok();
     info!(

@@ -1,5 +1,5 @@
 //! `ferry-load baseline`: a minimal raw WebSocket server (tokio-tungstenite, the
-//! same small buffers as Ferry's) with no handshake, no sealing, no JSON and no
+//! same 4 KiB buffers as Ferry's defaults) with no handshake, no sealing, no JSON and no
 //! storage — what the machine does when a relay costs nothing but the sockets.
 //!
 //! - `echo`: answers each data frame with the same frame.
@@ -144,7 +144,12 @@ async fn connection(tcp: TcpStream, mode: Mode, state: Arc<State>) -> anyhow::Re
         path = req.uri().to_string();
         Ok(resp)
     };
-    let mut ws = accept_hdr_async_with_config(tcp, callback, Some(crate::net::ws_config())).await?;
+    let mut ws = accept_hdr_async_with_config(
+        tcp,
+        callback,
+        Some(crate::net::ws_config(crate::net::SERVER_WS_BUFFER)),
+    )
+    .await?;
     match mode {
         Mode::Echo => {
             while let Some(msg) = ws.next().await {

@@ -254,7 +254,10 @@ pub(crate) async fn run(args: &HandshakeArgs) -> anyhow::Result<bool> {
     );
 
     let baseline = if args.baseline.with_baseline {
-        let cpus = baseline::cpus_for(args.baseline.baseline_cpus.as_deref(), args.report.server_pid);
+        let cpus = baseline::cpus_for(
+            args.baseline.baseline_cpus.as_deref(),
+            args.report.server_pid,
+        );
         let child = baseline::Child::spawn(
             baseline::Mode::Echo,
             cpus,

@@ -201,7 +201,8 @@ impl Outcome {
     }
 
     fn text(&self) -> String {
-        let mib = |b: Option<u64>| b.map_or("?".into(), |b| format!("{:.1} MiB", b as f64 / 1_048_576.0));
+        let mib =
+            |b: Option<u64>| b.map_or("?".into(), |b| format!("{:.1} MiB", b as f64 / 1_048_576.0));
         let mut s = format!(
             "{}: {} sessions opened in {:.1} s; alive at the end {}; pings {} ok, {} failed ({})\n",
             self.server,
@@ -266,7 +267,9 @@ async fn hold_all(
     let started = Instant::now();
     let progress = {
         let live = live.clone();
-        Progress::start(server, started, move |_| format!("alive {}/{n}", live.alive.get()))
+        Progress::start(server, started, move |_| {
+            format!("alive {}/{n}", live.alive.get())
+        })
     };
     tokio::time::sleep(hold_for).await;
     let rss_end = rss(probe).await;
@@ -338,7 +341,9 @@ pub(crate) async fn run(args: &IdleArgs) -> anyhow::Result<bool> {
     let n = args.sessions;
     let limit = net::raise_fd_limit();
     if u64::from(n) + 200 > limit {
-        bail!("{n} sessions need more open files than this process may have ({limit}); lower --sessions");
+        bail!(
+            "{n} sessions need more open files than this process may have ({limit}); lower --sessions"
+        );
     }
     let target = net::Target::parse(&args.conn.url)?;
     let pin = net::pin(args.conn.server_key.as_deref())?;
@@ -361,7 +366,10 @@ pub(crate) async fn run(args: &IdleArgs) -> anyhow::Result<bool> {
     );
 
     let baseline = if args.baseline.with_baseline {
-        let cpus = baseline::cpus_for(args.baseline.baseline_cpus.as_deref(), args.report.server_pid);
+        let cpus = baseline::cpus_for(
+            args.baseline.baseline_cpus.as_deref(),
+            args.report.server_pid,
+        );
         let child = baseline::Child::spawn(
             baseline::Mode::Echo,
             cpus,
@@ -371,7 +379,14 @@ pub(crate) async fn run(args: &IdleArgs) -> anyhow::Result<bool> {
         let child_probe = ServerProbe::Pid(child.pid);
         let before = rss(Some(&child_probe)).await;
         let t0 = Instant::now();
-        let conns = match open_raw(&child.target("/"), &sources, n, args.conn.connect_concurrency).await {
+        let conns = match open_raw(
+            &child.target("/"),
+            &sources,
+            n,
+            args.conn.connect_concurrency,
+        )
+        .await
+        {
             Ok(c) => c,
             Err(f) => {
                 child.stop().await;
@@ -440,7 +455,13 @@ pub(crate) async fn run(args: &IdleArgs) -> anyhow::Result<bool> {
             .and_then(|(f, b)| ratio(f, b))
     });
     if baseline.is_some() {
-        say(json, &format!("ferry / baseline: memory per session {}", fmt_ratio(mem_ratio)));
+        say(
+            json,
+            &format!(
+                "ferry / baseline: memory per session {}",
+                fmt_ratio(mem_ratio)
+            ),
+        );
     }
     let ok = ferry.ok() && baseline.as_ref().is_none_or(Outcome::ok);
     if json {

@@ -110,7 +110,9 @@ fn serve_env(args: &ServeEnvArgs) -> anyhow::Result<()> {
         }
     };
     let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-    println!("# Ferry server under load test (from `ferry-load serve-env`): eval \"$(ferry-load serve-env)\"");
+    println!(
+        "# Ferry server under load test (from `ferry-load serve-env`): eval \"$(ferry-load serve-env)\""
+    );
     for (name, value, why) in LOAD_LIMITS {
         println!("export {name}={value}  # {why}");
     }
@@ -119,8 +121,13 @@ fn serve_env(args: &ServeEnvArgs) -> anyhow::Result<()> {
         ferry_proto::b64u::encode(&seed),
         ferry_proto::b64u::encode(public.as_bytes())
     );
-    println!("export FERRYLOAD_SERVER_KEY={}", ferry_proto::b64u::encode(public.as_bytes()));
-    println!("# also: export FERRY_DATA_DIR=\"$(mktemp -d)\"; for idle, ulimit -n ≥ sessions + 100");
+    println!(
+        "export FERRYLOAD_SERVER_KEY={}",
+        ferry_proto::b64u::encode(public.as_bytes())
+    );
+    println!(
+        "# also: export FERRY_DATA_DIR=\"$(mktemp -d)\"; for idle, ulimit -n ≥ sessions + 100"
+    );
     Ok(())
 }
 

@@ -31,18 +31,20 @@ use crate::keys::KeyFile;
 /// A client WebSocket over plain TCP.
 pub(crate) type Ws = WebSocketStream<TcpStream>;
 
-/// Read and write buffer of every WebSocket this tool opens (client and baseline
-/// server alike).
+/// Read and write buffer of every client WebSocket this tool opens.
 pub(crate) const WS_BUFFER: usize = 8 * 1024;
+/// Read and write buffer of the baseline server's WebSockets: Ferry's defaults
+/// (`limits.read_buffer_size`, `limits.write_buffer_size`).
+pub(crate) const SERVER_WS_BUFFER: usize = 4 * 1024;
 /// How long a close handshake may take before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The WebSocket settings of every connection: small buffers, so per-connection
-/// memory stays small and frames are written in batches of at most 8 KiB.
-pub(crate) fn ws_config() -> WebSocketConfig {
+/// The WebSocket settings of every connection: small buffers (`buffer` bytes), so
+/// per-connection memory stays small and frames go out in batches of at most that.
+pub(crate) fn ws_config(buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(WS_BUFFER)
-        .write_buffer_size(WS_BUFFER)
+        .read_buffer_size(buffer)
+        .write_buffer_size(buffer)
         .max_write_buffer_size(4 * 1024 * 1024)
         .max_message_size(Some(4 * 1024 * 1024))
         .max_frame_size(Some(4 * 1024 * 1024))
@@ -81,14 +83,13 @@ impl Target {
         let (host, port) = authority
             .rsplit_once(':')
             .with_context(|| format!("{url:?}: the port is missing"))?;
-        let port: u16 = port
-            .parse()
-            .with_context(|| format!("{url:?}: bad port"))?;
+        let port: u16 = port.parse().with_context(|| format!("{url:?}: bad port"))?;
         let ip: IpAddr = if host == "localhost" {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
         } else {
-            host.parse()
-                .with_context(|| format!("{url:?}: the host must be an IPv4 address or localhost"))?
+            host.parse().with_context(|| {
+                format!("{url:?}: the host must be an IPv4 address or localhost")
+            })?
         };
         check_loopback(ip)?;
         Ok(Self {
@@ -227,7 +228,7 @@ pub(crate) async fn open(target: &Target, source: Option<IpAddr>) -> Result<Ws, 
         .map_err(|e| Failure::Connect(io_kind(&e)))?;
     tcp.set_nodelay(true)
         .map_err(|e| Failure::Connect(io_kind(&e)))?;
-    let (ws, _) = client_async_with_config(target.url(), tcp, Some(ws_config()))
+    let (ws, _) = client_async_with_config(target.url(), tcp, Some(ws_config(WS_BUFFER)))
         .await
         .map_err(ws_failure)?;
     Ok(ws)
@@ -415,7 +416,9 @@ pub(crate) async fn handshake(
         }
     };
     ws.send(Message::text(auth)).await.map_err(ws_failure)?;
-    let est = hs.into_established().expect("established after client_auth");
+    let est = hs
+        .into_established()
+        .expect("established after client_auth");
     let mut session = Session {
         ws,
         sealer: est.sealer,
@@ -477,10 +480,9 @@ pub(crate) fn publish_json(rid: u64, id: &[u8; 16], payload: &[u8]) -> Vec<u8> {
 /// The server key to trust: `--server-key` pins it, else the first key seen.
 pub(crate) fn pin(server_key: Option<&str>) -> anyhow::Result<ServerPin> {
     match server_key {
-        Some(k) => Ok(ServerPin::Key(
-            b64u::decode_array::<32>(k.trim())
-                .map_err(|_| anyhow::anyhow!("--server-key must be b64u of 32 bytes"))?,
-        )),
+        Some(k) => Ok(ServerPin::Key(b64u::decode_array::<32>(k.trim()).map_err(
+            |_| anyhow::anyhow!("--server-key must be b64u of 32 bytes"),
+        )?)),
         None => {
             eprintln!(
                 "warning: no --server-key: trusting whatever key the server presents (pin it)"
@@ -519,7 +521,11 @@ pub(crate) fn identities(
             let file: KeyFile = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{} is not a ferry-load key file", path.display()))?;
             if file.version != crate::keys::VERSION {
-                bail!("{}: key file version {} is not supported", path.display(), file.version);
+                bail!(
+                    "{}: key file version {} is not supported",
+                    path.display(),
+                    file.version
+                );
             }
             file
         }
@@ -537,7 +543,10 @@ pub(crate) fn identities(
         }
     };
     if file.users.len() < users as usize {
-        bail!("the key file has {} users, {users} are needed", file.users.len());
+        bail!(
+            "the key file has {} users, {users} are needed",
+            file.users.len()
+        );
     }
     let bad = |what: &str| anyhow::anyhow!("the key file has a malformed {what}");
     file.users
@@ -550,8 +559,7 @@ pub(crate) fn identities(
                     u.devices.len()
                 );
             }
-            let user_seed =
-                b64u::decode_array::<32>(&u.user_seed).map_err(|_| bad("user_seed"))?;
+            let user_seed = b64u::decode_array::<32>(&u.user_seed).map_err(|_| bad("user_seed"))?;
             let user = UserKey::from_seed(&user_seed);
             let devices = u
                 .devices
@@ -562,8 +570,7 @@ pub(crate) fn identities(
                     let cert = DeviceCertificate {
                         issued_at: d.cert.issued_at,
                         expires_at: d.cert.expires_at,
-                        sig: b64u::decode_array::<64>(&d.cert.sig)
-                            .map_err(|_| bad("cert.sig"))?,
+                        sig: b64u::decode_array::<64>(&d.cert.sig).map_err(|_| bad("cert.sig"))?,
                     };
                     Ok(DeviceKey::from_seed(&seed).credentials(user.public(), cert))
                 })
@@ -578,7 +585,12 @@ pub(crate) fn key_file_shape(path: &Path) -> anyhow::Result<(u32, u32)> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let file: KeyFile = serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a ferry-load key file", path.display()))?;
-    let devices = file.users.iter().map(|u| u.devices.len()).min().unwrap_or(0);
+    let devices = file
+        .users
+        .iter()
+        .map(|u| u.devices.len())
+        .min()
+        .unwrap_or(0);
     if devices == 0 {
         bail!("{} holds no devices", path.display());
     }
@@ -675,7 +687,12 @@ mod tests {
         .to_json();
         let l: Lean<'_> = serde_json::from_slice(&ev).unwrap();
         assert_eq!((l.ty, l.seq, l.payload), ("event", Some(3), Some("AAAA")));
-        let err = ServerMessage::error(Some(Rid::Int(1)), ferry_proto::message::ErrorCode::RateLimited, "a \"quoted\" message").to_json();
+        let err = ServerMessage::error(
+            Some(Rid::Int(1)),
+            ferry_proto::message::ErrorCode::RateLimited,
+            "a \"quoted\" message",
+        )
+        .to_json();
         let l: Lean<'_> = serde_json::from_slice(&err).unwrap();
         assert_eq!((l.ty, l.code), ("error", Some("rate_limited")));
     }
@@ -684,7 +701,10 @@ mod tests {
     fn failure_labels() {
         assert_eq!(Failure::Closed(4002).label(), "close_4002");
         assert_eq!(Failure::Http(429).label(), "http_429");
-        assert_eq!(Failure::Connect("refused".into()).label(), "connect_refused");
+        assert_eq!(
+            Failure::Connect("refused".into()).label(),
+            "connect_refused"
+        );
         assert_eq!(Failure::Timeout.to_string(), "timeout");
     }
 

@@ -175,12 +175,10 @@ pub(crate) fn cpus_allowed(pid: u32) -> Option<String> {
 /// Reads `process_resident_memory_bytes` and `process_cpu_seconds_total`.
 pub(crate) fn parse_metrics(body: &str) -> anyhow::Result<ProcSample> {
     let value = |name: &str| {
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let mut it = l.split_whitespace();
-                (it.next()? == name).then(|| it.next()?.parse::<f64>().ok())?
-            })
+        body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next()? == name).then(|| it.next()?.parse::<f64>().ok())?
+        })
     };
     let Some(rss) = value("process_resident_memory_bytes") else {
         bail!("the metrics have no process_resident_memory_bytes");
@@ -222,7 +220,10 @@ async fn http_get(url: &str) -> anyhow::Result<String> {
     if !head.starts_with("HTTP/1.1 200") {
         bail!("{url}: {}", head.lines().next().unwrap_or(""));
     }
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         // Chunk-size lines are hex digits alone on a line; metric lines never are.
         return Ok(body
             .lines()

@@ -259,7 +259,9 @@ async fn run_device<W: Wire>(
     let mut next_due = clock.start + interval.mul_f64(f64::from(me) / f64::from(total));
     let window = pat.window as usize;
     let mut inflight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(window);
-    let mut payload: Vec<u8> = (0..pat.payload).map(|i| (i * 31 + me as usize) as u8).collect();
+    let mut payload: Vec<u8> = (0..pat.payload)
+        .map(|i| (i * 31 + me as usize) as u8)
+        .collect();
     let mut counter = 0u64;
     let mut ack_samples = Samples::default();
     let mut delivery_samples = Samples::default();
@@ -632,7 +634,10 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
     );
 
     let baseline = if args.baseline.with_baseline {
-        let cpus = baseline::cpus_for(args.baseline.baseline_cpus.as_deref(), args.report.server_pid);
+        let cpus = baseline::cpus_for(
+            args.baseline.baseline_cpus.as_deref(),
+            args.report.server_pid,
+        );
         let child = baseline::Child::spawn(
             baseline::Mode::Broadcast,
             cpus,
@@ -661,15 +666,12 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
         }
         if !failures.is_empty() {
             child.stop().await;
-            bail!("baseline connections failed: {}", common::failures_line(&failures));
+            bail!(
+                "baseline connections failed: {}",
+                common::failures_line(&failures)
+            );
         }
-        let o = run_pattern(
-            "baseline",
-            wires,
-            &pat,
-            Some(ServerProbe::Pid(child.pid)),
-        )
-        .await;
+        let o = run_pattern("baseline", wires, &pat, Some(ServerProbe::Pid(child.pid))).await;
         child.stop().await;
         say(json, &o.text());
         Some(o)
@@ -753,7 +755,13 @@ mod tests {
         let mut ack = vec![KIND_ACK];
         ack.extend_from_slice(&12u64.to_be_bytes());
         ack.extend_from_slice(&payload[..HEADER_LEN]);
-        assert_eq!(decode_raw(&ack), Decoded::Ack { counter: 9, seq: 12 });
+        assert_eq!(
+            decode_raw(&ack),
+            Decoded::Ack {
+                counter: 9,
+                seq: 12
+            }
+        );
         let mut ev = vec![KIND_EVENT];
         ev.extend_from_slice(&13u64.to_be_bytes());
         ev.extend_from_slice(&payload);

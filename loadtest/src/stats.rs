@@ -274,7 +274,9 @@ mod tests {
         record_micros(&mut h, 1_500);
         let s = Summary::of(&h);
         let v = serde_json::to_value(s).unwrap();
-        for k in ["count", "mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
+        for k in [
+            "count", "mean_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us",
+        ] {
             assert!(v.get(k).is_some(), "{k}");
         }
         assert_eq!(

@@ -67,11 +67,7 @@ struct Outcome {
     server_cpu_secs_sync: Option<f64>,
 }
 
-async fn publish_backlog(
-    s: &mut Session,
-    args: &SyncArgs,
-    live: &Live,
-) -> Result<(), Failure> {
+async fn publish_backlog(s: &mut Session, args: &SyncArgs, live: &Live) -> Result<(), Failure> {
     let mut id = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id[..8]);
     let mut payload = vec![0x5Au8; args.payload];
@@ -274,7 +270,9 @@ pub(crate) async fn run(args: &SyncArgs) -> anyhow::Result<bool> {
         page_latency: page_latency.summary(),
         contiguous,
         ours,
-        server_cpu_secs_sync: cpu_before.zip(cpu_after).map(|(b, a)| a.cpu_secs - b.cpu_secs),
+        server_cpu_secs_sync: cpu_before
+            .zip(cpu_after)
+            .map(|(b, a)| a.cpu_secs - b.cpu_secs),
     };
     let ok = contiguous && synced == head && last == head && head >= head_before + args.events;
     say(

@@ -164,7 +164,9 @@ fn is_json(headers: &HeaderMap) -> bool {
 async fn render_error(resp: Response, id: &str, span: &tracing::Span) -> Response {
     let status = resp.status();
     let rendered = resp.extensions().get::<Rendered>().cloned();
-    if rendered.is_none() && (!(status.is_client_error() || status.is_server_error()) || is_json(resp.headers())) {
+    if rendered.is_none()
+        && (!(status.is_client_error() || status.is_server_error()) || is_json(resp.headers()))
+    {
         return resp;
     }
     let (mut parts, body) = resp.into_parts();

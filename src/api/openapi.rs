@@ -96,7 +96,9 @@ pub(crate) fn render(doc: utoipa::openapi::OpenApi, config: &Config, listener: L
     let mut v = serde_json::to_value(&doc).expect("the OpenAPI document serializes");
     if let Some(paths) = v.get_mut("paths").and_then(Value::as_object_mut) {
         for item in paths.values_mut() {
-            let Some(item) = item.as_object_mut() else { continue };
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
             for (method, op) in item.iter_mut() {
                 if !matches!(method.as_str(), "get" | "post" | "put" | "delete" | "patch") {
                     continue;
@@ -158,5 +160,8 @@ fn complete_operation(op: &mut Value, listener: Listener) {
         "Rate limited: see `Retry-After` and `RateLimit-*` headers",
     );
     add("500", "Internal error");
-    add("503", "Storage unavailable or request timed out; retry later");
+    add(
+        "503",
+        "Storage unavailable or request timed out; retry later",
+    );
 }

@@ -44,10 +44,18 @@ pub(crate) fn sig64(text: &str, field: &str) -> Result<[u8; 64], ApiError> {
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
     /// The user key, b64u of 32 bytes.
-    #[schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 43, max_length = 43)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 43,
+        max_length = 43
+    )]
     pub user: String,
     /// The device key that will sign the challenge, b64u of 32 bytes.
-    #[schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 43, max_length = 43)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 43,
+        max_length = 43
+    )]
     pub device: String,
 }
 
@@ -71,7 +79,11 @@ pub struct CertBody {
     #[schema(minimum = 0, maximum = 9007199254740991_i64)]
     pub expires_at: u64,
     /// The user key's signature, b64u of 64 bytes.
-    #[schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$", min_length = 86, max_length = 86)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{85}[AQgw]$",
+        min_length = 86,
+        max_length = 86
+    )]
     pub sig: String,
 }
 
@@ -80,18 +92,34 @@ pub struct CertBody {
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// The user key.
-    #[schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 43, max_length = 43)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 43,
+        max_length = 43
+    )]
     pub user: String,
     /// The device key.
-    #[schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 43, max_length = 43)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 43,
+        max_length = 43
+    )]
     pub device: String,
     /// The device's certificate.
     pub cert: CertBody,
     /// The challenge, as received.
-    #[schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 43, max_length = 43)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 43,
+        max_length = 43
+    )]
     pub challenge: String,
     /// The device key's signature over the challenge, b64u of 64 bytes.
-    #[schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$", min_length = 86, max_length = 86)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{85}[AQgw]$",
+        min_length = 86,
+        max_length = 86
+    )]
     pub sig: String,
 }
 
@@ -100,7 +128,11 @@ pub struct TokenRequest {
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The refresh token (spent by this call).
-    #[schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 43, max_length = 43)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 43,
+        max_length = 43
+    )]
     pub refresh_token: String,
 }
 
@@ -231,7 +263,11 @@ pub struct RevokeRequest {
     #[schema(minimum = 0, maximum = 9007199254740991_i64)]
     pub ts: u64,
     /// `Ed25519(user_sk, "ferry-revoke/v1" || 0x00 || user || device || u64be(ts))`, b64u.
-    #[schema(pattern = "^[A-Za-z0-9_-]{85}[AQgw]$", min_length = 86, max_length = 86)]
+    #[schema(
+        pattern = "^[A-Za-z0-9_-]{85}[AQgw]$",
+        min_length = 86,
+        max_length = 86
+    )]
     pub sig: String,
 }
 
@@ -240,7 +276,11 @@ pub struct RevokeRequest {
 #[into_params(parameter_in = Path)]
 pub struct DevicePath {
     /// Device key, b64u of 32 bytes.
-    #[param(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 43, max_length = 43)]
+    #[param(
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 43,
+        max_length = 43
+    )]
     pub device: String,
 }
 
@@ -332,7 +372,9 @@ pub struct DurablePublish {
     #[schema(pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub id: String,
     /// Opaque (encrypted) bytes, b64u.
-    #[schema(pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$")]
+    #[schema(
+        pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$"
+    )]
     pub payload: String,
     /// Seconds until the event is no longer served.
     #[schema(minimum = 1)]
@@ -349,7 +391,9 @@ pub struct KeyedPublish {
     #[schema(pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub id: String,
     /// Opaque bytes, b64u.
-    #[schema(pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$")]
+    #[schema(
+        pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$"
+    )]
     pub payload: String,
     /// Key, b64u of 1–64 bytes.
     #[schema(
@@ -376,7 +420,9 @@ pub struct EphemeralPublish {
     #[schema(pattern = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
     pub id: String,
     /// Opaque bytes, b64u.
-    #[schema(pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$")]
+    #[schema(
+        pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-][AQgw]|[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048])?$"
+    )]
     pub payload: String,
     /// `true`.
     pub ephemeral: bool,
@@ -439,7 +485,11 @@ pub struct StatsResponse {
 #[into_params(parameter_in = Query)]
 pub struct UsersQuery {
     /// `next_cursor` of the previous page (absent: from the start).
-    #[param(pattern = "^u1[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 45, max_length = 45)]
+    #[param(
+        pattern = "^u1[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 45,
+        max_length = 45
+    )]
     pub cursor: Option<String>,
     /// Page size, 1–100 (default 50).
     #[param(minimum = 1, maximum = 100)]
@@ -492,7 +542,11 @@ pub struct UserDetail {
 #[into_params(parameter_in = Path)]
 pub struct UserPath {
     /// User key, b64u of 32 bytes.
-    #[param(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 43, max_length = 43)]
+    #[param(
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 43,
+        max_length = 43
+    )]
     pub user: String,
 }
 
@@ -501,10 +555,18 @@ pub struct UserPath {
 #[into_params(parameter_in = Path)]
 pub struct UserDevicePath {
     /// User key, b64u of 32 bytes.
-    #[param(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 43, max_length = 43)]
+    #[param(
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 43,
+        max_length = 43
+    )]
     pub user: String,
     /// Device key, b64u of 32 bytes.
-    #[param(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", min_length = 43, max_length = 43)]
+    #[param(
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$",
+        min_length = 43,
+        max_length = 43
+    )]
     pub device: String,
 }
 

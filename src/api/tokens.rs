@@ -12,10 +12,10 @@ use super::schema::{
     ChallengeRequest, ChallengeResponse, RefreshRequest, TokenRequest, TokenResponse, key32,
     safe_int, sig64,
 };
-use axum::Json;
 use crate::app::{App, unix_ms};
 use crate::auth::{AuthError, Login, Reason, TokenPair};
 use crate::store::{DeviceId, UserId};
+use axum::Json;
 
 fn pair(p: TokenPair) -> TokenResponse {
     TokenResponse {

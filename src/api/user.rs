@@ -12,7 +12,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use ferry_proto::b64u;
-use ferry_proto::message::{DEFAULT_SYNC_LIMIT, MAX_KEY_LEN, MAX_SYNC_LIMIT, Publish, format_uuid, parse_uuid};
+use ferry_proto::message::{
+    DEFAULT_SYNC_LIMIT, MAX_KEY_LEN, MAX_SYNC_LIMIT, Publish, format_uuid, parse_uuid,
+};
 use serde_json::json;
 
 use super::error::{ApiError, ErrorBody};

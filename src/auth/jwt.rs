@@ -169,24 +169,20 @@ impl JwtKeys {
             return Err(Reason::Malformed);
         };
         self.check_header(header)?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(
-                |e| match e.kind() {
-                    ErrorKind::InvalidSignature => Reason::BadSignature,
-                    ErrorKind::ExpiredSignature => Reason::Expired,
-                    ErrorKind::ImmatureSignature => Reason::NotYetValid,
-                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                        Reason::BadHeader
-                    }
-                    ErrorKind::InvalidAudience
-                    | ErrorKind::InvalidIssuer
-                    | ErrorKind::InvalidSubject
-                    | ErrorKind::MissingRequiredClaim(_)
-                    | ErrorKind::InvalidClaimFormat(_)
-                    | ErrorKind::Json(_) => Reason::BadClaims,
-                    _ => Reason::Malformed,
-                },
-            )?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => Reason::BadSignature,
+                ErrorKind::ExpiredSignature => Reason::Expired,
+                ErrorKind::ImmatureSignature => Reason::NotYetValid,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => Reason::BadHeader,
+                ErrorKind::InvalidAudience
+                | ErrorKind::InvalidIssuer
+                | ErrorKind::InvalidSubject
+                | ErrorKind::MissingRequiredClaim(_)
+                | ErrorKind::InvalidClaimFormat(_)
+                | ErrorKind::Json(_) => Reason::BadClaims,
+                _ => Reason::Malformed,
+            })?;
         let c = data.claims;
         // Again with the caller's clock (jsonwebtoken reads the system clock).
         if now_secs >= c.exp.saturating_add(LEEWAY_SECS) {
@@ -208,7 +204,8 @@ impl JwtKeys {
             return Err(Reason::BadClaims);
         }
         let user = ferry_proto::b64u::decode_array::<32>(&c.sub).map_err(|_| Reason::BadClaims)?;
-        let device = ferry_proto::b64u::decode_array::<32>(&c.did).map_err(|_| Reason::BadClaims)?;
+        let device =
+            ferry_proto::b64u::decode_array::<32>(&c.did).map_err(|_| Reason::BadClaims)?;
         Ok(Verified {
             user: UserId(user),
             device: DeviceId(device),
@@ -281,7 +278,10 @@ mod tests {
         let k = keys();
         let t0 = now();
         let (token, _, _) = k.issue(&UserId([1; 32]), &DeviceId([2; 32]), t0);
-        assert_eq!(k.verify(&token, t0 + 3600 + LEEWAY_SECS), Err(Reason::Expired));
+        assert_eq!(
+            k.verify(&token, t0 + 3600 + LEEWAY_SECS),
+            Err(Reason::Expired)
+        );
         let other = JwtKeys::new(&ServerKey::from_seed([8; 32]), "ferry", 3600);
         let (foreign, _, _) = other.issue(&UserId([1; 32]), &DeviceId([2; 32]), t0);
         // Another key has another kid: refused before the signature is even checked.

@@ -224,7 +224,8 @@ impl Auth {
         now: UnixMs,
     ) -> Result<TokenPair, AuthError> {
         let refused = |r| AuthError::Refused(r);
-        let user_key = keys::parse_identity_key(&req.user).map_err(|_| refused(Reason::BadCertificate))?;
+        let user_key =
+            keys::parse_identity_key(&req.user).map_err(|_| refused(Reason::BadCertificate))?;
         let device_key =
             keys::parse_identity_key(&req.device).map_err(|_| refused(Reason::BadCertificate))?;
         req.cert

@@ -33,7 +33,9 @@ use std::time::Duration;
 pub use tls::TlsError;
 
 use crate::keys::ServerKey;
-use raw::{RawAdmin, RawAdminKey, RawAuth, RawConfig, RawDatabase, RawLimits, RawServer, RawTls};
+use raw::{
+    RawAdmin, RawAdminKey, RawAuth, RawConfig, RawDatabase, RawLimits, RawRedis, RawServer, RawTls,
+};
 
 /// The example configuration shipped with Ferry: every setting with its default and a
 /// comment. Printed by `ferry config example`; never written to disk automatically.
@@ -69,8 +71,28 @@ pub struct Config {
     pub limits: Limits,
     /// REST API tokens.
     pub auth: AuthConfig,
+    /// `[redis] url`: cross-instance live relay over Redis pub/sub, for several
+    /// instances on one PostgreSQL database; `None` runs a single instance.
+    pub redis_url: Option<RedisUrl>,
     /// The admin API.
     pub admin: AdminConfig,
+}
+
+/// A Redis URL (`redis://` or `rediss://`); `Debug` hides its password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(pub String);
+
+impl RedisUrl {
+    /// The URL with any password replaced.
+    pub fn redacted(&self) -> String {
+        validate::redact_db_url(&self.0)
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 /// The `[auth]` section: access and refresh tokens of the REST API.
@@ -456,6 +478,13 @@ impl Config {
                 issuer: self.auth.issuer.clone(),
                 token_ttl: duration::format(self.auth.token_ttl),
                 refresh_ttl: duration::format(self.auth.refresh_ttl),
+            },
+            redis: RawRedis {
+                url: self
+                    .redis_url
+                    .as_ref()
+                    .map(RedisUrl::redacted)
+                    .unwrap_or_default(),
             },
             admin: RawAdmin {
                 // Names and scopes only: not even the hashes are printed.

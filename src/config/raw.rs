@@ -18,6 +18,13 @@ pub(super) struct RawConfig {
     pub(super) limits: RawLimits,
     pub(super) auth: RawAuth,
     pub(super) admin: RawAdmin,
+    pub(super) redis: RawRedis,
+}
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawRedis {
+    pub(super) url: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -114,6 +121,7 @@ impl Default for RawConfig {
             limits: RawLimits::default(),
             auth: RawAuth::default(),
             admin: RawAdmin::default(),
+            redis: RawRedis::default(),
         }
     }
 }
@@ -214,7 +222,9 @@ pub(super) fn env_var_for(path: &str) -> String {
 }
 
 /// The sections of the file, in order.
-pub(super) const SECTIONS: &[&str] = &["server", "tls", "database", "limits", "auth", "admin"];
+pub(super) const SECTIONS: &[&str] = &[
+    "server", "tls", "database", "limits", "auth", "admin", "redis",
+];
 
 const fn s(section: Option<&'static str>, key: &'static str, kind: Kind) -> Setting {
     Setting { section, key, kind }
@@ -226,6 +236,7 @@ const DATABASE: Option<&str> = Some("database");
 const LIMITS: Option<&str> = Some("limits");
 const AUTH: Option<&str> = Some("auth");
 const ADMIN: Option<&str> = Some("admin");
+const REDIS: Option<&str> = Some("redis");
 
 /// Every setting. A unit test checks this against the serde structs.
 pub(super) const SETTINGS: &[Setting] = &[
@@ -265,6 +276,7 @@ pub(super) const SETTINGS: &[Setting] = &[
     s(AUTH, "token_ttl", Kind::Duration),
     s(AUTH, "refresh_ttl", Kind::Duration),
     s(ADMIN, "keys", Kind::AdminKeys),
+    s(REDIS, "url", Kind::Str),
 ];
 
 /// Looks a setting up by section and key.

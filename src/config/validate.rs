@@ -363,6 +363,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<Issue>) -> Option<Config> {
     let limits = limits(&mut c, &raw.limits);
     let auth = auth(&mut c, &raw.auth);
     let admin = admin(&mut c, &raw.admin);
+    let redis_url = redis_url(&mut c, &raw.redis.url);
 
     if c.issues.len() > before {
         return None;
@@ -388,14 +389,36 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<Issue>) -> Option<Config> {
         limits: limits?,
         auth: auth?,
         admin: admin?,
+        redis_url: redis_url?,
     })
+}
+
+fn redis_url(c: &mut Checker<'_>, url: &str) -> Option<Option<super::RedisUrl>> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Some(None);
+    }
+    match url::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {
+            Some(Some(super::RedisUrl(url.to_string())))
+        }
+        _ => {
+            c.err(
+                "redis.url",
+                format!(
+                    "{:?} is not a redis:// or rediss:// URL with a host",
+                    redact_db_url(url)
+                ),
+            );
+            None
+        }
+    }
 }
 
 fn auth(c: &mut Checker<'_>, a: &raw::RawAuth) -> Option<AuthConfig> {
     let issuer = a.issuer.trim();
-    let issuer_ok = !issuer.is_empty()
-        && issuer.len() <= 256
-        && issuer.chars().all(|ch| ch.is_ascii_graphic());
+    let issuer_ok =
+        !issuer.is_empty() && issuer.len() <= 256 && issuer.chars().all(|ch| ch.is_ascii_graphic());
     if !issuer_ok {
         c.err(
             "auth.issuer",
@@ -465,7 +488,10 @@ fn admin(c: &mut Checker<'_>, a: &raw::RawAdmin) -> Option<AdminConfig> {
             "read" => AdminScope::Read,
             "write" => AdminScope::Write,
             _ => {
-                c.err(SETTING, format!("{name}: scope must be \"read\" or \"write\""));
+                c.err(
+                    SETTING,
+                    format!("{name}: scope must be \"read\" or \"write\""),
+                );
                 continue;
             }
         };

@@ -86,11 +86,21 @@ pub struct Hub {
     shared: Arc<Shared>,
 }
 
+/// What a fan-out did locally.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fanout {
+    /// Sessions the message was queued for.
+    pub delivered: u64,
+    /// Sessions whose queue was full (they close with 4009).
+    pub overflowed: u64,
+}
+
 struct Shared {
     shards: Vec<Mutex<HashMap<UserId, Vec<Arc<SessionHandle>>>>>,
     hasher: std::collections::hash_map::RandomState,
     next_id: AtomicU64,
     queue: usize,
+    bus: std::sync::OnceLock<super::bus::Bus>,
 }
 
 impl Hub {
@@ -102,6 +112,7 @@ impl Hub {
                 hasher: Default::default(),
                 next_id: AtomicU64::new(1),
                 queue: queue.max(1),
+                bus: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -168,8 +179,91 @@ impl Hub {
         }
     }
 
-    /// Closes every session of a device (revocation).
+    /// Connects this hub to the other instances (see [`super::bus`]). Once only.
+    pub fn attach_bus(&self, bus: super::bus::Bus) {
+        let _ = self.shared.bus.set(bus);
+    }
+
+    /// Delivers a message to the user's live sessions — here and, with a bus, on
+    /// the other instances — leaving out `except`'s sessions and, when `only` is
+    /// set, every device not in it. `make` builds the message at most once, and
+    /// not at all when nobody could receive it.
+    pub fn fanout(
+        &self,
+        user: &UserId,
+        except: Option<&DeviceId>,
+        only: Option<&[[u8; 32]]>,
+        make: impl FnOnce() -> Outbound,
+    ) -> Fanout {
+        let mut make = Some(make);
+        let mut msg: Option<Outbound> = None;
+        let mut get = |msg: &mut Option<Outbound>| -> Outbound {
+            msg.get_or_insert_with(|| (make.take().expect("built once"))())
+                .clone()
+        };
+        let mut out = Fanout::default();
+        self.for_each_session(user, |s| {
+            if Some(s.device()) == except || only.is_some_and(|o| !o.contains(&s.device().0)) {
+                return;
+            }
+            if s.deliver(&get(&mut msg)) {
+                out.delivered += 1;
+            } else {
+                out.overflowed += 1;
+            }
+        });
+        if let Some(bus) = self.shared.bus.get() {
+            bus.publish(&super::bus::Envelope::Deliver {
+                user: *user,
+                except: except.copied(),
+                only: only.map(<[_]>::to_vec),
+                msg: get(&mut msg),
+            });
+        }
+        out
+    }
+
+    /// Applies what another instance published, to this instance's sessions only.
+    pub fn apply_remote(&self, env: &super::bus::Envelope) {
+        use super::bus::Envelope;
+        match env {
+            Envelope::Deliver {
+                user,
+                except,
+                only,
+                msg,
+            } => {
+                self.for_each_session(user, |s| {
+                    if Some(s.device()) == except.as_ref()
+                        || only.as_ref().is_some_and(|o| !o.contains(&s.device().0))
+                    {
+                        return;
+                    }
+                    s.deliver(msg);
+                });
+            }
+            Envelope::CloseDevice { user, device, code } => {
+                self.close_device_local(user, device, *code);
+            }
+            Envelope::CloseUser { user, code } => {
+                self.close_user_local(user, *code);
+            }
+        }
+    }
+
+    /// Closes every session of a device (revocation), on every instance.
     pub fn close_device(&self, user: &UserId, device: &DeviceId, code: CloseCode) -> usize {
+        if let Some(bus) = self.shared.bus.get() {
+            bus.publish(&super::bus::Envelope::CloseDevice {
+                user: *user,
+                device: *device,
+                code,
+            });
+        }
+        self.close_device_local(user, device, code)
+    }
+
+    fn close_device_local(&self, user: &UserId, device: &DeviceId, code: CloseCode) -> usize {
         let targets: Vec<_> = self
             .sessions(user)
             .into_iter()
@@ -179,8 +273,15 @@ impl Hub {
         targets.len()
     }
 
-    /// Closes every session of a user.
+    /// Closes every session of a user, on every instance.
     pub fn close_user(&self, user: &UserId, code: CloseCode) -> usize {
+        if let Some(bus) = self.shared.bus.get() {
+            bus.publish(&super::bus::Envelope::CloseUser { user: *user, code });
+        }
+        self.close_user_local(user, code)
+    }
+
+    fn close_user_local(&self, user: &UserId, code: CloseCode) -> usize {
         let targets = self.sessions(user);
         targets.iter().for_each(|s| s.close(code));
         targets.len()

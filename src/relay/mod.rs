@@ -2,6 +2,7 @@
 //! durability before any ack, fan-out in `seq` order, and the operations
 //! (`ops`) that the WebSocket session and the REST API share.
 
+pub mod bus;
 pub mod hub;
 pub mod ops;
 pub mod writer;

@@ -15,8 +15,8 @@ use ferry_proto::message::{Publish, ServerMessage};
 use super::writer::event_json;
 use crate::app::App;
 use crate::store::{
-    AppendOutcome, DeviceId, DeviceRecord, EventPage, NewEvent, RevokeOutcome, StoreError,
-    UnixMs, UserId,
+    AppendOutcome, DeviceId, DeviceRecord, EventPage, NewEvent, RevokeOutcome, StoreError, UnixMs,
+    UserId,
 };
 
 /// How far a revocation's `ts` may be from the server clock.
@@ -94,18 +94,12 @@ pub async fn commit(app: &App, ev: NewEvent) -> Result<AppendOutcome, StoreError
 /// Relays an ephemeral event to the user's live sessions other than its origin's
 /// (or only to those in `to`); returns how many it was queued for.
 fn relay_ephemeral(app: &App, ev: &NewEvent, to: Option<&[[u8; 32]]>) -> u64 {
-    let msg = event_json(ev, None, ev.ts);
-    let mut delivered = 0;
-    app.hub.for_each_session(&ev.user, |s| {
-        if s.device() == &ev.device || to.is_some_and(|to| !to.contains(&s.device().0)) {
-            return;
-        }
-        if s.deliver(&msg) {
-            delivered += 1;
-        }
+    let out = app.hub.fanout(&ev.user, Some(&ev.device), to, || {
+        event_json(ev, None, ev.ts)
     });
-    app.metrics.deliveries.inc_by(delivered);
-    delivered
+    app.metrics.deliveries.inc_by(out.delivered);
+    app.metrics.queue_overflows.inc_by(out.overflowed);
+    out.delivered
 }
 
 /// Up to `limit` of the user's events after `after` (the semantics of `sync`).
@@ -143,7 +137,8 @@ fn fit_page(page: &mut EventPage, max_message_size: usize) {
         .iter()
         .take_while(|e| {
             let b64 = |n: usize| n.div_ceil(3) * 4;
-            used += EVENT_OVERHEAD + b64(e.payload.len()) + e.key.as_ref().map_or(0, |k| b64(k.len()));
+            used +=
+                EVENT_OVERHEAD + b64(e.payload.len()) + e.key.as_ref().map_or(0, |k| b64(k.len()));
             used <= budget
         })
         .count()
@@ -157,12 +152,7 @@ fn fit_page(page: &mut EventPage, max_message_size: usize) {
 /// Every device of the user, with whether a session of it is live now.
 pub async fn devices(app: &App, user: &UserId) -> Result<Vec<(DeviceRecord, bool)>, StoreError> {
     let records = app.store.devices(user).await?;
-    let online: Vec<DeviceId> = app
-        .hub
-        .sessions(user)
-        .iter()
-        .map(|s| *s.device())
-        .collect();
+    let online: Vec<DeviceId> = app.hub.sessions(user).iter().map(|s| *s.device()).collect();
     Ok(records
         .into_iter()
         .map(|d| {
@@ -232,22 +222,15 @@ pub fn presence(
     revoked: bool,
     ts: UnixMs,
 ) {
-    let mut msg = None;
-    app.hub.for_each_session(user, |s| {
-        if s.device() == device {
-            return;
-        }
-        let m = msg.get_or_insert_with(|| {
-            std::sync::Arc::<[u8]>::from(
-                ServerMessage::Presence {
-                    device: b64u::encode(&device.0),
-                    online,
-                    ts,
-                    revoked,
-                }
-                .to_json(),
-            )
-        });
-        s.deliver(m);
+    app.hub.fanout(user, Some(device), None, || {
+        std::sync::Arc::<[u8]>::from(
+            ServerMessage::Presence {
+                device: b64u::encode(&device.0),
+                online,
+                ts,
+                revoked,
+            }
+            .to_json(),
+        )
     });
 }

@@ -116,20 +116,11 @@ async fn run(
 
 /// Sends a stored event to every other live session of its user.
 fn relay_stored(hub: &Hub, metrics: &Metrics, ev: &NewEvent, seq: u64, ts: i64) {
-    let mut msg: Option<Outbound> = None;
-    let mut delivered = 0u64;
-    hub.for_each_session(&ev.user, |s| {
-        if s.device() == &ev.device {
-            return;
-        }
-        let m = msg.get_or_insert_with(|| event_json(ev, Some(seq), ts));
-        if s.deliver(m) {
-            delivered += 1;
-        } else {
-            metrics.queue_overflows.inc();
-        }
+    let out = hub.fanout(&ev.user, Some(&ev.device), None, || {
+        event_json(ev, Some(seq), ts)
     });
-    metrics.deliveries.inc_by(delivered);
+    metrics.deliveries.inc_by(out.delivered);
+    metrics.queue_overflows.inc_by(out.overflowed);
 }
 
 /// The `event` message for a stored or ephemeral event, serialized once.

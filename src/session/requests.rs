@@ -274,7 +274,9 @@ impl Ctx {
         let app = &self.app;
         match ops::revoke(app, &self.user, &device, ts, &sig).await {
             Ok(()) => Replies::one(ServerMessage::Ok { rid }),
-            Err(RevokeError::Refused) => error(app, rid, ErrorCode::Forbidden, "revocation refused"),
+            Err(RevokeError::Refused) => {
+                error(app, rid, ErrorCode::Forbidden, "revocation refused")
+            }
             Err(RevokeError::Replayed) => {
                 error(app, rid, ErrorCode::Forbidden, "revocation already used")
             }
@@ -300,11 +302,7 @@ impl Ctx {
             .await
         {
             Ok(pair) => {
-                app.metrics
-                    .api
-                    .tokens
-                    .with_label_values(&["issued"])
-                    .inc();
+                app.metrics.api.tokens.with_label_values(&["issued"]).inc();
                 Replies::one(ServerMessage::Token {
                     rid,
                     access_token: pair.access_token,

@@ -8,8 +8,8 @@ use sqlx::Postgres;
 
 use super::super::{
     AccessStatus, AuthChallenge, DeviceId, ErasedCounts, NewRefreshToken, RefreshRotation,
-    RefreshSuccessor, RevokeOutcome, StoreError, StoreStats, UnixMs, UserId, UserSummary,
-    from_db, key32,
+    RefreshSuccessor, RevokeOutcome, StoreError, StoreStats, UnixMs, UserId, UserSummary, from_db,
+    key32,
 };
 use super::PgStore;
 
@@ -97,10 +97,7 @@ impl PgStore {
         Ok(done.rows_affected() == 1)
     }
 
-    pub(super) async fn do_put_refresh_token(
-        &self,
-        t: &NewRefreshToken,
-    ) -> Result<(), StoreError> {
+    pub(super) async fn do_put_refresh_token(&self, t: &NewRefreshToken) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO refresh_tokens (token_hash, family, user_id, device_id, created_at, \
                                          expires_at, access_jti, access_expires_at) \

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// From receiving a publish to its durable outcome.
     pub publish_ack_seconds: Histogram,
+    /// Cross-instance messages dropped (queue full or Redis unreachable).
+    pub bus_dropped: IntCounter,
+    /// Cross-instance messages received from other instances.
+    pub bus_received: IntCounter,
     /// The REST API, its tokens and the admin API.
     pub api: ApiMetrics,
 }
@@ -115,6 +119,8 @@ impl Metrics {
         );
         let rate_limited = counter("rate_limited_total", "Publishes refused by the rate limit");
         let sync_pages = counter("sync_pages_total", "sync pages served");
+        let bus_dropped = counter("bus_dropped_total", "Cross-instance messages dropped");
+        let bus_received = counter("bus_received_total", "Cross-instance messages received");
         let batch_size = Histogram::with_opts(
             HistogramOpts::new("append_batch_events", "Events per group-commit transaction")
                 .buckets(vec![
@@ -148,6 +154,8 @@ impl Metrics {
             Box::new(sync_pages.clone()),
             Box::new(batch_size.clone()),
             Box::new(publish_ack_seconds.clone()),
+            Box::new(bus_dropped.clone()),
+            Box::new(bus_received.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -179,6 +187,8 @@ impl Metrics {
             sync_pages,
             batch_size,
             publish_ack_seconds,
+            bus_dropped,
+            bus_received,
         }
     }
 

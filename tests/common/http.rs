@@ -49,7 +49,12 @@ impl Resp {
     /// Asserts a 2xx status and returns the JSON body.
     #[track_caller]
     pub fn ok(&self) -> &Value {
-        assert!((200..300).contains(&self.status), "{} {}", self.status, self.text);
+        assert!(
+            (200..300).contains(&self.status),
+            "{} {}",
+            self.status,
+            self.text
+        );
         &self.json
     }
 }
@@ -126,7 +131,8 @@ impl Api {
         let headers: Vec<(String, String)> = key
             .map(|k| vec![("x-admin-key".to_string(), k.to_string())])
             .unwrap_or_default();
-        self.send_to(&self.admin, method, path, &headers, None).await
+        self.send_to(&self.admin, method, path, &headers, None)
+            .await
     }
 }
 
