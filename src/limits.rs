@@ -154,18 +154,16 @@ pub struct RestLimiters {
     pub admin_failures: KeyedGcra<IpAddr>,
 }
 
-/// Failed admin-key attempts one IP may make at once before it gets 429.
-pub const ADMIN_FAILURE_BURST: u32 = 10;
-
 impl RestLimiters {
     /// Limiters of `per_ip` and `per_token` requests per second (bursts twice that);
-    /// admin failures: [`ADMIN_FAILURE_BURST`] at once, then one per 6 seconds.
-    pub fn new(per_ip: u32, per_token: u32) -> Self {
-        let mut admin_failures = KeyedGcra::new(1, ADMIN_FAILURE_BURST);
+    /// admin failures: `admin_burst` at once, then one per 6 seconds.
+    pub fn new(per_ip: u32, per_token: u32, admin_burst: u32) -> Self {
+        let admin_burst = admin_burst.max(1);
+        let mut admin_failures = KeyedGcra::new(1, admin_burst);
         admin_failures.rule = Gcra {
             emission: Duration::from_secs(6),
-            tolerance: Duration::from_secs(6) * (ADMIN_FAILURE_BURST - 1),
-            burst: ADMIN_FAILURE_BURST,
+            tolerance: Duration::from_secs(6) * (admin_burst - 1),
+            burst: admin_burst,
         };
         Self {
             per_ip: KeyedGcra::new(per_ip, per_ip.saturating_mul(2)),

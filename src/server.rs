@@ -189,6 +189,7 @@ pub fn build_app(
         rest_limits: Arc::new(RestLimiters::new(
             limits.rest_requests_per_ip_per_sec,
             limits.rest_requests_per_token_per_sec,
+            config.admin.failure_burst,
         )),
         publish_rate: Arc::new(KeyedGcra::<DeviceId>::new(
             limits.events_per_sec,

@@ -58,6 +58,13 @@ fn v1_tables() -> BTreeSet<String> {
     .collect()
 }
 
+/// The tables of every migration (V2 adds the REST login challenges).
+fn all_tables() -> BTreeSet<String> {
+    let mut t = v1_tables();
+    t.insert("auth_challenges".into());
+    t
+}
+
 /// `(table, column)` of every table except refinery's history table.
 async fn columns(db: &TestDb) -> BTreeSet<(String, String)> {
     let rows: Vec<(String, String)> = match db.backend() {
@@ -118,12 +125,12 @@ fn migration_error(result: Result<impl Sized, StoreError>) -> String {
 
 async fn up_down_up_round_trip(db: &TestDb) {
     let url = db.url();
-    assert_eq!(migrate_up(url, None).await.unwrap(), vec![1]);
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![1, 2]);
     let status = migrate_status(url).await.unwrap();
     assert!(status.is_current(), "{status}");
     assert_eq!(status.backend, db.backend());
     assert!(status.known[0].applied_on.is_some());
-    assert_eq!(tables(db).await, v1_tables());
+    assert_eq!(tables(db).await, all_tables());
     // Nothing left to apply.
     assert_eq!(migrate_up(url, None).await.unwrap(), Vec::<u32>::new());
 
@@ -132,14 +139,25 @@ async fn up_down_up_round_trip(db: &TestDb) {
     assert_eq!(store.head(&ferry::store::UserId([1; 32])).await.unwrap(), 0);
     drop(store);
 
-    assert_eq!(migrate_down(url, 0).await.unwrap(), vec![1]);
+    // Down one version: V2's table and columns go, V1's stay.
+    assert_eq!(migrate_down(url, 1).await.unwrap(), vec![2]);
+    assert_eq!(tables(db).await, v1_tables());
+    assert!(
+        !columns(db)
+            .await
+            .contains(&("refresh_tokens".into(), "access_jti".into()))
+    );
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2]);
+    assert_eq!(tables(db).await, all_tables());
+
+    assert_eq!(migrate_down(url, 0).await.unwrap(), vec![2, 1]);
     assert!(
         tables(db).await.is_empty(),
         "tables left: {:?}",
         tables(db).await
     );
     let status = migrate_status(url).await.unwrap();
-    assert_eq!(status.pending(), vec![1]);
+    assert_eq!(status.pending(), vec![1, 2]);
     assert!(status.to_string().contains("pending"), "{status}");
     assert_eq!(migrate_down(url, 0).await.unwrap(), Vec::<u32>::new());
 
@@ -147,6 +165,8 @@ async fn up_down_up_round_trip(db: &TestDb) {
     assert_eq!(migrate_up(url, Some(0)).await.unwrap(), Vec::<u32>::new());
     assert_eq!(migrate_up(url, Some(1)).await.unwrap(), vec![1]);
     assert_eq!(tables(db).await, v1_tables());
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2]);
+    assert_eq!(tables(db).await, all_tables());
     assert!(migrate_status(url).await.unwrap().is_current());
 }
 
@@ -173,7 +193,7 @@ async fn refuses_unknown_newer_version(db: &TestDb) {
     assert!(migration_error(migrate_up(url, None).await).contains("V999"));
     assert!(migration_error(migrate_down(url, 0).await).contains("V999"));
     // The schema was left alone.
-    assert_eq!(tables(db).await, v1_tables());
+    assert_eq!(tables(db).await, all_tables());
 
     let status = migrate_status(url).await.unwrap();
     assert_eq!(status.unknown.len(), 1);
@@ -203,7 +223,7 @@ async fn refuses_modified_migration(db: &TestDb) {
         );
     }
     migration_error(migrate_down(url, 0).await);
-    assert_eq!(tables(db).await, v1_tables());
+    assert_eq!(tables(db).await, all_tables());
     let status = migrate_status(url).await.unwrap();
     assert!(!status.known[0].matches);
     assert!(status.to_string().contains("MODIFIED"), "{status}");
@@ -216,7 +236,7 @@ async fn verify_only_refuses_pending(db: &TestDb) {
         ..StoreOptions::default()
     };
     let msg = migration_error(connect(url, &verify).await);
-    assert_eq!(msg, "1 pending migration; run `ferry migrate up`");
+    assert_eq!(msg, "2 pending migrations; run `ferry migrate up`");
     assert!(tables(db).await.is_empty());
     migrate_up(url, None).await.unwrap();
     connect(url, &verify).await.unwrap().ping().await.unwrap();
@@ -237,7 +257,7 @@ async fn instances_starting_together(db: &TestDb) {
     }
     let status = migrate_status(db.url()).await.unwrap();
     assert!(status.is_current(), "{status}");
-    assert_eq!(tables(db).await, v1_tables());
+    assert_eq!(tables(db).await, all_tables());
 }
 
 /// Both dialects create the same tables with the same columns.

@@ -22,16 +22,25 @@ pub const CERT_ISSUED_SKEW_SECS: u64 = 300;
 pub struct InvalidSignature;
 
 /// Parses a 32-byte Ed25519 public key used as an identity (server, user, device).
-/// Refuses encodings that do not decompress, small-order ("weak") points, and
-/// mixed-order points (a torsion component): an honestly generated key is always
-/// in the prime-order subgroup, so nothing legitimate is lost, and signatures by
-/// such keys cannot verify differently under cofactored and cofactorless checks.
+/// Refuses encodings that do not decompress and small-order ("weak") points.
 pub fn parse_identity_key(bytes: &[u8; 32]) -> Result<VerifyingKey, InvalidSignature> {
     let key = VerifyingKey::from_bytes(bytes).map_err(|_| InvalidSignature)?;
-    if key.is_weak() || !key.to_edwards().is_torsion_free() {
+    if key.is_weak() {
         return Err(InvalidSignature);
     }
     Ok(key)
+}
+
+/// Refuses mixed-order identity keys (a torsion component). An honestly generated
+/// key is always in the prime-order subgroup, so nothing legitimate is lost. The
+/// check costs a scalar multiplication, so the server applies it once, when it
+/// first registers a user or device key, not on every handshake.
+pub fn require_prime_order(key: &VerifyingKey) -> Result<(), InvalidSignature> {
+    if key.to_edwards().is_torsion_free() {
+        Ok(())
+    } else {
+        Err(InvalidSignature)
+    }
 }
 
 /// Verifies `sig` over `msg` strictly.
@@ -170,6 +179,7 @@ mod tests {
     fn identity_keys_must_be_prime_order() {
         let honest = SigningKey::from_bytes(&[3u8; 32]).verifying_key();
         assert!(parse_identity_key(honest.as_bytes()).is_ok());
+        assert!(require_prime_order(&honest).is_ok());
         // The identity point (small order).
         let mut identity = [0u8; 32];
         identity[0] = 1;

@@ -140,6 +140,7 @@ pub(crate) async fn run(args: &BaselineArgs) -> anyhow::Result<()> {
 async fn connection(tcp: TcpStream, mode: Mode, state: Arc<State>) -> anyhow::Result<()> {
     tcp.set_nodelay(true)?;
     let mut path = String::new();
+    #[allow(clippy::result_large_err)] // the signature tungstenite's callback demands
     let callback = |req: &Request, resp: Response| {
         path = req.uri().to_string();
         Ok(resp)

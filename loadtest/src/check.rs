@@ -269,7 +269,10 @@ mod tests {
     /// One user with devices 0, 1, 2 (devices_per_user = 3); each publishes
     /// `n` events; the user's log interleaves them round robin. Returns the
     /// publishers' logs and, for each device, the (seq, header) it should receive.
-    fn perfect(n: u64) -> (Vec<PublisherLog>, Vec<Vec<(u64, Option<Header>)>>) {
+    /// What each device receives: (seq, header) in arrival order.
+    type Feeds = Vec<Vec<(u64, Option<Header>)>>;
+
+    fn perfect(n: u64) -> (Vec<PublisherLog>, Feeds) {
         let mut pubs = vec![PublisherLog::default(); 3];
         let mut feeds = vec![Vec::new(); 3];
         let mut seq = 0;
@@ -287,7 +290,7 @@ mod tests {
         (pubs, feeds)
     }
 
-    fn run(pubs: &[PublisherLog], feeds: &[Vec<(u64, Option<Header>)>]) -> CheckReport {
+    fn run(pubs: &[PublisherLog], feeds: &Feeds) -> CheckReport {
         let logs: Vec<ReceiverLog> = feeds
             .iter()
             .enumerate()

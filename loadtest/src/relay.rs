@@ -268,7 +268,10 @@ async fn run_device<W: Wire>(
     let sleep = tokio::time::sleep_until(next_due.into());
     tokio::pin!(sleep);
     let end = loop {
-        let can_publish = next_due < clock.publish_end && inflight.len() < window;
+        // No publish leaves after the end, even one scheduled before it.
+        let can_publish = next_due < clock.publish_end
+            && inflight.len() < window
+            && Instant::now() < clock.publish_end;
         tokio::select! {
             biased;
             _ = stop.changed() => break None,
@@ -321,7 +324,11 @@ async fn run_device<W: Wire>(
             _ = &mut sleep, if can_publish => {
                 let now = Instant::now();
                 let mut sent = 0;
-                while next_due <= now && next_due < clock.publish_end && inflight.len() < window {
+                while next_due <= now
+                    && next_due < clock.publish_end
+                    && now < clock.publish_end
+                    && inflight.len() < window
+                {
                     out.max_lag = out.max_lag.max(now - next_due);
                     Header { origin: me, counter, sent_ns: mono_ns(now) }.write(&mut payload);
                     let frame = match w.publish(counter, &payload) {
@@ -379,6 +386,8 @@ pub(crate) struct Outcome {
     published: u64,
     acked: u64,
     refused: u64,
+    /// Publishes still without a reply when the drain time was up.
+    unanswered: u64,
     delivered: u64,
     offered_per_sec: f64,
     /// Acks received while devices published, per second of publishing.
@@ -399,13 +408,16 @@ pub(crate) struct Outcome {
 
 impl Outcome {
     fn ok(&self) -> bool {
-        self.check.ok() && self.failures.is_empty() && self.sessions_lost == 0
+        self.check.ok()
+            && self.failures.is_empty()
+            && self.sessions_lost == 0
+            && self.unanswered == 0
     }
 
     fn text(&self) -> String {
         let mut s = format!(
             "{}: published {} ({:.0}/s offered), acked {} ({:.0} events/s stored), \
-             delivered {} ({:.0}/s), refused {}\n",
+             delivered {} ({:.0}/s), refused {}, unanswered at the end {}\n",
             self.server,
             self.published,
             self.offered_per_sec,
@@ -413,7 +425,8 @@ impl Outcome {
             self.events_per_sec,
             self.delivered,
             self.deliveries_per_sec,
-            self.refused
+            self.refused,
+            self.unanswered
         );
         s += &format!("  publish→ack      {}\n", self.ack_latency.line());
         s += &format!("  publish→delivery {}\n", self.delivery_latency.line());
@@ -427,6 +440,10 @@ impl Outcome {
             s += &format!("  server CPU {cpu:.2} s = {per:.1} µs per stored event\n");
         }
         s += &format!("  check {}", self.check.line());
+        if self.unanswered > 0 {
+            s += "\n  (the drain time ran out: the check saw the run as it stood, with \
+                  publishes still in flight)";
+        }
         s
     }
 }
@@ -526,6 +543,10 @@ async fn run_pattern<W: Wire>(
         published: live.published.get(),
         acked,
         refused: live.refused.get(),
+        unanswered: live
+            .published
+            .get()
+            .saturating_sub(acked + live.refused.get()),
         delivered: live.delivered.get(),
         offered_per_sec: stats::rate(live.published.get(), pat.duration),
         events_per_sec: stats::rate(live.acked_in_window.get(), pat.duration),

@@ -42,9 +42,12 @@ pub struct ErrorObject {
     pub details: Option<serde_json::Value>,
 }
 
-/// An error as a handler returns it.
+/// An error as a handler returns it (boxed: it travels in every `Result`).
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub struct ApiError(Box<Inner>);
+
+#[derive(Debug, Clone)]
+struct Inner {
     status: StatusCode,
     code: &'static str,
     message: Cow<'static, str>,
@@ -70,7 +73,7 @@ impl ApiError {
         code: &'static str,
         message: impl Into<Cow<'static, str>>,
     ) -> Self {
-        Self {
+        Self(Box::new(Inner {
             status,
             code,
             message: message.into(),
@@ -78,7 +81,7 @@ impl ApiError {
             retry_after: None,
             challenge: None,
             internal: None,
-        }
+        }))
     }
 
     /// 400: the request is malformed or breaks a rule.
@@ -98,7 +101,7 @@ impl ApiError {
                 "the access token is invalid, expired or revoked"
             },
         );
-        e.challenge = Some(if missing {
+        e.0.challenge = Some(if missing {
             "Bearer realm=\"ferry\""
         } else {
             "Bearer realm=\"ferry\", error=\"invalid_token\""
@@ -124,7 +127,7 @@ impl ApiError {
     /// 409 with details.
     pub fn conflict(message: impl Into<Cow<'static, str>>, details: serde_json::Value) -> Self {
         let mut e = Self::new(StatusCode::CONFLICT, "conflict", message);
-        e.details = Some(details);
+        e.0.details = Some(details);
         e
     }
 
@@ -145,7 +148,7 @@ impl ApiError {
     /// 429 with `Retry-After`.
     pub fn rate_limited(message: impl Into<Cow<'static, str>>, retry_after: Duration) -> Self {
         let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
-        e.retry_after = Some(retry_after);
+        e.0.retry_after = Some(retry_after);
         e
     }
 
@@ -156,8 +159,8 @@ impl ApiError {
             "unavailable",
             "storage is unavailable; retry later",
         );
-        e.retry_after = Some(Duration::from_secs(1));
-        e.internal = Some(internal.to_string());
+        e.0.retry_after = Some(Duration::from_secs(1));
+        e.0.internal = Some(internal.to_string());
         e
     }
 
@@ -168,18 +171,18 @@ impl ApiError {
             "internal",
             "internal error",
         );
-        e.internal = Some(internal.to_string());
+        e.0.internal = Some(internal.to_string());
         e
     }
 
     /// The status.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     /// The code.
     pub fn code(&self) -> &'static str {
-        self.code
+        self.0.code
     }
 }
 
@@ -194,20 +197,21 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = self.status.into_response();
+        let e = *self.0;
+        let mut resp = e.status.into_response();
         let headers = resp.headers_mut();
-        if let Some(wait) = self.retry_after {
+        if let Some(wait) = e.retry_after {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
-        if let Some(c) = self.challenge {
+        if let Some(c) = e.challenge {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
         resp.extensions_mut().insert(Rendered {
-            code: self.code,
-            message: self.message,
-            details: self.details,
-            internal: self.internal,
+            code: e.code,
+            message: e.message,
+            details: e.details,
+            internal: e.internal,
         });
         resp
     }

@@ -100,7 +100,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
-            .map(|p| ApiPath(p.0))
+            .map(|p| Self(p.0))
             .map_err(|e| ApiError::bad_request(short(&e.body_text())))
     }
 }
@@ -114,7 +114,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
-            .map(|q| ApiQuery(q.0))
+            .map(|q| Self(q.0))
             .map_err(|e| ApiError::bad_request(short(&e.body_text())))
     }
 }

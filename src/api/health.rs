@@ -29,9 +29,9 @@ pub async fn live() -> Response {
 }
 
 /// Ready to serve: the database answers within the deadline, its schema is the one
-/// this binary needs (no pending, unknown or modified migration), and the server is
-/// not shutting down. Redis is not used yet (`not_configured`). The body names
-/// what failed.
+/// this binary needs (no pending, unknown or modified migration), Redis answers a
+/// `PING` when it is configured (`[redis] url`), and the server is not shutting down.
+/// The body names what failed.
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -64,6 +64,14 @@ pub async fn ready(State(app): State<App>) -> Response {
             Ok(Err(_)) | Err(_) => "unavailable",
         }
     };
+    let redis = match &app.config.redis_url {
+        None => "not_configured",
+        Some(url) => match tokio::time::timeout(READY_DEADLINE, redis_ping(&url.0)).await {
+            Ok(Ok(())) => "ok",
+            Ok(Err(_)) => "unavailable",
+            Err(_) => "timeout",
+        },
+    };
     let shutting_down = app.shutdown.is_cancelled();
     let mut failed = Vec::new();
     if db != "ok" {
@@ -71,6 +79,9 @@ pub async fn ready(State(app): State<App>) -> Response {
     }
     if migrations != "ok" {
         failed.push("migrations".to_string());
+    }
+    if !matches!(redis, "ok" | "not_configured") {
+        failed.push("redis".to_string());
     }
     if shutting_down {
         failed.push("shutdown".to_string());
@@ -82,7 +93,7 @@ pub async fn ready(State(app): State<App>) -> Response {
             database: db.into(),
             migrations: migrations.into(),
             shutdown: if shutting_down { "in_progress" } else { "no" }.into(),
-            redis: "not_configured".into(),
+            redis: redis.into(),
         },
         failed,
     };
@@ -92,6 +103,15 @@ pub async fn ready(State(app): State<App>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// One `PING` on a fresh connection (a probe must not share the relay's
+/// connections, or a stuck one would look healthy).
+async fn redis_ping(url: &str) -> Result<(), redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    Ok(())
 }
 
 /// `GET /metrics`: Prometheus text format. The pool gauges are sampled here.

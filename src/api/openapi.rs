@@ -126,6 +126,21 @@ pub(crate) fn render(doc: utoipa::openapi::OpenApi, config: &Config, listener: L
         props["ephemeral"] = json!({"type": "boolean", "const": true});
         props["payload"]["maxLength"] = json!(max_payload_len);
     }
+    // The server reads every variant from one flat body in which `null` means
+    // absent: say so, so each variant accepts the other variants' fields as null.
+    let null = json!({"type": "null"});
+    for (variant, fields) in [
+        ("DurablePublish", &["key", "base", "to"][..]),
+        ("KeyedPublish", &["to"][..]),
+        ("EphemeralPublish", &["key", "base", "ttl"][..]),
+    ] {
+        let props = &mut schemas[variant]["properties"];
+        if props.is_object() {
+            for f in fields {
+                props[*f] = null.clone();
+            }
+        }
+    }
     serde_json::to_string(&v).expect("JSON serializes")
 }
 

@@ -25,6 +25,77 @@ pub(crate) fn safe_int(v: u64, field: &str) -> Result<u64, ApiError> {
     Ok(v)
 }
 
+/// Serde helpers for integers in request bodies. JSON Schema counts a number with
+/// a zero fraction (`5.0`) as an integer, so these accept it too, up to
+/// [`MAX_SAFE_INT`]; anything else (negative, fractional, too large) is an error.
+pub(crate) mod int {
+    use serde::de::{self, Deserializer, Visitor};
+
+    use super::MAX_SAFE_INT;
+
+    struct Int;
+
+    impl Visitor<'_> for Int {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "an integer from 0 to {MAX_SAFE_INT}")
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            if v > MAX_SAFE_INT {
+                return Err(E::custom(format!("{v} is larger than {MAX_SAFE_INT}")));
+            }
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("{v} is negative")))
+                .and_then(|v| self.visit_u64(v))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+            if v.fract() != 0.0 || !(0.0..=MAX_SAFE_INT as f64).contains(&v) {
+                return Err(E::custom(format!(
+                    "{v} is not an integer from 0 to {MAX_SAFE_INT}"
+                )));
+            }
+            Ok(v as u64)
+        }
+    }
+
+    /// A required integer.
+    pub(crate) fn de<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        d.deserialize_any(Int)
+    }
+
+    /// An optional integer (`null` or absent: `None`).
+    pub(crate) fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        struct Opt;
+        impl<'de> Visitor<'de> for Opt {
+            type Value = Option<u64>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "null or an integer from 0 to {MAX_SAFE_INT}")
+            }
+
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                de(d).map(Some)
+            }
+        }
+        d.deserialize_option(Opt)
+    }
+}
+
 /// A 32-byte key from strict b64u.
 pub(crate) fn key32(text: &str, field: &str) -> Result<[u8; 32], ApiError> {
     ferry_proto::b64u::decode_array::<32>(text)
@@ -74,9 +145,11 @@ pub struct ChallengeResponse {
 pub struct CertBody {
     /// Unix seconds.
     #[schema(minimum = 0, maximum = 9007199254740991_i64)]
+    #[serde(deserialize_with = "int::de")]
     pub issued_at: u64,
     /// Unix seconds; 0 for no expiry.
     #[schema(minimum = 0, maximum = 9007199254740991_i64)]
+    #[serde(deserialize_with = "int::de")]
     pub expires_at: u64,
     /// The user key's signature, b64u of 64 bytes.
     #[schema(
@@ -261,6 +334,7 @@ pub struct DevicesResponse {
 pub struct RevokeRequest {
     /// Unix ms the revocation was signed at (within ±5 min of the server clock).
     #[schema(minimum = 0, maximum = 9007199254740991_i64)]
+    #[serde(deserialize_with = "int::de")]
     pub ts: u64,
     /// `Ed25519(user_sk, "ferry-revoke/v1" || 0x00 || user || device || u64be(ts))`, b64u.
     #[schema(
@@ -345,7 +419,9 @@ pub struct PublishBody {
     pub(crate) id: String,
     pub(crate) payload: String,
     pub(crate) key: Option<String>,
+    #[serde(default, deserialize_with = "int::de_opt")]
     pub(crate) base: Option<u64>,
+    #[serde(default, deserialize_with = "int::de_opt")]
     pub(crate) ttl: Option<u64>,
     pub(crate) ephemeral: Option<bool>,
     pub(crate) to: Option<Vec<String>>,
@@ -631,6 +707,6 @@ pub struct ReadyChecks {
     pub migrations: String,
     /// `no` or `in_progress`.
     pub shutdown: String,
-    /// `not_configured` (Redis is not used yet).
+    /// `ok`, `unavailable`, `timeout`, or `not_configured` (no `[redis] url`).
     pub redis: String,
 }

@@ -87,6 +87,7 @@ mod tests {
     #[test]
     fn matches_by_hash_only() {
         let keys = AdminKeys::new(&AdminConfig {
+            failure_burst: 10,
             keys: vec![
                 AdminKey {
                     name: "ro".into(),

@@ -109,6 +109,7 @@ pub enum AuthError {
 
 /// An authenticated REST caller. Only [`Auth::authenticate`] makes one.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Identity {
     /// The user: every request acts on this user's data only.
     pub user: UserId,
@@ -118,7 +119,6 @@ pub struct Identity {
     pub jti: String,
     /// The token's expiry, Unix seconds.
     pub expires_at: u64,
-    _verified: (),
 }
 
 /// An access token and the refresh token that renews it.
@@ -338,7 +338,6 @@ impl Auth {
                 device: v.device,
                 jti: v.jti,
                 expires_at: v.exp,
-                _verified: (),
             }),
             AccessStatus::DeviceUnknown => Err(AuthError::Refused(Reason::UnknownDevice)),
             AccessStatus::DeviceRevoked => Err(AuthError::Refused(Reason::DeviceRevoked)),
@@ -361,7 +360,8 @@ impl Auth {
 }
 
 /// The store's verdict on an authenticating device (handshake or REST login):
-/// registered on first sight, `false` when revoked.
+/// registered on first sight, `false` when revoked (or, on first sight, when a key
+/// is not a prime-order point).
 pub async fn admit_device(
     store: &dyn Store,
     user: &UserId,
@@ -369,9 +369,18 @@ pub async fn admit_device(
     cert: &DeviceCert,
     now: UnixMs,
 ) -> Result<bool, StoreError> {
-    if let Some(d) = store.device(user, device).await?
-        && d.revoked_at.is_some()
-    {
+    // A known device costs one read: no write on the handshake path (`last_seen`
+    // is written when the session ends).
+    if let Some(d) = store.device(user, device).await? {
+        return Ok(d.revoked_at.is_none());
+    }
+    // First sight: the keys must be prime-order points (checked once, here).
+    let prime_order = |k: &[u8; 32]| {
+        ferry_proto::keys::parse_identity_key(k)
+            .and_then(|k| ferry_proto::keys::require_prime_order(&k))
+            .is_ok()
+    };
+    if !prime_order(&user.0) || !prime_order(&device.0) {
         return Ok(false);
     }
     let d = store.register_device(user, device, cert, now).await?;

@@ -107,8 +107,11 @@ pub struct AuthConfig {
 }
 
 /// The `[admin]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
+    /// Failed admin-key attempts one IP address may make at once; after that it gets
+    /// 429 (one more attempt per 6 seconds).
+    pub failure_burst: u32,
     /// The accepted admin API keys (none: the admin API refuses every request).
     pub keys: Vec<AdminKey>,
 }
@@ -487,6 +490,7 @@ impl Config {
                     .unwrap_or_default(),
             },
             admin: RawAdmin {
+                failure_burst: self.admin.failure_burst.into(),
                 // Names and scopes only: not even the hashes are printed.
                 keys: self
                     .admin

@@ -85,10 +85,20 @@ pub(super) struct RawAuth {
     pub(super) refresh_ttl: String,
 }
 
-#[derive(Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct RawAdmin {
+    pub(super) failure_burst: u64,
     pub(super) keys: Vec<RawAdminKey>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            failure_burst: 10,
+            keys: Vec::new(),
+        }
+    }
 }
 
 /// One `[[admin.keys]]` entry.
@@ -275,6 +285,7 @@ pub(super) const SETTINGS: &[Setting] = &[
     s(AUTH, "issuer", Kind::Str),
     s(AUTH, "token_ttl", Kind::Duration),
     s(AUTH, "refresh_ttl", Kind::Duration),
+    s(ADMIN, "failure_burst", Kind::Int),
     s(ADMIN, "keys", Kind::AdminKeys),
     s(REDIS, "url", Kind::Str),
 ];

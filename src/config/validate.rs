@@ -516,7 +516,11 @@ fn admin(c: &mut Checker<'_>, a: &raw::RawAdmin) -> Option<AdminConfig> {
             sha256,
         });
     }
-    (c.issues.len() == before).then_some(AdminConfig { keys })
+    let failure_burst = c.int("admin.failure_burst", a.failure_burst, 1, 1_000_000);
+    (c.issues.len() == before).then_some(AdminConfig {
+        failure_burst: failure_burst?,
+        keys,
+    })
 }
 
 /// 64 hex digits (either case) to 32 bytes.

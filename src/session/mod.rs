@@ -19,7 +19,7 @@ use ferry_proto::handshake::{
 use ferry_proto::message::{Limits as WireLimits, ServerMessage};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
-use futures_util::{SinkExt, StreamExt as _};
+use futures_util::{FutureExt as _, SinkExt, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -53,7 +53,9 @@ where
     async move {
         let _guard = guard;
         let mut conn = Conn { ws, app };
-        if let Some(est) = conn.handshake().await {
+        // Boxed: the handshake's state (and its store queries) is freed once it is
+        // done instead of living in every idle session's task.
+        if let Some(est) = Box::pin(conn.handshake()).await {
             conn.established(est).await;
         }
     }
@@ -223,6 +225,13 @@ where
             requests::presence(&self.app, &user, &device, false, false, unix_ms());
         }
         self.app.metrics.sessions_live.dec();
+        // Record when the device was last seen, off the session's own path.
+        let store = self.app.store.clone();
+        self.app.tracker.spawn(async move {
+            if let Err(e) = store.touch_device(&user, &device, unix_ms()).await {
+                debug!(error = %e, "last_seen update failed");
+            }
+        });
         self.close(end).await;
     }
 
@@ -260,7 +269,20 @@ where
                     return End::Close(code);
                 }
                 Some(replies) = pending.next(), if !pending.is_empty() => {
-                    if let Err(end) = self.send_sealed(est, &replies.messages, link).await {
+                    // Everything else that is ready goes out in the same flush.
+                    let mut acks = replies.messages;
+                    while let Some(Some(more)) = pending.next().now_or_never() {
+                        acks.extend(more.messages);
+                    }
+                    let mut queued = Vec::new();
+                    while queued.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(m) => queued.push(m),
+                            Err(_) => break,
+                        }
+                    }
+                    let parts: Vec<&[u8]> = acks.iter().map(Vec::as_slice).chain(queued.iter().map(|m| &m[..])).collect();
+                    if let Err(end) = self.send_sealed(est, &parts, link).await {
                         return end;
                     }
                 }
@@ -278,7 +300,7 @@ where
                         self.app.metrics.open_failures.inc();
                         return End::Close(CloseCode::ProtocolViolation);
                     }
-                    let replies = match ctx.handle(&frame).await {
+                    let replies = match Box::pin(ctx.handle(&frame)).await {
                         requests::Action::Now(r) => r,
                         requests::Action::Later(fut) => {
                             pending.push_back(fut);
@@ -311,7 +333,12 @@ where
                             Err(_) => break,
                         }
                     }
-                    if let Err(end) = self.send_sealed(est, &batch, link).await {
+                    let mut acks = Vec::new();
+                    while let Some(Some(more)) = pending.next().now_or_never() {
+                        acks.extend(more.messages);
+                    }
+                    let parts: Vec<&[u8]> = batch.iter().map(|m| &m[..]).chain(acks.iter().map(Vec::as_slice)).collect();
+                    if let Err(end) = self.send_sealed(est, &parts, link).await {
                         return end;
                     }
                 }

@@ -69,6 +69,9 @@ include!(concat!(env!("OUT_DIR"), "/down_migrations.rs"));
 /// Key of the PostgreSQL advisory lock held while migrating ("ferry-mg" in ASCII).
 const PG_MIGRATION_LOCK: i64 = 0x6665_7272_792d_6d67;
 
+/// How often `prepare` plans again when a concurrent migration got in its way.
+const PREPARE_RETRIES: u32 = 10;
+
 /// How long `ferry migrate` waits for a connection.
 const CLI_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -229,17 +232,33 @@ pub(super) async fn prepare(
     };
     let mut migrator = Migrator::open(url, open, timeout).await?;
     let result = match mode {
-        MigrateMode::Apply => match migrator.up(None).await {
-            Ok(_) => Ok(()),
-            // Another process on the same SQLite file may have applied the same
-            // migration between our planning and our applying (PostgreSQL has the
-            // advisory lock for that): fine if the schema is current now. Every
-            // migration is one transaction, so nothing is half-applied.
-            Err(e) => match migrator.status().await {
-                Ok(status) if status.is_current() => Ok(()),
-                _ => Err(e),
-            },
-        },
+        MigrateMode::Apply => {
+            let mut attempt = 0u32;
+            loop {
+                match migrator.up(None).await {
+                    Ok(_) => break Ok(()),
+                    // Another process on the same SQLite file may have applied a
+                    // migration between our planning and our applying, or hold the
+                    // write lock for its own (PostgreSQL has the advisory lock for
+                    // that): fine if the schema is current now; while it is only
+                    // behind (nothing unknown or modified), plan again after a pause,
+                    // so only what is still pending is applied. Every migration is
+                    // one transaction, so nothing is half-applied.
+                    Err(e) => match migrator.status().await {
+                        Ok(status) if status.is_current() => break Ok(()),
+                        Ok(status)
+                            if attempt < PREPARE_RETRIES
+                                && status.unknown.is_empty()
+                                && status.known.iter().all(|m| m.matches) =>
+                        {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(50) * attempt).await;
+                        }
+                        _ => break Err(e),
+                    },
+                }
+            }
+        }
         MigrateMode::VerifyOnly => migrator.verify_current().await,
     };
     migrator.close().await;
@@ -669,38 +688,48 @@ mod tests {
     #[test]
     fn status_table_and_checks() {
         let known = runner(Backend::Sqlite).get_migrations().clone();
-        let v1 = &known[0];
-        let row = |version, checksum: String| HistoryRow {
-            version,
-            name: Some(v1.name().to_owned()),
+        let row = |m: &Migration, checksum: String| HistoryRow {
+            version: m.version(),
+            name: Some(m.name().to_owned()),
             applied_on: Some("2026-01-02T03:04:05Z".to_owned()),
             checksum: Some(checksum),
         };
+        // Every known migration applied, V1's checksum replaced by `v1_checksum`.
+        let applied = |v1_checksum: Option<&str>| -> Vec<HistoryRow> {
+            known
+                .iter()
+                .enumerate()
+                .map(|(i, m)| match v1_checksum {
+                    Some(c) if i == 0 => row(m, c.to_owned()),
+                    _ => row(m, m.checksum().to_string()),
+                })
+                .collect()
+        };
 
         let pending = status_of(Backend::Sqlite, &known, &[]);
-        assert_eq!(pending.pending(), vec![1]);
+        let all: Vec<u32> = (1..=known.len() as u32).collect();
+        assert_eq!(pending.pending(), all);
         assert!(!pending.is_current());
         assert!(check(&pending).is_ok());
         assert!(pending.to_string().contains("pending"), "{pending}");
 
-        let current = status_of(
-            Backend::Sqlite,
-            &known,
-            &[row(1, v1.checksum().to_string())],
-        );
+        let current = status_of(Backend::Sqlite, &known, &applied(None));
         assert!(current.is_current(), "{current}");
         assert!(current.to_string().contains("up to date"), "{current}");
 
-        let modified = status_of(Backend::Sqlite, &known, &[row(1, "12345".into())]);
+        let modified = status_of(Backend::Sqlite, &known, &applied(Some("12345")));
         let err = check(&modified).unwrap_err().to_string();
         assert!(err.contains("checksum"), "{err}");
         assert!(modified.to_string().contains("MODIFIED"), "{modified}");
 
-        let newer = status_of(
-            Backend::Sqlite,
-            &known,
-            &[row(1, v1.checksum().to_string()), row(999, "1".into())],
-        );
+        let mut with_newer = applied(None);
+        with_newer.push(HistoryRow {
+            version: 999,
+            name: Some("from_the_future".to_owned()),
+            applied_on: Some("2030-01-01T00:00:00Z".to_owned()),
+            checksum: Some("1".to_owned()),
+        });
+        let newer = status_of(Backend::Sqlite, &known, &with_newer);
         let err = check(&newer).unwrap_err().to_string();
         assert!(err.contains("V999"), "{err}");
         assert!(!err.contains('\n'));
@@ -717,7 +746,10 @@ mod tests {
             .await
             .unwrap();
         let report = runner(Backend::Sqlite).run_async(&mut m).await.unwrap();
-        assert_eq!(report.applied_migrations().len(), 1);
+        assert_eq!(
+            report.applied_migrations().len(),
+            runner(Backend::Sqlite).get_migrations().len()
+        );
 
         let Conn::Sqlite(c) = &mut m.conn else {
             unreachable!()

@@ -263,6 +263,15 @@ pub trait Store: Send + Sync + 'static {
         seq: u64,
     ) -> Result<(), StoreError>;
 
+    /// Records that a known device was seen at `now` (a session of it ended). Does
+    /// nothing for an unknown device: it never creates one.
+    async fn touch_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        now: UnixMs,
+    ) -> Result<(), StoreError>;
+
     /// Revokes a device; `ts` and `sig` identify the signed revocation, which is
     /// usable once. Verifying the signature is the caller's job.
     async fn revoke_device(

@@ -355,6 +355,21 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn touch_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE devices SET last_seen = GREATEST(last_seen, $1) WHERE user_id = $2 AND device_id = $3")
+            .bind(now)
+            .bind(&user.0[..])
+            .bind(&device.0[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn revoke_device(
         &self,
         user: &UserId,
