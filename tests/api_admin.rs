@@ -361,3 +361,53 @@ each_backend!(admin_key_checks, |srv, api, read, write| {
     assert!(metrics.contains(r#"ferry_admin_auth_failures_total{reason="rate_limited"} 2"#));
     let _ = std::io::stderr().flush();
 });
+
+/// `ferry admin key-hash`: a generated key is printed once with its hash; a key from
+/// stdin is only hashed; the printed entry is a valid configuration.
+#[test]
+fn key_hash_command() {
+    use std::process::{Command, Stdio};
+    let ferry = env!("CARGO_BIN_EXE_ferry");
+    let out = Command::new(ferry)
+        .args(["admin", "key-hash", "--name", "ops", "--scope", "read"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let key = field("key:");
+    let hash = field("sha256:");
+    assert_eq!(b64u::decode(&key).unwrap().len(), 32);
+    assert_eq!(hash, common::http::sha256_hex(&key));
+    let entry = &text[text.find("[[admin.keys]]").unwrap()..];
+    let config = ferry::config::Config::from_toml(entry, &Default::default()).unwrap();
+    assert_eq!(config.admin.keys.len(), 1);
+    assert_eq!(config.admin.keys[0].name, "ops");
+    assert_eq!(config.admin.keys[0].scope, ferry::config::AdminScope::Read);
+
+    let mut child = Command::new(ferry)
+        .args(["admin", "key-hash", "--stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"my-own-key\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(!text.contains("my-own-key"), "{text}");
+    assert!(text.contains(&format!(
+        "sha256: {}",
+        common::http::sha256_hex("my-own-key")
+    )));
+    assert!(text.contains("FERRY_ADMIN_KEYS=\"admin:write:"));
+}

@@ -1,4 +1,4 @@
-//! The middleware every HTTP request goes through ([`finish`]): a request id
+//! The middleware every HTTP request goes through (`finish`): a request id
 //! (accepted from `x-request-id` when sane, else generated; echoed back) and a
 //! tracing span carrying it, so every log line of the request names it; the per-IP
 //! rate limit with `RateLimit-*` headers; the one error shape for every error
@@ -120,7 +120,7 @@ pub(crate) async fn finish(
         .with_label_values(&[route.as_str(), method, status.as_str()])
         .inc();
     m.request_seconds
-        .with_label_values(&[route.as_str(), method])
+        .with_label_values(&[route.as_str(), method, status.as_str()])
         .observe(elapsed.as_secs_f64());
     info!(
         parent: &span,

@@ -11,7 +11,7 @@
 //!   `/health/*`.
 //!
 //! # Layers, outermost first
-//! CORS (allow-list from `server.cors_origins`) → [`middleware::finish`] (request
+//! CORS (allow-list from `server.cors_origins`) → `middleware::finish` (request
 //! id and span, per-IP limit, the one error shape, security headers, metrics) →
 //! body limit (1 MiB) → timeout (30 s) → the route.
 

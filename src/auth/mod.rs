@@ -388,7 +388,7 @@ pub async fn admit_device(
 }
 
 /// Removes expired challenges, refresh tokens and denylist entries every
-/// [`PURGE_INTERVAL`] until `cancel`.
+/// `PURGE_INTERVAL` (10 minutes) until `cancel`.
 pub async fn purge_loop(store: Arc<dyn Store>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

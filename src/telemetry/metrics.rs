@@ -219,7 +219,7 @@ impl Default for Metrics {
 pub struct ApiMetrics {
     /// Requests by `route`, `method` and `status`.
     pub requests: IntCounterVec,
-    /// Request latency by `route` and `method`.
+    /// Request latency by `route`, `method` and `status`.
     pub request_seconds: HistogramVec,
     /// Bearer-token checks by `outcome` (`ok`, `refused`) and `reason`.
     pub auth_outcomes: IntCounterVec,
@@ -265,7 +265,7 @@ impl ApiMetrics {
             HistogramOpts::new("http_request_seconds", "HTTP request latency").buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
             ]),
-            &["route", "method"],
+            &["route", "method", "status"],
         )
         .expect("valid metric");
         registry
