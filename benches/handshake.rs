@@ -10,10 +10,9 @@
 //! - `raw_*`: each cryptographic primitive the server side performs, alone.
 //! - `raw_sum`: all of them back to back, with the multiplicities of one handshake
 //!   (two key decompressions, two strict verifications).
-//! - `raw_ed25519_torsion_free` and `raw_sum_torsion`: the prime-order-subgroup
-//!   check that `keys::parse_identity_key` also makes on each identity key
-//!   (`[ℓ]A = 0`, a constant-time scalar multiplication), alone, and `raw_sum`
-//!   plus that check on both keys.
+//! - `first_sight_prime_order`: `keys::require_prime_order` on one key (`[ℓ]A = 0`,
+//!   a constant-time scalar multiplication). Not part of the handshake: the relay
+//!   applies it to the user and device keys once, when it first registers a device.
 //!
 //! # How `server_handshake` gets valid inputs every iteration
 //!
@@ -246,9 +245,9 @@ fn parse_key(bytes: &[u8; 32]) -> Option<VerifyingKey> {
     (!key.is_weak()).then_some(key)
 }
 
-/// `[ℓ]A == 0`, as in `keys::parse_identity_key`.
-fn torsion_free(key: &VerifyingKey) -> bool {
-    black_box(key).to_edwards().is_torsion_free()
+/// The first-sight check of an identity key (not done during the handshake).
+fn prime_order(key: &VerifyingKey) -> bool {
+    keys::require_prime_order(black_box(key)).is_ok()
 }
 
 fn verify_cert(r: &Raw) -> bool {
@@ -294,14 +293,6 @@ fn raw_sum(r: &Raw) {
     black_box(hmac_verify(r, &hs));
 }
 
-/// [`raw_sum`] plus the torsion check of both identity keys.
-#[inline(never)] // a symbol for callgrind `--toggle-collect`
-fn raw_sum_torsion(r: &Raw) {
-    raw_sum(r);
-    black_box(torsion_free(&r.user_vk));
-    black_box(torsion_free(&r.device_vk));
-}
-
 fn bench(c: &mut Criterion) {
     let f = fixture();
     let mut rng = StdRng::seed_from_u64(0x00fe_7272);
@@ -314,7 +305,7 @@ fn bench(c: &mut Criterion) {
     let r = raw_inputs(&f);
     assert!(x25519_dh(&r).is_some());
     assert!(parse_key(&r.user).is_some() && parse_key(&r.device).is_some());
-    assert!(torsion_free(&r.user_vk) && torsion_free(&r.device_vk));
+    assert!(prime_order(&r.user_vk) && prime_order(&r.device_vk));
     assert!(verify_cert(&r) && verify_client_sig(&r));
     assert!(hmac_verify(&r, &hkdf(&r)));
 
@@ -329,20 +320,19 @@ fn bench(c: &mut Criterion) {
     // Right after `server_handshake`, so that the two are measured under the same
     // load on a shared machine.
     g.bench_function("raw_sum", |b| b.iter(|| raw_sum(&r)));
-    g.bench_function("raw_sum_torsion", |b| b.iter(|| raw_sum_torsion(&r)));
     g.bench_function("raw_x25519_public", |b| b.iter(|| x25519_public(&r)));
     g.bench_function("raw_x25519_dh", |b| b.iter(|| x25519_dh(&r)));
     g.bench_function("raw_ed25519_sign", |b| b.iter(|| ed25519_sign(&r)));
     g.bench_function("raw_ed25519_verify_strict", |b| b.iter(|| verify_cert(&r)));
     g.bench_function("raw_ed25519_parse_key", |b| b.iter(|| parse_key(&r.user)));
-    g.bench_function("raw_ed25519_torsion_free", |b| {
-        b.iter(|| torsion_free(&r.user_vk))
-    });
     g.bench_function("raw_sha256_th1", |b| b.iter(|| sha256(&r.th1_input)));
     g.bench_function("raw_sha256_th2", |b| b.iter(|| sha256(&r.th2_input)));
     g.bench_function("raw_hkdf_extract_expand4", |b| b.iter(|| hkdf(&r)));
     let hs = hkdf(&r);
     g.bench_function("raw_hmac_verify", |b| b.iter(|| hmac_verify(&r, &hs)));
+    g.bench_function("first_sight_prime_order", |b| {
+        b.iter(|| prime_order(&r.user_vk))
+    });
     g.finish();
 }
 

@@ -378,9 +378,16 @@ each_backend!(users_never_reach_each_other, &[], |srv, api| {
     assert_eq!(r.ok()["head"], 3);
     let r = api.get("/v1/devices", bt).await;
     assert!(r.ok()["devices"][0].get("revoked_at").is_none());
-    // Alice's publish never reaches Bob's live session.
-    let mut wb = connect(&srv.ws_url(), bob.device()).await;
+    // Alice's publishes never reach Bob's live session, not even an ephemeral one
+    // addressed to Bob's device.
+    let live = bob.device();
+    let mut wb = connect(&srv.ws_url(), live.clone()).await;
     api.post("/v1/events", at, event(2, b"alice-2")).await.ok();
+    let mut eph = event(3, b"alice-eph");
+    eph["ephemeral"] = json!(true);
+    eph["to"] = json!([key_of(&live)]);
+    let r = api.post("/v1/events", at, eph).await;
+    assert_eq!(r.ok()["delivered"], 0);
     api.post("/v1/events", bt, event(4, b"bob-4")).await.ok();
     match wb.recv().await {
         ServerMessage::Event(e) => assert_eq!(b64u::decode(&e.payload).unwrap(), b"bob-4"),

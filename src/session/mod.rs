@@ -357,7 +357,7 @@ where
 
     /// Seals and writes messages, flushing once; gives up if the session is killed
     /// while the peer is not reading.
-    async fn send_sealed<M: AsRef<[u8]>>(
+    async fn send_sealed<M: AsRef<[u8]> + Sync>(
         &mut self,
         est: &mut Established,
         msgs: &[M],
@@ -366,6 +366,17 @@ where
         if msgs.is_empty() {
             return Ok(());
         }
+        // Boxed: the write's state exists only while writing, not in every idle
+        // session's task.
+        Box::pin(self.write_sealed(est, msgs, link)).await
+    }
+
+    async fn write_sealed<M: AsRef<[u8]> + Sync>(
+        &mut self,
+        est: &mut Established,
+        msgs: &[M],
+        link: &SessionHandle,
+    ) -> Result<(), End> {
         let write = async {
             for m in msgs {
                 let mut buf = Vec::with_capacity(m.as_ref().len() + ferry_proto::seal::TAG_LEN);
