@@ -3,7 +3,7 @@
 //!
 //! Every instance publishes what it delivers locally (stored events, ephemeral
 //! events, presence, session closes) on one channel and feeds what the other
-//! instances publish into its own [`Hub`](super::Hub), local-only. The store stays
+//! instances publish into its own [`Hub`], local-only. The store stays
 //! the truth: a message lost here (Redis down, a full queue) is only a lost
 //! notification — devices see the gap in `seq` and `sync`.
 

@@ -226,6 +226,25 @@ pub(super) async fn prepare(
     mode: MigrateMode,
     timeout: Duration,
 ) -> Result<(), StoreError> {
+    let sqlite = Backend::from_url(url)? == Backend::Sqlite;
+    let mut attempt = 0u32;
+    loop {
+        match prepare_once(url, mode, timeout).await {
+            // Processes setting up one fresh SQLite file at the same moment (switching
+            // it to WAL, creating the history table) can get SQLITE_BUSY at once,
+            // without the busy timeout: try again, then only what is pending is done.
+            Err(StoreError::Unavailable(msg))
+                if sqlite && msg.contains("database is locked") && attempt < PREPARE_RETRIES =>
+            {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(50) * attempt).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn prepare_once(url: &str, mode: MigrateMode, timeout: Duration) -> Result<(), StoreError> {
     let open = match mode {
         MigrateMode::Apply => Open::Migrate,
         MigrateMode::VerifyOnly => Open::Verify,
