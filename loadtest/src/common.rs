@@ -77,6 +77,35 @@ pub(crate) fn init_clock() {
     let _ = mono_ns(Instant::now());
 }
 
+/// [`connect_all`] with the connection settings of `conn`; any failure is an error
+/// naming how many of the sessions failed and why.
+pub(crate) async fn connect_all_or_fail(
+    target: &Target,
+    sources: &std::sync::Arc<Sources>,
+    pin: ServerPin,
+    creds: Vec<DeviceCredentials>,
+    conn: &ConnArgs,
+) -> anyhow::Result<Vec<Session>> {
+    let total = creds.len();
+    connect_all(
+        "connect",
+        target,
+        sources,
+        pin,
+        creds,
+        conn.connect_concurrency,
+        conn.connect_timeout,
+    )
+    .await
+    .map_err(|f| {
+        anyhow::anyhow!(
+            "{} of {total} sessions failed to connect: {}",
+            f.values().sum::<u64>(),
+            failures_line(&f)
+        )
+    })
+}
+
 /// Connects and authenticates every device, `concurrency` at a time (each in its
 /// own task, so handshakes use every worker thread). Returns the sessions in the
 /// order of `creds`, or the failures by label when any connection failed.

@@ -420,24 +420,7 @@ pub(crate) async fn run(args: &IdleArgs) -> anyhow::Result<bool> {
         .collect();
     let before = rss(probe.as_ref()).await;
     let t0 = Instant::now();
-    let sessions = match common::connect_all(
-        "connect",
-        &target,
-        &sources,
-        pin,
-        creds,
-        args.conn.connect_concurrency,
-        args.conn.connect_timeout,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(f) => bail!(
-            "{} of {n} sessions failed to connect: {}",
-            f.values().sum::<u64>(),
-            common::failures_line(&f)
-        ),
-    };
+    let sessions = common::connect_all_or_fail(&target, &sources, pin, creds, &args.conn).await?;
     let connect_secs = t0.elapsed().as_secs_f64();
     let ferry = hold_all(
         "ferry",

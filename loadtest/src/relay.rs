@@ -703,24 +703,7 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
     let ids = net::identities(args.conn.keys.as_deref(), args.users, args.devices)?;
     let creds: Vec<_> = ids.into_iter().flat_map(|u| u.devices).collect();
     let connect_started = Instant::now();
-    let sessions = match common::connect_all(
-        "connect",
-        &target,
-        &sources,
-        pin,
-        creds,
-        args.conn.connect_concurrency,
-        args.conn.connect_timeout,
-    )
-    .await
-    {
-        Ok(s) => s,
-        Err(f) => bail!(
-            "{} of {total} sessions failed to connect: {}",
-            f.values().sum::<u64>(),
-            common::failures_line(&f)
-        ),
-    };
+    let sessions = common::connect_all_or_fail(&target, &sources, pin, creds, &args.conn).await?;
     say(
         json,
         &format!(
