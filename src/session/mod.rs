@@ -265,8 +265,7 @@ where
                 biased;
                 code = link.killed() => {
                     // A parent cancel without a code is the server shutting down.
-                    let code = if code == CloseCode::Normal { CloseCode::GoingAway } else { code };
-                    return End::Close(code);
+                    return End::Close(killed_code(code));
                 }
                 Some(replies) = pending.next(), if !pending.is_empty() => {
                     // Everything else that is ready goes out in the same flush.
@@ -393,14 +392,14 @@ where
         };
         tokio::select! {
             r = write => r,
-            code = link.killed() => Err(End::Close(if code == CloseCode::Normal { CloseCode::GoingAway } else { code })),
+            code = link.killed() => Err(End::Close(killed_code(code))),
         }
     }
 
     async fn send_raw(&mut self, msg: Message, link: &SessionHandle) -> Result<(), End> {
         tokio::select! {
             r = self.ws.send(msg) => r.map_err(|e| ws_error_end(&e)),
-            code = link.killed() => Err(End::Close(if code == CloseCode::Normal { CloseCode::GoingAway } else { code })),
+            code = link.killed() => Err(End::Close(killed_code(code))),
         }
     }
 
@@ -451,6 +450,16 @@ async fn check_device(
             warn!(error = %e, "device check failed");
             Err(CloseCode::Internal)
         }
+    }
+}
+
+/// The close code for a session that was asked to close: the code asked for, or
+/// 1001 when no code was set (the server's shutdown token was cancelled).
+fn killed_code(code: CloseCode) -> CloseCode {
+    if code == CloseCode::Normal {
+        CloseCode::GoingAway
+    } else {
+        code
     }
 }
 
