@@ -34,6 +34,22 @@ pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
+/// The in-memory half of [`Store::append`] (seq assignment, duplicate and
+/// compare-and-set decisions) on a batch, given each user's current head and no
+/// stored ids or keys: what `benches/fanout.rs` measures as sequencing. Not part of
+/// the API.
+#[doc(hidden)]
+pub fn plan_batch(
+    batch: &[NewEvent],
+    heads: std::collections::HashMap<UserId, u64>,
+) -> Vec<AppendOutcome> {
+    let snapshot = append::Snapshot {
+        heads,
+        ..Default::default()
+    };
+    append::plan(batch, snapshot).outcomes
+}
+
 /// Storage failures, classified by what the caller does next.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
