@@ -68,6 +68,16 @@ struct Conn<S> {
     app: App,
 }
 
+/// How [`Conn::greet`] went.
+enum Greeting {
+    /// `auth_ok` is out: the session is live.
+    Sent,
+    /// `auth_ok` could not be written; the session counted as live and ends so.
+    Failed(End),
+    /// The head could not be read: nothing was announced or counted.
+    NoHead,
+}
+
 /// How a session loop ended.
 enum End {
     /// Close with this code.
@@ -94,7 +104,7 @@ impl<S> Conn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn handshake(&mut self) -> Option<Established> {
+    async fn handshake(&mut self) -> Option<Box<Established>> {
         let started = Instant::now();
         let limits = &self.app.config.limits;
         let mut hs = ServerHandshake::new(
@@ -141,7 +151,9 @@ where
                             .handshake_seconds
                             .observe(started.elapsed().as_secs_f64());
                         self.app.handshakes("ok", "ok");
-                        return Some(est);
+                        // Boxed here: the session's task never holds the sealing
+                        // state by value.
+                        return Some(Box::new(est));
                     }
                 }
             }
@@ -173,7 +185,13 @@ where
         }
     }
 
-    async fn established(&mut self, mut est: Established) {
+    /// Runs an authenticated session until it ends.
+    ///
+    /// This future lives as long as the session, in every idle session's task, so it
+    /// keeps only what the whole session needs (the sealing state, boxed, and the
+    /// session loop's own state): the greeting and the goodbye run boxed, and their
+    /// state is freed once they are done.
+    async fn established(&mut self, mut est: Box<Established>) {
         let user = UserId(*est.identity.user());
         let device = DeviceId(*est.identity.device());
         let span = tracing::Span::current();
@@ -183,13 +201,35 @@ where
         // relayed (the device drops seqs it already has) instead of missed.
         let SessionLink { handle, mut rx } =
             self.app.hub.register(user, device, &self.app.shutdown);
+        let end = match Box::pin(self.greet(&mut est, &handle, user, device)).await {
+            Greeting::Sent => {
+                requests::presence(&self.app, &user, &device, true, false, unix_ms());
+                self.session_loop(&mut est, &handle, &mut rx, user, device)
+                    .await
+            }
+            Greeting::Failed(end) => end,
+            Greeting::NoHead => {
+                self.app.hub.unregister(&handle);
+                Box::pin(self.close(End::Close(CloseCode::Internal))).await;
+                return;
+            }
+        };
+        Box::pin(self.goodbye(end, &handle, user, device)).await;
+    }
+
+    /// Reads the head and sends `auth_ok`; the session counts as live from here.
+    async fn greet(
+        &mut self,
+        est: &mut Established,
+        handle: &SessionHandle,
+        user: UserId,
+        device: DeviceId,
+    ) -> Greeting {
         let head = match self.app.store.head(&user).await {
             Ok(h) => h,
             Err(e) => {
                 warn!(error = %e, "head lookup failed");
-                self.app.hub.unregister(&handle);
-                self.close(End::Close(CloseCode::Internal)).await;
-                return;
+                return Greeting::NoHead;
             }
         };
         self.app.metrics.sessions_live.inc();
@@ -207,18 +247,15 @@ where
                 burst: u64::from(limits.burst),
             },
         };
-        let end = match self
-            .send_sealed(&mut est, &[auth_ok.to_json()], &handle)
-            .await
-        {
-            Ok(()) => {
-                requests::presence(&self.app, &user, &device, true, false, unix_ms());
-                self.session_loop(&mut est, &handle, &mut rx, user, device)
-                    .await
-            }
-            Err(end) => end,
-        };
-        self.app.hub.unregister(&handle);
+        match self.send_sealed(est, &[auth_ok.to_json()], handle).await {
+            Ok(()) => Greeting::Sent,
+            Err(end) => Greeting::Failed(end),
+        }
+    }
+
+    /// Leaves the hub, announces the device offline, records `last_seen` and closes.
+    async fn goodbye(&mut self, end: End, handle: &SessionHandle, user: UserId, device: DeviceId) {
+        self.app.hub.unregister(handle);
         // A replaced session's device is still online through its successor; a
         // revoked one was announced already.
         if !matches!(end, End::Close(CloseCode::Replaced | CloseCode::Revoked)) {
