@@ -287,7 +287,8 @@ where
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_rx = Instant::now();
-        let mut errors: VecDeque<Instant> = VecDeque::with_capacity(MAX_ERRORS);
+        // Allocated on the first protocol error only: most sessions never have one.
+        let mut errors: VecDeque<Instant> = VecDeque::new();
         let mut ctx = requests::Ctx {
             app: self.app.clone(),
             user,
