@@ -40,6 +40,8 @@ pub struct App {
     pub auth: Arc<Auth>,
     /// REST rate limits (per IP, per token, admin-key failures).
     pub rest_limits: Arc<RestLimiters>,
+    /// `last_seen` times of ended sessions, written in the background.
+    pub last_seen: Arc<crate::session::last_seen::LastSeen>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Every spawned connection and job, so shutdown can wait for them.

@@ -126,6 +126,11 @@ pub async fn run(
         server_key = %app.key.public_b64u(),
         "ferry listening"
     );
+    app.tracker.spawn(crate::session::last_seen::flush_loop(
+        app.last_seen.clone(),
+        app.store.clone(),
+        app.shutdown.clone(),
+    ));
     app.tracker.spawn(crate::auth::purge_loop(
         app.store.clone(),
         app.shutdown.clone(),
@@ -160,7 +165,9 @@ pub async fn run(
             "shutdown deadline passed; dropping the rest"
         );
     }
-    // Sessions are gone: the last writer handle drops with `app`, the writer
+    // Sessions are gone: write the `last_seen` times they recorded.
+    app.last_seen.flush(app.store.as_ref()).await;
+    // The last writer handle drops with `app`, the writer
     // finishes the batch it holds (acked work is always committed first).
     drop(app);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer_task).await;
@@ -208,6 +215,7 @@ pub fn build_app(
         metrics,
         key: Arc::new(key),
         store,
+        last_seen: Default::default(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         config: Arc::new(config),

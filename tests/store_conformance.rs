@@ -149,6 +149,15 @@ async fn story(url: &str) {
     );
     assert_eq!(s.device(&A, &D1).await.unwrap().unwrap().last_seen, 2000);
 
+    // last_seen in batches: only forward, unknown devices skipped and never created.
+    s.touch_devices(&[]).await.unwrap();
+    s.touch_devices(&[(A, D1, 2500), (A, D2, 100), (B, D2, 9999)])
+        .await
+        .unwrap();
+    assert_eq!(s.device(&A, &D1).await.unwrap().unwrap().last_seen, 2500);
+    assert_eq!(s.device(&A, &D2).await.unwrap().unwrap().last_seen, 3000);
+    assert_eq!(s.device(&B, &D2).await.unwrap(), None);
+
     // Append across users; seq per user.
     let out = s.append(&[ev(A, 1), ev(A, 2), ev(B, 3)]).await.unwrap();
     assert_eq!(out, vec![stored(1, 1), stored(2, 2), stored(1, 3)]);

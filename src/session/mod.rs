@@ -6,6 +6,7 @@
 //! revocation, slow consumer, shutdown). Nothing inside a frame that fails to open
 //! is ever acted on.
 
+pub mod last_seen;
 pub(crate) mod requests;
 
 use std::collections::VecDeque;
@@ -253,7 +254,8 @@ where
         }
     }
 
-    /// Leaves the hub, announces the device offline, records `last_seen` and closes.
+    /// Leaves the hub, announces the device offline, records `last_seen` (written in
+    /// the background, see [`last_seen`]) and closes.
     async fn goodbye(&mut self, end: End, handle: &SessionHandle, user: UserId, device: DeviceId) {
         self.app.hub.unregister(handle);
         // A replaced session's device is still online through its successor; a
@@ -262,13 +264,7 @@ where
             requests::presence(&self.app, &user, &device, false, false, unix_ms());
         }
         self.app.metrics.sessions_live.dec();
-        // Record when the device was last seen, off the session's own path.
-        let store = self.app.store.clone();
-        self.app.tracker.spawn(async move {
-            if let Err(e) = store.touch_device(&user, &device, unix_ms()).await {
-                debug!(error = %e, "last_seen update failed");
-            }
-        });
+        self.app.last_seen.record(user, device, unix_ms());
         self.close(end).await;
     }
 

@@ -279,14 +279,11 @@ pub trait Store: Send + Sync + 'static {
         seq: u64,
     ) -> Result<(), StoreError>;
 
-    /// Records that a known device was seen at `now` (a session of it ended). Does
-    /// nothing for an unknown device: it never creates one.
-    async fn touch_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        now: UnixMs,
-    ) -> Result<(), StoreError>;
+    /// Records when known devices were last seen (sessions of them ended), in one
+    /// transaction: `last_seen` becomes the later of the stored value and the given
+    /// time. Unknown devices are skipped: it never creates one. Each `(user,
+    /// device)` appears at most once in `seen`.
+    async fn touch_devices(&self, seen: &[(UserId, DeviceId, UnixMs)]) -> Result<(), StoreError>;
 
     /// Revokes a device; `ts` and `sig` identify the signed revocation, which is
     /// usable once. Verifying the signature is the caller's job.

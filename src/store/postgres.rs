@@ -376,18 +376,27 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn touch_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        now: UnixMs,
-    ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE devices SET last_seen = GREATEST(last_seen, $1) WHERE user_id = $2 AND device_id = $3")
-            .bind(now)
-            .bind(&user.0[..])
-            .bind(&device.0[..])
-            .execute(&self.pool)
-            .await?;
+    async fn touch_devices(&self, seen: &[(UserId, DeviceId, UnixMs)]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        // Sorted, so two instances flushing overlapping devices lock rows in the
+        // same order.
+        let mut seen = seen.to_vec();
+        seen.sort_unstable_by_key(|&(u, d, _)| (u, d));
+        let users: Vec<&[u8]> = seen.iter().map(|(u, _, _)| &u.0[..]).collect();
+        let devices: Vec<&[u8]> = seen.iter().map(|(_, d, _)| &d.0[..]).collect();
+        let times: Vec<i64> = seen.iter().map(|(_, _, t)| *t).collect();
+        sqlx::query(
+            "UPDATE devices AS d SET last_seen = GREATEST(d.last_seen, v.at) \
+             FROM UNNEST($1::bytea[], $2::bytea[], $3::int8[]) AS v(user_id, device_id, at) \
+             WHERE d.user_id = v.user_id AND d.device_id = v.device_id",
+        )
+        .bind(&users[..])
+        .bind(&devices[..])
+        .bind(&times[..])
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

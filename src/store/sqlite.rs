@@ -468,20 +468,24 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn touch_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        now: UnixMs,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE devices SET last_seen = max(last_seen, ?) WHERE user_id = ? AND device_id = ?",
-        )
-        .bind(now)
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .execute(&self.writer)
-        .await?;
+    async fn touch_devices(&self, seen: &[(UserId, DeviceId, UnixMs)]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let mut tx = WriteTx::begin(&self.writer).await?;
+        for chunk in seen.chunks(MAX_PARAMS / 3) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE devices SET last_seen = max(devices.last_seen, v.column3) FROM (",
+            );
+            q.push_values(chunk, |mut b, (user, device, at)| {
+                b.push_bind(&user.0[..])
+                    .push_bind(&device.0[..])
+                    .push_bind(*at);
+            });
+            q.push(") AS v WHERE devices.user_id = v.column1 AND devices.device_id = v.column2");
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -1,0 +1,126 @@
+//! `last_seen` bookkeeping off the session path.
+//!
+//! A session that ends records its device here instead of writing to the store:
+//! [`flush_loop`] writes everything recorded in one transaction every
+//! [`FLUSH_EVERY`], and the server flushes once more after the last session is gone
+//! at shutdown. Under a storm of short sessions this is one write a second instead of
+//! one durable transaction per session on the store's single writer. `last_seen` is
+//! informational (the `devices` list), so a crash may lose at most the last second of
+//! it; nothing else depends on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::store::{DeviceId, Store, UnixMs, UserId};
+
+/// How often recorded `last_seen` times are written.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// `last_seen` times not yet written, one per device (the latest wins).
+#[derive(Debug, Default)]
+pub struct LastSeen {
+    pending: Mutex<HashMap<(UserId, DeviceId), UnixMs>>,
+}
+
+impl LastSeen {
+    /// Records that `device` was seen at `at`; a later time for the same device
+    /// replaces an earlier one.
+    pub fn record(&self, user: UserId, device: DeviceId, at: UnixMs) {
+        let mut pending = self.pending.lock().expect("last_seen lock poisoned");
+        let t = pending.entry((user, device)).or_insert(at);
+        *t = (*t).max(at);
+    }
+
+    /// Devices recorded and not yet written.
+    pub fn len(&self) -> usize {
+        self.pending.lock().expect("last_seen lock poisoned").len()
+    }
+
+    /// Whether nothing is waiting to be written.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes everything recorded so far in one store call. On failure the times
+    /// are recorded again (unless newer ones arrived meanwhile) for the next flush.
+    pub async fn flush(&self, store: &dyn Store) {
+        let batch: Vec<(UserId, DeviceId, UnixMs)> = {
+            let mut pending = self.pending.lock().expect("last_seen lock poisoned");
+            pending.drain().map(|((u, d), t)| (u, d, t)).collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        match store.touch_devices(&batch).await {
+            Ok(()) => debug!(devices = batch.len(), "last_seen written"),
+            Err(e) => {
+                warn!(error = %e, devices = batch.len(), "writing last_seen failed; retrying later");
+                for (u, d, t) in batch {
+                    self.record(u, d, t);
+                }
+            }
+        }
+    }
+}
+
+/// Flushes `last_seen` every [`FLUSH_EVERY`] until `cancel`. The final flush, after
+/// the sessions have ended, is the server's (see `server::run`).
+pub async fn flush_loop(
+    last_seen: Arc<LastSeen>,
+    store: Arc<dyn Store>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => last_seen.flush(store.as_ref()).await,
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DeviceCert, StoreOptions};
+
+    const USER: UserId = UserId([5; 32]);
+    const DEVICE: DeviceId = DeviceId([6; 32]);
+
+    #[tokio::test]
+    async fn flush_writes_the_latest_time_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("l.db").display());
+        let store = crate::store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let cert = DeviceCert {
+            issued_at: 0,
+            expires_at: 0,
+            sig: [0; 64],
+        };
+        store
+            .register_device(&USER, &DEVICE, &cert, 1_000)
+            .await
+            .unwrap();
+
+        let seen = LastSeen::default();
+        seen.record(USER, DEVICE, 5_000);
+        seen.record(USER, DEVICE, 4_000);
+        seen.record(USER, DeviceId([7; 32]), 6_000);
+        assert_eq!(seen.len(), 2);
+        seen.flush(store.as_ref()).await;
+        assert!(seen.is_empty());
+        let d = store.device(&USER, &DEVICE).await.unwrap().unwrap();
+        assert_eq!(d.last_seen, 5_000);
+        // The unknown device was skipped, not created.
+        assert_eq!(store.device(&USER, &DeviceId([7; 32])).await.unwrap(), None);
+        // Nothing pending: a flush is a no-op.
+        seen.flush(store.as_ref()).await;
+    }
+}
