@@ -386,6 +386,24 @@ async fn metrics_count_handshakes_on_the_admin_listener() {
         "{m}"
     );
     assert!(m.contains("ferry_sessions_live 1"), "{m}");
+    // A client that upgrades and leaves before finishing the handshake is counted.
+    let (mut gone, _) = tokio_tungstenite::connect_async(srv.ws_url())
+        .await
+        .unwrap();
+    gone.close(None).await.ok();
+    drop(gone);
+    let mut m = String::new();
+    for _ in 0..100 {
+        m = http_get(srv.admin, "/metrics").await.unwrap();
+        if m.contains(r#"reason="abandoned""#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        m.contains(r#"ferry_handshakes_total{outcome="failed",reason="abandoned"} 1"#),
+        "{m}"
+    );
     // Public listener does not serve metrics.
     assert!(
         http_get(srv.addr, "/metrics")

@@ -119,6 +119,7 @@ where
                 match out {
                     ServerOutput::SendText(text) => {
                         if self.ws.send(Message::text(text)).await.is_err() {
+                            self.app.handshakes("failed", "abandoned");
                             return None;
                         }
                     }
@@ -165,7 +166,12 @@ where
                 msg = self.ws.next() => match msg {
                     Some(Ok(Message::Text(text))) => hs.handle_text(text.as_str(), (unix_ms() / 1000) as u64),
                     Some(Ok(Message::Binary(_))) => hs.handle_binary(),
-                    Some(Ok(Message::Close(_))) | None => return None,
+                    Some(Ok(Message::Close(_))) | None => {
+                        // The client gave up (or was never a client): counted, so a
+                        // wrong pinned key or a crashing client shows in the metrics.
+                        self.app.handshakes("failed", "abandoned");
+                        return None;
+                    }
                     Some(Ok(_)) => Ok(()),
                     Some(Err(e)) => {
                         self.app.handshakes("failed", "transport");
@@ -175,6 +181,7 @@ where
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => hs.handle_timeout(Instant::now()),
                 _ = self.app.shutdown.cancelled() => {
+                    self.app.handshakes("failed", "shutdown");
                     self.close(End::Close(CloseCode::GoingAway)).await;
                     return None;
                 }
@@ -302,20 +309,10 @@ where
                     return End::Close(killed_code(code));
                 }
                 Some(replies) = pending.next(), if !pending.is_empty() => {
-                    // Everything else that is ready goes out in the same flush.
                     let mut acks = replies.messages;
-                    while let Some(Some(more)) = pending.next().now_or_never() {
-                        acks.extend(more.messages);
-                    }
                     let mut queued = Vec::new();
-                    while queued.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(m) => queued.push(m),
-                            Err(_) => break,
-                        }
-                    }
-                    let parts: Vec<&[u8]> = acks.iter().map(Vec::as_slice).chain(queued.iter().map(|m| &m[..])).collect();
-                    if let Err(end) = self.send_sealed(est, &parts, link).await {
+                    gather_ready(&mut pending, rx, &mut acks, &mut queued);
+                    if let Err(end) = self.send_ready(est, &acks, &queued, link).await {
                         return end;
                     }
                 }
@@ -359,19 +356,10 @@ where
                     }
                 }
                 Some(first) = rx.recv() => {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(_) => break,
-                        }
-                    }
                     let mut acks = Vec::new();
-                    while let Some(Some(more)) = pending.next().now_or_never() {
-                        acks.extend(more.messages);
-                    }
-                    let parts: Vec<&[u8]> = batch.iter().map(|m| &m[..]).chain(acks.iter().map(Vec::as_slice)).collect();
-                    if let Err(end) = self.send_sealed(est, &parts, link).await {
+                    let mut queued = vec![first];
+                    gather_ready(&mut pending, rx, &mut acks, &mut queued);
+                    if let Err(end) = self.send_ready(est, &acks, &queued, link).await {
                         return end;
                     }
                 }
@@ -386,6 +374,22 @@ where
                 }
             }
         }
+    }
+
+    /// Sends acks and queued events together: sealed, one flush.
+    async fn send_ready(
+        &mut self,
+        est: &mut Established,
+        acks: &[Vec<u8>],
+        queued: &[crate::relay::Outbound],
+        link: &SessionHandle,
+    ) -> Result<(), End> {
+        let parts: Vec<&[u8]> = acks
+            .iter()
+            .map(Vec::as_slice)
+            .chain(queued.iter().map(|m| &m[..]))
+            .collect();
+        self.send_sealed(est, &parts, link).await
     }
 
     /// Seals and writes messages, flushing once; gives up if the session is killed
@@ -483,6 +487,25 @@ async fn check_device(
         Err(e) => {
             warn!(error = %e, "device check failed");
             Err(CloseCode::Internal)
+        }
+    }
+}
+
+/// Adds what else is ready to go out in the same flush: the acks of every publish
+/// whose commit has finished (in order), and queued events up to [`MAX_BATCH`].
+fn gather_ready(
+    pending: &mut FuturesOrdered<BoxFuture<'static, requests::Replies>>,
+    rx: &mut tokio::sync::mpsc::Receiver<crate::relay::Outbound>,
+    acks: &mut Vec<Vec<u8>>,
+    queued: &mut Vec<crate::relay::Outbound>,
+) {
+    while let Some(Some(more)) = pending.next().now_or_never() {
+        acks.extend(more.messages);
+    }
+    while queued.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(m) => queued.push(m),
+            Err(_) => break,
         }
     }
 }
