@@ -34,7 +34,12 @@ if ! command -v k6 >/dev/null 2>&1; then
   hash -r
 fi
 
-if [[ ! -f dist/ferry-crypto.js ]]; then
+# Built when missing, and rebuilt when its sources or the lockfile are newer than it.
+stale_bundle() {
+  [[ ! -f dist/ferry-crypto.js ]] ||
+    [[ -n "$(find src package.json package-lock.json -newer dist/ferry-crypto.js -print -quit)" ]]
+}
+if stale_bundle; then
   echo "run-smoke: building the crypto bundle" >&2
   npm ci --no-audit --no-fund
   npm run build
