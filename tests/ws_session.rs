@@ -295,12 +295,29 @@ async fn graceful_shutdown_closes_sessions_1001() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/ferry.db", dir.path().display());
     let mut srv = TestServer::start(&url, &[]).await;
-    let mut a = connect(&srv.ws_url(), TestUser::random().device()).await;
-    let mut b = connect(&srv.ws_url(), TestUser::random().device()).await;
+    let (user_a, user_b) = (TestUser::random(), TestUser::random());
+    let (creds_a, creds_b) = (user_a.device(), user_b.device());
+    let mut a = connect(&srv.ws_url(), creds_a.clone()).await;
+    let mut b = connect(&srv.ws_url(), creds_b.clone()).await;
+    let before_stop = ferry::app::unix_ms();
     srv.begin_stop();
     assert_eq!(expect_close(&mut a.ws).await, Closed::Code(1001));
     assert_eq!(expect_close(&mut b.ws).await, Closed::Code(1001));
     srv.join().await;
+    // The sessions' ends were recorded in memory and written before `run` returned.
+    let store = ferry::store::connect(&url, &ferry::store::StoreOptions::default())
+        .await
+        .unwrap();
+    for (user, creds) in [(&user_a, &creds_a), (&user_b, &creds_b)] {
+        let u = ferry::store::UserId(user.key.verifying_key().to_bytes());
+        let d = ferry::store::DeviceId(creds.device_key.verifying_key().to_bytes());
+        let dev = store.device(&u, &d).await.unwrap().unwrap();
+        assert!(dev.created_at <= before_stop, "{dev:?}");
+        assert!(
+            dev.last_seen >= before_stop,
+            "last_seen not written at shutdown: {dev:?}"
+        );
+    }
 }
 
 #[tokio::test]
