@@ -103,6 +103,11 @@ export function payloadSentAt(payload) {
  * `rate` payloads per second for `runMs`, waits up to `drainMs` for outstanding acks,
  * and closes. Every ack feeds ferry_ack_ms; every event from a sibling device feeds
  * ferry_delivery_ms; anything unexpected feeds ferry_errors{kind}.
+ *
+ * It also checks the user's log as this device sees it: events arrive in strictly
+ * ascending seq (else `out_of_order`), and the seqs of its own acks together with
+ * the events it received leave no hole (else `gap`, one per missing seq), since
+ * every event of the user is either its own or relayed to it.
  */
 export async function driveRelay({ devices, index, m, rate, runMs, warmupMs, drainMs, payloadSize }) {
   const entry = devices[index];
@@ -110,10 +115,15 @@ export async function driveRelay({ devices, index, m, rate, runMs, warmupMs, dra
   const errors = (kind) => m.errors.add(1, { kind });
   m.errors.add(0); // so the threshold has a sample even when nothing goes wrong
   m.delivered.add(0);
+  const seqs = new Set(); // own acked seqs and received event seqs
+  let lastEventSeq = 0;
   const session = new FerrySession(URL, identity, {
     onAck: (msg, sentAt) => {
       const ok = check(msg, { 'publish acked with a seq': (a) => typeof a.seq === 'number' && a.seq > 0 });
-      if (ok) m.acked.add(1);
+      if (ok) {
+        m.acked.add(1);
+        seqs.add(msg.seq);
+      }
       if (sentAt !== undefined) m.ack.add(Date.now() - sentAt);
     },
     onEvent: (ev) => {
@@ -129,6 +139,11 @@ export async function driveRelay({ devices, index, m, rate, runMs, warmupMs, dra
       check(ev, { 'event comes from a sibling device': (e) => e.device !== entry.device && typeof e.seq === 'number' });
       if (Number.isFinite(sentAt)) m.delivery.add(now - sentAt);
       m.delivered.add(1);
+      if (typeof ev.seq === 'number') {
+        if (ev.seq <= lastEventSeq) errors('out_of_order');
+        lastEventSeq = Math.max(lastEventSeq, ev.seq);
+        seqs.add(ev.seq);
+      }
     },
     onConflict: () => errors('conflict'),
     onError: (msg) => errors(msg.code || 'error'),
@@ -176,6 +191,16 @@ export async function driveRelay({ devices, index, m, rate, runMs, warmupMs, dra
   // Give siblings' last events a moment before leaving (their delivery is measured here).
   await sleepMs(Math.min(500, Math.max(0, drainEnd - Date.now())));
   session.close(1000);
+  if (seqs.size > 0) {
+    let lo = Infinity;
+    let hi = 0;
+    for (const s of seqs) {
+      lo = Math.min(lo, s);
+      hi = Math.max(hi, s);
+    }
+    const missing = hi - lo + 1 - seqs.size;
+    if (missing > 0) m.errors.add(missing, { kind: 'gap' });
+  }
 }
 
 // ---------------------------------------------------------------------------
