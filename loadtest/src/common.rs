@@ -63,6 +63,25 @@ pub(crate) struct BaselineOpts {
     pub(crate) baseline_cpus: Option<String>,
 }
 
+impl BaselineOpts {
+    /// With `--with-baseline`, starts the baseline server in `mode` on the CPUs of
+    /// `--baseline-cpus` (or those `server_pid` may use) for at most `lifetime`.
+    pub(crate) async fn start(
+        &self,
+        mode: crate::baseline::Mode,
+        server_pid: Option<u32>,
+        lifetime: Duration,
+    ) -> anyhow::Result<Option<crate::baseline::Child>> {
+        if !self.with_baseline {
+            return Ok(None);
+        }
+        let cpus = crate::baseline::cpus_for(self.baseline_cpus.as_deref(), server_pid);
+        Ok(Some(
+            crate::baseline::Child::spawn(mode, cpus, lifetime).await?,
+        ))
+    }
+}
+
 static ANCHOR: OnceLock<Instant> = OnceLock::new();
 
 /// Nanoseconds from this process's clock anchor to `t` (monotonic; shared by all

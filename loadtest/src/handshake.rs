@@ -253,17 +253,15 @@ pub(crate) async fn run(args: &HandshakeArgs) -> anyhow::Result<bool> {
         ),
     );
 
-    let baseline = if args.baseline.with_baseline {
-        let cpus = baseline::cpus_for(
-            args.baseline.baseline_cpus.as_deref(),
-            args.report.server_pid,
-        );
-        let child = baseline::Child::spawn(
+    let baseline = if let Some(child) = args
+        .baseline
+        .start(
             baseline::Mode::Echo,
-            cpus,
+            args.report.server_pid,
             args.duration + Duration::from_secs(120),
         )
-        .await?;
+        .await?
+    {
         say(
             json,
             &format!(

@@ -367,17 +367,15 @@ pub(crate) async fn run(args: &IdleArgs) -> anyhow::Result<bool> {
         ),
     );
 
-    let baseline = if args.baseline.with_baseline {
-        let cpus = baseline::cpus_for(
-            args.baseline.baseline_cpus.as_deref(),
-            args.report.server_pid,
-        );
-        let child = baseline::Child::spawn(
+    let baseline = if let Some(child) = args
+        .baseline
+        .start(
             baseline::Mode::Echo,
-            cpus,
+            args.report.server_pid,
             args.hold + Duration::from_secs(600),
         )
-        .await?;
+        .await?
+    {
         let child_probe = ServerProbe::Pid(child.pid);
         let before = rss(Some(&child_probe)).await;
         let t0 = Instant::now();
