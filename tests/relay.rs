@@ -371,6 +371,30 @@ each_backend!(
     }
 );
 
+// At the default limits a full-size publish (64 KiB of payload, ~87 KiB of JSON) is
+// read in many pieces of the 1.5 KiB read buffer; it is stored and relayed intact,
+// and one byte more is refused without ending the session.
+each_backend!(full_size_payload_at_default_limits, &[], |srv| {
+    let user = TestUser::random();
+    let mut a = connect(&srv.ws_url(), user.device()).await;
+    let mut b = connect(&srv.ws_url(), user.device()).await;
+    let payload: Vec<u8> = (0..65_536u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    assert_eq!(ack_seq(&mut a, &uuid(1), &payload).await, 1);
+    match next_event(&mut b).await {
+        ServerMessage::Event(e) => {
+            assert_eq!(e.seq, Some(1));
+            assert_eq!(b64u::decode(&e.payload).unwrap(), payload);
+        }
+        other => panic!("{other:?}"),
+    }
+    let over = [payload.as_slice(), b"!"].concat();
+    match a.request(&publish(&uuid(2), &over, "")).await {
+        ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::PayloadTooLarge),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(ack_seq(&mut a, &uuid(3), b"after").await, 2);
+});
+
 each_backend!(
     rate_limit_says_when_to_retry,
     &[
