@@ -1,7 +1,6 @@
 //! Infrastructure faults (BAD-INPUTS §3.5) at the store boundary. The SQLite faults
 //! (disk full, locked, read-only) are unit tests in `src/store/sqlite.rs`, where the
-//! connection options can be tightened. Also: a failed `last_seen` flush keeps its
-//! times for the next one.
+//! connection options can be tightened.
 
 mod common;
 
@@ -71,44 +70,4 @@ async fn postgres_connections_killed_then_recovered() {
     drop(store);
     db.finish("postgres_connections_killed_then_recovered")
         .await;
-}
-
-/// A `last_seen` flush that fails (here: the devices table is away) keeps the
-/// recorded times, and the next flush writes them, a newer time winning.
-#[tokio::test]
-async fn failed_last_seen_flush_is_retried() {
-    use ferry::session::last_seen::LastSeen;
-    use ferry::store::DeviceCert;
-    use sqlx::SqliteConnection;
-    let (user, device) = (UserId([5; 32]), DeviceId([6; 32]));
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("l.db").display());
-    let store = connect(&url, &StoreOptions::default()).await.unwrap();
-    let cert = DeviceCert {
-        issued_at: 0,
-        expires_at: 0,
-        sig: [0; 64],
-    };
-    store
-        .register_device(&user, &device, &cert, 1_000)
-        .await
-        .unwrap();
-    let mut raw = SqliteConnection::connect(&url).await.unwrap();
-    sqlx::query("ALTER TABLE devices RENAME TO devices_away")
-        .execute(&mut raw)
-        .await
-        .unwrap();
-    let seen = LastSeen::default();
-    seen.record(user, device, 7_000);
-    seen.flush(store.as_ref()).await;
-    assert_eq!(seen.len(), 1, "kept for the next flush");
-    seen.record(user, device, 8_000);
-    sqlx::query("ALTER TABLE devices_away RENAME TO devices")
-        .execute(&mut raw)
-        .await
-        .unwrap();
-    seen.flush(store.as_ref()).await;
-    assert!(seen.is_empty());
-    let d = store.device(&user, &device).await.unwrap().unwrap();
-    assert_eq!(d.last_seen, 8_000);
 }
