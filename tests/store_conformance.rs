@@ -157,6 +157,25 @@ async fn story(url: &str) {
     assert_eq!(s.device(&A, &D1).await.unwrap().unwrap().last_seen, 2500);
     assert_eq!(s.device(&A, &D2).await.unwrap().unwrap().last_seen, 3000);
     assert_eq!(s.device(&B, &D2).await.unwrap(), None);
+    // More devices than one SQLite statement takes (its parameter limit splits them
+    // into several statements of the one transaction): the first and the last land.
+    let mut many: Vec<(UserId, DeviceId, i64)> = (0..11_000u32)
+        .map(|i| {
+            let mut d = [0xee; 32];
+            d[..4].copy_from_slice(&i.to_be_bytes());
+            (B, DeviceId(d), 1)
+        })
+        .collect();
+    many[0] = (A, D1, 2600);
+    many[10_999] = (A, D2, 3100);
+    s.touch_devices(&many).await.unwrap();
+    assert_eq!(s.device(&A, &D1).await.unwrap().unwrap().last_seen, 2600);
+    assert_eq!(s.device(&A, &D2).await.unwrap().unwrap().last_seen, 3100);
+    assert_eq!(
+        s.devices(&B).await.unwrap().len(),
+        1,
+        "unknown devices are not created"
+    );
 
     // Append across users; seq per user.
     let out = s.append(&[ev(A, 1), ev(A, 2), ev(B, 3)]).await.unwrap();
