@@ -1,6 +1,10 @@
 //! Store append throughput per backend: one event per transaction versus
 //! group-committed batches, with events interleaved across 1,000 users.
 //!
+//! Event ids are time-ordered, as the client SDK's UUIDv7 ids are; `batch_500_random_ids`
+//! repeats the largest batch with random (UUIDv4-like) ids, which land anywhere in the
+//! idempotency index.
+//!
 //! SQLite always; PostgreSQL when `FERRY_TEST_POSTGRES_URL` is set (a fresh
 //! database is created and dropped).
 //!
@@ -26,13 +30,17 @@ struct Events {
 }
 
 impl Events {
-    fn batch(&self, n: usize) -> Vec<NewEvent> {
+    fn batch(&self, n: usize, random_ids: bool) -> Vec<NewEvent> {
         (0..n)
             .map(|_| {
                 let i = self.next.fetch_add(1, Ordering::Relaxed);
                 NewEvent {
                     user: user((i as usize * 7919) % USERS),
-                    id: uuid::Uuid::from_u128(u128::from(i) + 1),
+                    id: if random_ids {
+                        uuid::Uuid::new_v4()
+                    } else {
+                        uuid::Uuid::from_u128(u128::from(i) + 1)
+                    },
                     device: DeviceId([1; 32]),
                     payload: vec![0xab; 256],
                     key: None,
@@ -72,11 +80,16 @@ fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, ur
     };
     let mut g = c.benchmark_group(format!("append/{name}"));
     g.measurement_time(Duration::from_secs(8)).sample_size(20);
-    for batch in [1usize, 100, 500] {
+    for (batch, random_ids) in [(1usize, false), (100, false), (500, false), (500, true)] {
+        let name = if random_ids {
+            format!("batch_{batch}_random_ids")
+        } else {
+            format!("batch_{batch}")
+        };
         g.throughput(Throughput::Elements(batch as u64));
-        g.bench_function(format!("batch_{batch}"), |b| {
+        g.bench_function(name, |b| {
             b.to_async(rt).iter_batched(
-                || events.batch(batch),
+                || events.batch(batch, random_ids),
                 |evs| {
                     let store = store.clone();
                     async move {

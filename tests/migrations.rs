@@ -94,22 +94,54 @@ async fn columns(db: &TestDb) -> BTreeSet<(String, String)> {
     rows.into_iter().collect()
 }
 
-async fn tables(db: &TestDb) -> BTreeSet<String> {
-    columns(db).await.into_iter().map(|(t, _)| t).collect()
-}
-
-/// Runs one statement on the database outside the store (to tamper with history).
-async fn exec(db: &TestDb, sqlite: &'static str, postgres: &'static str) {
-    match db.backend() {
+/// The names of the indexes on `events` (PostgreSQL: including those behind
+/// constraints).
+async fn event_indexes(db: &TestDb) -> BTreeSet<String> {
+    let rows: Vec<(String,)> = match db.backend() {
         Backend::Sqlite => {
             let mut c = SqliteConnection::connect(db.url()).await.unwrap();
-            sqlx::query(sqlite).execute(&mut c).await.unwrap();
+            sqlx::query_as(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' \
+                   AND name NOT LIKE 'sqlite_%'",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
         }
         Backend::Postgres => {
             let mut c = PgConnection::connect(db.url()).await.unwrap();
-            sqlx::query(postgres).execute(&mut c).await.unwrap();
+            sqlx::query_as(
+                "SELECT indexname::text FROM pg_indexes \
+                 WHERE schemaname = current_schema() AND tablename = 'events'",
+            )
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
         }
-    }
+    };
+    rows.into_iter().map(|(n,)| n).collect()
+}
+
+/// The idempotency index of each schema version: V3 puts the event id first.
+async fn assert_idempotency_index(db: &TestDb, version: u32) {
+    let names = event_indexes(db).await;
+    let (want, gone) = if version >= 3 {
+        ("events_event_id_user", "events_user_event_id")
+    } else {
+        ("events_user_event_id", "events_event_id_user")
+    };
+    assert!(
+        names.contains(want),
+        "V{version}: {want} missing in {names:?}"
+    );
+    assert!(
+        !names.contains(gone),
+        "V{version}: {gone} left in {names:?}"
+    );
+}
+
+async fn tables(db: &TestDb) -> BTreeSet<String> {
+    columns(db).await.into_iter().map(|(t, _)| t).collect()
 }
 
 fn migration_error(result: Result<impl Sized, StoreError>) -> String {
@@ -125,7 +157,7 @@ fn migration_error(result: Result<impl Sized, StoreError>) -> String {
 
 async fn up_down_up_round_trip(db: &TestDb) {
     let url = db.url();
-    assert_eq!(migrate_up(url, None).await.unwrap(), vec![1, 2]);
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![1, 2, 3]);
     let status = migrate_status(url).await.unwrap();
     assert!(status.is_current(), "{status}");
     assert_eq!(status.backend, db.backend());
@@ -139,25 +171,34 @@ async fn up_down_up_round_trip(db: &TestDb) {
     assert_eq!(store.head(&ferry::store::UserId([1; 32])).await.unwrap(), 0);
     drop(store);
 
-    // Down one version: V2's table and columns go, V1's stay.
+    assert_idempotency_index(db, 3).await;
+
+    // Down one version: V3's index order goes back, the tables stay.
+    assert_eq!(migrate_down(url, 2).await.unwrap(), vec![3]);
+    assert_eq!(tables(db).await, all_tables());
+    assert_idempotency_index(db, 2).await;
+
+    // Down once more: V2's table and columns go, V1's stay.
     assert_eq!(migrate_down(url, 1).await.unwrap(), vec![2]);
     assert_eq!(tables(db).await, v1_tables());
+    assert_idempotency_index(db, 1).await;
     assert!(
         !columns(db)
             .await
             .contains(&("refresh_tokens".into(), "access_jti".into()))
     );
-    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2]);
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2, 3]);
     assert_eq!(tables(db).await, all_tables());
+    assert_idempotency_index(db, 3).await;
 
-    assert_eq!(migrate_down(url, 0).await.unwrap(), vec![2, 1]);
+    assert_eq!(migrate_down(url, 0).await.unwrap(), vec![3, 2, 1]);
     assert!(
         tables(db).await.is_empty(),
         "tables left: {:?}",
         tables(db).await
     );
     let status = migrate_status(url).await.unwrap();
-    assert_eq!(status.pending(), vec![1, 2]);
+    assert_eq!(status.pending(), vec![1, 2, 3]);
     assert!(status.to_string().contains("pending"), "{status}");
     assert_eq!(migrate_down(url, 0).await.unwrap(), Vec::<u32>::new());
 
@@ -165,7 +206,7 @@ async fn up_down_up_round_trip(db: &TestDb) {
     assert_eq!(migrate_up(url, Some(0)).await.unwrap(), Vec::<u32>::new());
     assert_eq!(migrate_up(url, Some(1)).await.unwrap(), vec![1]);
     assert_eq!(tables(db).await, v1_tables());
-    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2]);
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2, 3]);
     assert_eq!(tables(db).await, all_tables());
     assert!(migrate_status(url).await.unwrap().is_current());
 }
@@ -173,8 +214,7 @@ async fn up_down_up_round_trip(db: &TestDb) {
 async fn refuses_unknown_newer_version(db: &TestDb) {
     let url = db.url();
     migrate_up(url, None).await.unwrap();
-    exec(
-        db,
+    db.exec(
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
          VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
         "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
@@ -205,8 +245,7 @@ async fn refuses_unknown_newer_version(db: &TestDb) {
 async fn refuses_modified_migration(db: &TestDb) {
     let url = db.url();
     migrate_up(url, None).await.unwrap();
-    exec(
-        db,
+    db.exec(
         "UPDATE refinery_schema_history SET checksum = '12345' WHERE version = 1",
         "UPDATE refinery_schema_history SET checksum = '12345' WHERE version = 1",
     )
@@ -236,7 +275,7 @@ async fn verify_only_refuses_pending(db: &TestDb) {
         ..StoreOptions::default()
     };
     let msg = migration_error(connect(url, &verify).await);
-    assert_eq!(msg, "2 pending migrations; run `ferry migrate up`");
+    assert_eq!(msg, "3 pending migrations; run `ferry migrate up`");
     assert!(tables(db).await.is_empty());
     migrate_up(url, None).await.unwrap();
     connect(url, &verify).await.unwrap().ping().await.unwrap();

@@ -71,3 +71,60 @@ async fn postgres_connections_killed_then_recovered() {
     db.finish("postgres_connections_killed_then_recovered")
         .await;
 }
+
+/// A row the append path did not expect (a seq taken behind its back, i.e. a bug or
+/// a hand edit) breaks the log's unique index mid-batch: the whole batch fails,
+/// nothing of it is stored, the head does not move, and once the stray row is gone
+/// the same batch is stored with the seqs it should have had. On SQLite this is the
+/// `OR ROLLBACK` path: SQLite ends the transaction itself and the store replaces its
+/// writer connection.
+#[tokio::test]
+async fn a_seq_taken_behind_the_stores_back_fails_the_batch_whole() {
+    for db in common::db::databases().await {
+        let store = connect(db.url(), &StoreOptions::default()).await.unwrap();
+        let user = UserId([9; 32]);
+        assert_eq!(
+            store.append(&[event(1)]).await.unwrap(),
+            vec![AppendOutcome::Stored { seq: 1, ts: 1 }]
+        );
+        // Seq 3 of the user, written past the store.
+        db.exec(
+            "INSERT INTO events (user_id, seq, event_id, device_id, ts, payload) \
+             VALUES (x'0909090909090909090909090909090909090909090909090909090909090909', 3, randomblob(16), x'0808080808080808080808080808080808080808080808080808080808080808', 1, x'00')",
+            "INSERT INTO events (user_id, seq, event_id, device_id, ts, payload) \
+             VALUES ('\\x0909090909090909090909090909090909090909090909090909090909090909'::bytea, 3, decode(md5(random()::text), 'hex'), \
+                     '\\x0808080808080808080808080808080808080808080808080808080808080808'::bytea, 1, '\\x00'::bytea)",
+        )
+        .await;
+
+        // Seqs 2 and 3: the second insert breaks (user_id, seq).
+        let batch = [event(2), event(3)];
+        let err = store.append(&batch).await.unwrap_err();
+        assert!(
+            !matches!(err, StoreError::Unavailable(_)),
+            "a broken constraint is not a retryable outage: {err:?}"
+        );
+        assert_eq!(store.head(&user).await.unwrap(), 1);
+        let page = store.events_after(&user, 0, 10, 1).await.unwrap();
+        let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![1, 3], "seq 2 of the failed batch was kept");
+        assert_ne!(page.events[1].id, event(3).id);
+
+        db.exec(
+            "DELETE FROM events WHERE seq = 3",
+            "DELETE FROM events WHERE seq = 3",
+        )
+        .await;
+        assert_eq!(
+            store.append(&batch).await.unwrap(),
+            vec![
+                AppendOutcome::Stored { seq: 2, ts: 1 },
+                AppendOutcome::Stored { seq: 3, ts: 1 }
+            ]
+        );
+        assert_eq!(store.head(&user).await.unwrap(), 3);
+        drop(store);
+        db.finish("a_seq_taken_behind_the_stores_back_fails_the_batch_whole")
+            .await;
+    }
+}

@@ -105,7 +105,8 @@ trait Wire: Send + 'static {
 
 struct FerryWire {
     session: Session,
-    /// Event id: 8 random bytes of this run, the device, the counter.
+    /// Event id, shaped like a UUIDv7 as the client SDK makes them: 48-bit Unix ms
+    /// (stamped per publish), 2 random bytes of this run, the device, the counter.
     id: [u8; 16],
 }
 
@@ -115,6 +116,10 @@ impl Wire for FerryWire {
     }
 
     fn publish(&mut self, counter: u64, payload: &[u8]) -> Result<Message, Failure> {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.id[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
         self.id[12..16].copy_from_slice(&(counter as u32).to_be_bytes());
         let mut json = net::publish_json(counter, &self.id, payload);
         self.session.seal(&mut json)?;
@@ -710,7 +715,8 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
         ),
     );
     let mut run_id = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut run_id[..8]);
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut run_id[6..8]);
+    run_id[6] = 0x70 | (run_id[6] & 0x0f);
     let wires: Vec<FerryWire> = sessions
         .into_iter()
         .enumerate()

@@ -160,6 +160,21 @@ impl TestDb {
         }
     }
 
+    /// Runs one statement on the database outside the store (to tamper with it):
+    /// `sqlite` or `postgres`, whichever dialect this database speaks.
+    pub async fn exec(&self, sqlite: &'static str, postgres: &'static str) {
+        match self.backend() {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(self.url()).await.unwrap();
+                sqlx::query(sqlite).execute(&mut c).await.unwrap();
+            }
+            Backend::Postgres => {
+                let mut c = PgConnection::connect(self.url()).await.unwrap();
+                sqlx::query(postgres).execute(&mut c).await.unwrap();
+            }
+        }
+    }
+
     /// Removes the database after a test that completed; for PostgreSQL also writes
     /// `postgres: ran <test_name>` to stderr, past the test harness's capture.
     pub async fn finish(self, test_name: &str) {

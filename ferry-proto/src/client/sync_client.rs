@@ -404,7 +404,9 @@ impl Client {
     ) -> Result<Ack, ClientError> {
         let id_text = match opts.id {
             Some(id) => id,
-            None => uuid::Uuid::new_v4().hyphenated().to_string(),
+            // Time-ordered: the server's idempotency index is keyed by id first, and
+            // v7 ids append at its right edge where random ones land anywhere.
+            None => uuid::Uuid::now_v7().hyphenated().to_string(),
         };
         let id = message::parse_uuid(&id_text).ok_or_else(|| {
             ClientError::Invalid("the event id must be a canonical lowercase UUID".into())

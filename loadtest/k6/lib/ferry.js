@@ -81,10 +81,19 @@ export function randomBytes(n) {
   return out;
 }
 
-/** A random UUID v4 in canonical lowercase hyphenated form. */
-export function uuidv4() {
+/**
+ * A UUIDv7 (RFC 9562 §5.7: 48-bit Unix milliseconds, then random bits) in canonical
+ * lowercase hyphenated form, as the Rust client SDK makes them: time-ordered ids land
+ * at the right edge of the server's idempotency index.
+ */
+export function uuidv7() {
   const b = randomBytes(16);
-  b[6] = (b[6] & 0x0f) | 0x40;
+  let ms = Date.now();
+  for (let i = 5; i >= 0; i--) {
+    b[i] = ms % 256;
+    ms = Math.floor(ms / 256);
+  }
+  b[6] = (b[6] & 0x0f) | 0x70;
   b[8] = (b[8] & 0x3f) | 0x80;
   let h = '';
   for (let i = 0; i < 16; i++) h += (b[i] < 16 ? '0' : '') + b[i].toString(16);
@@ -680,7 +689,7 @@ export class FerrySession {
 
   /** Publishes `payload` (bytes); returns the rid. `extra` adds fields (key, ttl, ephemeral…). */
   publish(payload, extra = {}) {
-    return this.send({ type: 'publish', id: uuidv4(), payload: b64uEncode(payload), ...extra });
+    return this.send({ type: 'publish', id: uuidv7(), payload: b64uEncode(payload), ...extra });
   }
 
   /** Sends `ping`; the `pong` reaches onPong with the send time. */
