@@ -1,5 +1,5 @@
 //! In-memory fan-out: what the relay does with an event once it is committed —
-//! `Hub::fanout` hands it to every live session of its user, as the group-commit
+//! `Hub::fanout_stored` hands it to every live session of its user, as the group-commit
 //! writer (`relay::writer`, `relay_stored`) does for each stored event in commit
 //! order — against the same number of pushes into plain `tokio::sync::mpsc`
 //! channels, the queue type behind every session (see `docs/benchmarks.md`).
@@ -9,7 +9,7 @@
 //! All benches live in one group, `fanout`; throughput is in deliveries (messages
 //! queued for a session):
 //!
-//! - `hub/sessions_{1,3,10}`: one `Hub::fanout` of a committed event to a user with
+//! - `hub/sessions_{1,3,10}`: one `Hub::fanout_stored` of a committed event to a user with
 //!   1, 3 or 10 registered sessions, with `except` set to a device that has no
 //!   session here (a REST publish, or a device connected to another instance), so
 //!   every session receives it: shard lookup and lock, the device filter, one
@@ -149,7 +149,7 @@ fn single(c: &mut Criterion) {
         let mut links: Vec<_> = (0..sessions)
             .map(|d| hub.register(target, device(0, d), &root))
             .collect();
-        let out = hub.fanout(&target, Some(&origin), None, || msg.clone());
+        let out = hub.fanout_stored(&target, Some(&origin), || msg.clone());
         assert_eq!(out.delivered, sessions as u64);
         for l in &mut links {
             assert_eq!(drain(&mut l.rx), 1);
@@ -162,7 +162,7 @@ fn single(c: &mut Criterion) {
                     SINGLE_CHUNK,
                     || {
                         black_box(
-                            hub.fanout(black_box(&target), Some(&origin), None, || msg.clone()),
+                            hub.fanout_stored(black_box(&target), Some(&origin), || msg.clone()),
                         );
                     },
                     |n| {
@@ -252,7 +252,7 @@ fn batch(c: &mut Criterion) {
         let mut delivered = 0;
         for e in black_box(&events) {
             delivered += hub
-                .fanout(&e.user, Some(&e.origin), None, || e.msg.clone())
+                .fanout_stored(&e.user, Some(&e.origin), || e.msg.clone())
                 .delivered;
         }
         delivered

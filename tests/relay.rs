@@ -472,3 +472,57 @@ async fn storage_down_means_no_ack_and_a_safe_retry() {
     }
     srv.stop().await;
 }
+
+// A device that connects while another device of its user publishes: the head in
+// its `auth_ok` and the events relayed to it leave no gap, whether the greeting
+// reused the head read during admission or read it again (see `Hub::generation`).
+// The first connection registers the device (no head from admission); the rest
+// are a known device's.
+each_backend!(
+    auth_ok_head_and_relay_leave_no_gap,
+    &[
+        ("FERRY_LIMITS_EVENTS_PER_SEC", "100000"),
+        ("FERRY_LIMITS_BURST", "100000")
+    ],
+    |srv| {
+        let user = TestUser::random();
+        let mut publisher = connect(&srv.ws_url(), user.device()).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let publishing = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut n = 0u128;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let window: Vec<_> = (0..8)
+                        .map(|_| {
+                            n += 1;
+                            (uuid(n), vec![7u8; 32])
+                        })
+                        .collect();
+                    publisher.publish_window(&window, |_| {}).await.unwrap();
+                }
+                n
+            })
+        };
+        let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        for round in 0..100 {
+            let mut c = connect(&srv.ws_url(), user.device_with(key.clone())).await;
+            let ServerMessage::AuthOk { head, .. } = c.auth_ok else {
+                panic!("{:?}", c.auth_ok)
+            };
+            let first = loop {
+                match c.recv().await {
+                    ServerMessage::Event(e) => break e.seq.unwrap(),
+                    ServerMessage::Presence { .. } => continue,
+                    other => panic!("{other:?}"),
+                }
+            };
+            assert!(
+                first <= head + 1,
+                "round {round}: auth_ok head {head}, first relayed seq {first}: a gap"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(publishing.await.unwrap() > 0);
+    }
+);

@@ -120,6 +120,7 @@ async fn story(url: &str) {
     // A user nobody has seen.
     assert_eq!(s.head(&A).await.unwrap(), 0);
     assert_eq!(s.device(&A, &D1).await.unwrap(), None);
+    assert_eq!(s.device_and_head(&A, &D1).await.unwrap(), None);
     assert!(s.devices(&A).await.unwrap().is_empty());
     let empty = s.events_after(&A, 0, 10, T0).await.unwrap();
     assert_eq!((empty.events.len(), empty.head, empty.more), (0, 0, false));
@@ -237,6 +238,15 @@ async fn story(url: &str) {
         vec![stored(3, 28)]
     );
     assert_eq!(s.head(&A).await.unwrap(), 9);
+    // The handshake's one read: the device as `device` has it, with its user's head.
+    for (user, device, head) in [(A, D1, 9), (A, D2, 9), (B, D1, 3)] {
+        let Some((record, h)) = s.device_and_head(&user, &device).await.unwrap() else {
+            panic!("device_and_head: {device:?} of {user:?} missing");
+        };
+        assert_eq!(Some(record), s.device(&user, &device).await.unwrap());
+        assert_eq!(h, head);
+    }
+    assert_eq!(s.device_and_head(&B, &D2).await.unwrap(), None);
 
     // Reading: everything, then paging.
     let now = T0 + 1_000_000;

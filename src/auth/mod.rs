@@ -248,7 +248,10 @@ impl Auth {
             expires_at: req.cert.expires_at,
             sig: req.cert.sig,
         };
-        if !admit_device(store, &user, &device, &cert, now).await? {
+        if !admit_device(store, &user, &device, &cert, now)
+            .await?
+            .active
+        {
             return Err(refused(Reason::DeviceRevoked));
         }
         Ok(self.issue_pair(store, &user, &device, now).await?)
@@ -359,20 +362,33 @@ impl Auth {
     }
 }
 
-/// The store's verdict on an authenticating device (handshake or REST login):
-/// registered on first sight, `false` when revoked (or, on first sight, when a key
-/// is not a prime-order point).
+/// The store's verdict on an authenticating device (handshake or REST login).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission {
+    /// `false` when the device is revoked (or, on first sight, when a key is not a
+    /// prime-order point).
+    pub active: bool,
+    /// The user's head, read together with a known device (`None` on first sight).
+    pub head: Option<u64>,
+}
+
+/// Admits an authenticating device: registered on first sight, refused when revoked
+/// (see [`Admission`]).
 pub async fn admit_device(
     store: &dyn Store,
     user: &UserId,
     device: &DeviceId,
     cert: &DeviceCert,
     now: UnixMs,
-) -> Result<bool, StoreError> {
-    // A known device costs one read: no write on the handshake path (`last_seen`
-    // is written when the session ends).
-    if let Some(d) = store.device(user, device).await? {
-        return Ok(d.revoked_at.is_none());
+) -> Result<Admission, StoreError> {
+    // A known device costs one read (which also brings the head the handshake's
+    // greeting needs): no write on the handshake path (`last_seen` is written when
+    // the session ends).
+    if let Some((d, head)) = store.device_and_head(user, device).await? {
+        return Ok(Admission {
+            active: d.revoked_at.is_none(),
+            head: Some(head),
+        });
     }
     // First sight: the keys must be prime-order points (checked once, here).
     let prime_order = |k: &[u8; 32]| {
@@ -380,11 +396,18 @@ pub async fn admit_device(
             .and_then(|k| ferry_proto::keys::require_prime_order(&k))
             .is_ok()
     };
+    let refused = Admission {
+        active: false,
+        head: None,
+    };
     if !prime_order(&user.0) || !prime_order(&device.0) {
-        return Ok(false);
+        return Ok(refused);
     }
     let d = store.register_device(user, device, cert, now).await?;
-    Ok(d.revoked_at.is_none())
+    Ok(Admission {
+        active: d.revoked_at.is_none(),
+        head: None,
+    })
 }
 
 /// Removes expired challenges, refresh tokens and denylist entries every

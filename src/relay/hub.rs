@@ -17,6 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::store::{DeviceId, UserId};
 
 const SHARDS: usize = 32;
+/// Counters behind [`Hub::generation`]: a multiple of [`SHARDS`], so that each
+/// belongs to one shard and moves under its lock.
+const GENERATION_SLOTS: usize = 1024;
 
 /// A message queued for one session: already-serialized JSON, sealed by the session
 /// itself (each session has its own keys and counter).
@@ -97,6 +100,8 @@ pub struct Fanout {
 
 struct Shared {
     shards: Vec<Mutex<HashMap<UserId, Vec<Arc<SessionHandle>>>>>,
+    /// [`Hub::generation`]'s counters; slot `i` belongs to shard `i % SHARDS`.
+    generations: Vec<AtomicU64>,
     hasher: std::collections::hash_map::RandomState,
     next_id: AtomicU64,
     queue: usize,
@@ -109,6 +114,7 @@ impl Hub {
         Self {
             shared: Arc::new(Shared {
                 shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                generations: (0..GENERATION_SLOTS).map(|_| AtomicU64::new(0)).collect(),
                 hasher: Default::default(),
                 next_id: AtomicU64::new(1),
                 queue: queue.max(1),
@@ -117,8 +123,43 @@ impl Hub {
         }
     }
 
+    /// The user's [`Hub::generation`] slot; its shard is `slot % SHARDS`.
+    fn slot(&self, user: &UserId) -> usize {
+        (self.shared.hasher.hash_one(user) as usize) % GENERATION_SLOTS
+    }
+
     fn shard(&self, user: &UserId) -> &Mutex<HashMap<UserId, Vec<Arc<SessionHandle>>>> {
-        &self.shared.shards[(self.shared.hasher.hash_one(user) as usize) % SHARDS]
+        &self.shared.shards[self.slot(user) % SHARDS]
+    }
+
+    /// A counter that moves whenever a stored event may have been delivered to
+    /// `user`'s sessions: every [`Self::fanout_stored`] for the user, and every
+    /// delivery from another instance through the bus (which does not say what it
+    /// carries). Users sharing the user's slot move it too.
+    ///
+    /// A greeting uses it to reuse the head it read while admitting the device: if
+    /// the generation taken before that read still holds once the session is
+    /// registered, no event of the user was delivered in between. An event missing
+    /// from that head committed after the read began, so its delivery comes after
+    /// the generation was taken: either before the registration (the generation
+    /// moved, and the head is read again) or after it (the session receives it).
+    pub fn generation(&self, user: &UserId) -> u64 {
+        self.shared.generations[self.slot(user)].load(Ordering::SeqCst)
+    }
+
+    /// [`Self::for_each_session`] for a delivery; with `bump`, also moves the user's
+    /// generation, under the same lock that registration takes.
+    fn for_each_recipient(&self, user: &UserId, bump: bool, f: impl FnMut(&Arc<SessionHandle>)) {
+        let slot = self.slot(user);
+        let map = self.shared.shards[slot % SHARDS]
+            .lock()
+            .expect("hub lock poisoned");
+        if bump {
+            self.shared.generations[slot].fetch_add(1, Ordering::SeqCst);
+        }
+        if let Some(sessions) = map.get(user) {
+            sessions.iter().for_each(f);
+        }
     }
 
     /// Registers a new session of `device`. An older session of the same device is
@@ -195,6 +236,28 @@ impl Hub {
         only: Option<&[[u8; 32]]>,
         make: impl FnOnce() -> Outbound,
     ) -> Fanout {
+        self.fanout_inner(user, except, only, false, make)
+    }
+
+    /// [`Self::fanout`] of a stored event: also moves the user's
+    /// [`Self::generation`].
+    pub fn fanout_stored(
+        &self,
+        user: &UserId,
+        except: Option<&DeviceId>,
+        make: impl FnOnce() -> Outbound,
+    ) -> Fanout {
+        self.fanout_inner(user, except, None, true, make)
+    }
+
+    fn fanout_inner(
+        &self,
+        user: &UserId,
+        except: Option<&DeviceId>,
+        only: Option<&[[u8; 32]]>,
+        stored: bool,
+        make: impl FnOnce() -> Outbound,
+    ) -> Fanout {
         let mut make = Some(make);
         let mut msg: Option<Outbound> = None;
         let mut get = |msg: &mut Option<Outbound>| -> Outbound {
@@ -202,7 +265,7 @@ impl Hub {
                 .clone()
         };
         let mut out = Fanout::default();
-        self.for_each_session(user, |s| {
+        self.for_each_recipient(user, stored, |s| {
             if Some(s.device()) == except || only.is_some_and(|o| !o.contains(&s.device().0)) {
                 return;
             }
@@ -233,7 +296,7 @@ impl Hub {
                 only,
                 msg,
             } => {
-                self.for_each_session(user, |s| {
+                self.for_each_recipient(user, true, |s| {
                     if Some(s.device()) == except.as_ref()
                         || only.as_ref().is_some_and(|o| !o.contains(&s.device().0))
                     {
@@ -311,6 +374,45 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn generation_moves_with_stored_events_of_the_slot_only() {
+        let hub = Hub::new(4);
+        let root = CancellationToken::new();
+        let (u, d) = (UserId([1; 32]), DeviceId([2; 32]));
+        let msg = || Outbound::from(&b"m"[..]);
+        let g0 = hub.generation(&u);
+        // Registering and leaving deliver nothing.
+        let link = hub.register(u, d, &root);
+        hub.unregister(&link.handle);
+        assert_eq!(hub.generation(&u), g0);
+        // Presence and ephemeral events (plain `fanout`) change no head.
+        hub.fanout(&u, None, None, msg);
+        assert_eq!(hub.generation(&u), g0);
+        // A stored event moves it, with or without a session to receive it, and any
+        // delivery from another instance does.
+        hub.fanout_stored(&u, None, msg);
+        assert_eq!(hub.generation(&u), g0 + 1);
+        let link = hub.register(u, d, &root);
+        assert_eq!(hub.fanout_stored(&u, Some(&d), msg).delivered, 0);
+        assert_eq!(hub.generation(&u), g0 + 2);
+        hub.apply_remote(&crate::relay::bus::Envelope::Deliver {
+            user: u,
+            except: None,
+            only: None,
+            msg: msg(),
+        });
+        assert_eq!(hub.generation(&u), g0 + 3);
+        hub.unregister(&link.handle);
+        // A user of another slot is not affected.
+        let other = (0..=255u8)
+            .map(|b| UserId([b; 32]))
+            .find(|o| hub.slot(o) != hub.slot(&u))
+            .expect("some user in another slot");
+        let before = hub.generation(&other);
+        hub.fanout_stored(&u, None, msg);
+        assert_eq!(hub.generation(&other), before);
+    }
 
     #[tokio::test]
     async fn replacement_closes_the_older_session_with_4011() {

@@ -116,9 +116,7 @@ async fn run(
 
 /// Sends a stored event to every other live session of its user.
 fn relay_stored(hub: &Hub, metrics: &Metrics, ev: &NewEvent, seq: u64, ts: i64) {
-    let out = hub.fanout(&ev.user, Some(&ev.device), None, || {
-        event_json(ev, Some(seq), ts)
-    });
+    let out = hub.fanout_stored(&ev.user, Some(&ev.device), || event_json(ev, Some(seq), ts));
     metrics.deliveries.inc_by(out.delivered);
     metrics.queue_overflows.inc_by(out.overflowed);
 }

@@ -56,8 +56,8 @@ where
         let mut conn = Conn { ws, app };
         // Boxed: the handshake's state (and its store queries) is freed once it is
         // done instead of living in every idle session's task.
-        if let Some(est) = Box::pin(conn.handshake()).await {
-            conn.established(est).await;
+        if let Some((est, hint)) = Box::pin(conn.handshake()).await {
+            conn.established(est, hint).await;
         }
     }
     .instrument(span)
@@ -67,6 +67,17 @@ where
 struct Conn<S> {
     ws: WebSocketStream<S>,
     app: App,
+}
+
+/// The head read with the device while admitting it, and the hub's generation for
+/// the user taken before that read: the greeting sends this head, without reading
+/// it again, when the generation has not moved by then (see [`Hub::generation`]).
+///
+/// [`Hub::generation`]: crate::relay::Hub::generation
+#[derive(Clone, Copy, Debug)]
+struct HeadHint {
+    generation: u64,
+    head: u64,
 }
 
 /// How [`Conn::greet`] went.
@@ -105,8 +116,9 @@ impl<S> Conn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn handshake(&mut self) -> Option<Box<Established>> {
+    async fn handshake(&mut self) -> Option<(Box<Established>, Option<HeadHint>)> {
         let started = Instant::now();
+        let mut hint = None;
         let limits = &self.app.config.limits;
         let mut hs = ServerHandshake::new(
             self.app.key.signing_key().clone(),
@@ -131,8 +143,11 @@ where
                             expires_at: cert.expires_at,
                             sig: cert.sig,
                         };
+                        // Taken before the store read: see `HeadHint`.
+                        let generation = self.app.hub.generation(&user);
                         match check_device(&self.app, &user, &device, &cert).await {
-                            Ok(status) => {
+                            Ok((status, head)) => {
+                                hint = head.map(|head| HeadHint { generation, head });
                                 let _ = hs.device_checked(status);
                             }
                             Err(code) => {
@@ -155,7 +170,7 @@ where
                         self.app.handshakes("ok", "ok");
                         // Boxed here: the session's task never holds the sealing
                         // state by value.
-                        return Some(Box::new(est));
+                        return Some((Box::new(est), hint));
                     }
                 }
             }
@@ -199,17 +214,19 @@ where
     /// keeps only what the whole session needs (the sealing state, boxed, and the
     /// session loop's own state): the greeting and the goodbye run boxed, and their
     /// state is freed once they are done.
-    async fn established(&mut self, mut est: Box<Established>) {
+    async fn established(&mut self, mut est: Box<Established>, hint: Option<HeadHint>) {
         let user = UserId(*est.identity.user());
         let device = DeviceId(*est.identity.device());
         let span = tracing::Span::current();
         span.record("session", est.session_id.as_str());
         span.record("device", tracing::field::display(&device));
-        // Register before reading the head: an event committed in between is then
-        // relayed (the device drops seqs it already has) instead of missed.
+        // Register before taking the head: an event committed in between is then
+        // relayed (the device drops seqs it already has) instead of missed. The
+        // admission's head stands in for a fresh read only if the hub's generation
+        // shows that no delivery to the user happened since that read began.
         let SessionLink { handle, mut rx } =
             self.app.hub.register(user, device, &self.app.shutdown);
-        let end = match Box::pin(self.greet(&mut est, &handle, user, device)).await {
+        let end = match Box::pin(self.greet(&mut est, &handle, user, device, hint)).await {
             Greeting::Sent => {
                 requests::presence(&self.app, &user, &device, true, false, unix_ms());
                 self.session_loop(&mut est, &handle, &mut rx, user, device)
@@ -225,20 +242,25 @@ where
         Box::pin(self.goodbye(end, &handle, user, device)).await;
     }
 
-    /// Reads the head and sends `auth_ok`; the session counts as live from here.
+    /// Sends `auth_ok` with the head (the admission's, when `hint` still holds, else
+    /// read now); the session counts as live from here.
     async fn greet(
         &mut self,
         est: &mut Established,
         handle: &SessionHandle,
         user: UserId,
         device: DeviceId,
+        hint: Option<HeadHint>,
     ) -> Greeting {
-        let head = match self.app.store.head(&user).await {
-            Ok(h) => h,
-            Err(e) => {
-                warn!(error = %e, "head lookup failed");
-                return Greeting::NoHead;
-            }
+        let head = match hint {
+            Some(h) if self.app.hub.generation(&user) == h.generation => h.head,
+            _ => match self.app.store.head(&user).await {
+                Ok(h) => h,
+                Err(e) => {
+                    warn!(error = %e, "head lookup failed");
+                    return Greeting::NoHead;
+                }
+            },
         };
         self.app.metrics.sessions_live.inc();
         let limits = &self.app.config.limits;
@@ -474,16 +496,17 @@ where
 }
 
 /// The store's verdict on an authenticated device: registered on first sight,
-/// refused when revoked (the same rule as a REST login, [`crate::auth::admit_device`]).
+/// refused when revoked (the same rule as a REST login, [`crate::auth::admit_device`]),
+/// with the user's head when the read brought it.
 async fn check_device(
     app: &App,
     user: &UserId,
     device: &DeviceId,
     cert: &DeviceCert,
-) -> Result<DeviceStatus, CloseCode> {
+) -> Result<(DeviceStatus, Option<u64>), CloseCode> {
     match crate::auth::admit_device(app.store.as_ref(), user, device, cert, unix_ms()).await {
-        Ok(true) => Ok(DeviceStatus::Active),
-        Ok(false) => Ok(DeviceStatus::Revoked),
+        Ok(a) if a.active => Ok((DeviceStatus::Active, a.head)),
+        Ok(_) => Ok((DeviceStatus::Revoked, None)),
         Err(e) => {
             warn!(error = %e, "device check failed");
             Err(CloseCode::Internal)

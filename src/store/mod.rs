@@ -243,6 +243,14 @@ pub trait Store: Send + Sync + 'static {
         device: &DeviceId,
     ) -> Result<Option<DeviceRecord>, StoreError>;
 
+    /// [`Store::device`] and [`Store::head`] in one read: what a handshake needs to
+    /// admit a known device and greet it (`None`: the device is unknown).
+    async fn device_and_head(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<(DeviceRecord, u64)>, StoreError>;
+
     /// Every device of the user, oldest first.
     async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError>;
 

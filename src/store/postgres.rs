@@ -158,6 +158,27 @@ impl Store for PgStore {
         Ok(row.map(|r| device_record(*user, *device, r)))
     }
 
+    async fn device_and_head(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<(DeviceRecord, u64)>, StoreError> {
+        // Every device row has its users row (registration writes both in one
+        // transaction, and a user goes with its devices).
+        let row: Option<(i64, i64, i64, Option<i64>, i64)> = sqlx::query_as(
+            "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
+             FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
+             WHERE d.user_id = $1 AND d.device_id = $2",
+        )
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(c, l, cur, r, head)| {
+            (device_record(*user, *device, (c, l, cur, r)), from_db(head))
+        }))
+    }
+
     async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
         let rows: Vec<(Vec<u8>, i64, i64, i64, Option<i64>)> = sqlx::query_as(
             "SELECT device_id, created_at, last_seen, cursor_seq, revoked_at FROM devices \
