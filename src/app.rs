@@ -40,6 +40,9 @@ pub struct App {
     pub auth: Arc<Auth>,
     /// REST rate limits (per IP, per token, admin-key failures).
     pub rest_limits: Arc<RestLimiters>,
+    /// Device certificates whose signature a handshake already verified (a memo of
+    /// a pure check: see `ferry_proto::handshake::VerifiedCerts`).
+    pub verified_certs: Arc<ferry_proto::handshake::VerifiedCerts>,
     /// `last_seen` times of ended sessions, written in the background.
     pub last_seen: Arc<crate::session::last_seen::LastSeen>,
     /// Cancelled when the server shuts down.
@@ -47,6 +50,11 @@ pub struct App {
     /// Every spawned connection and job, so shutdown can wait for them.
     pub tracker: TaskTracker,
 }
+
+/// Entries per generation of [`App::verified_certs`] (it keeps two): about 2 MiB at
+/// most, and every device that connected in the last 32,768 to 65,536 first-time
+/// verifications skips its certificate check.
+pub const VERIFIED_CERTS_PER_GENERATION: usize = 32_768;
 
 /// Wall-clock Unix milliseconds. The IO shell reads the clock; `ferry-proto` never does.
 pub fn unix_ms() -> i64 {

@@ -215,6 +215,9 @@ pub fn build_app(
         metrics,
         key: Arc::new(key),
         store,
+        verified_certs: Arc::new(ferry_proto::handshake::VerifiedCerts::new(
+            crate::app::VERIFIED_CERTS_PER_GENERATION,
+        )),
         last_seen: Default::default(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),

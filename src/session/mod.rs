@@ -125,7 +125,8 @@ where
             ServerEphemeral::random(&mut rand::rngs::OsRng),
             started,
             limits.handshake_timeout,
-        );
+        )
+        .with_verified_certs(self.app.verified_certs.clone());
         loop {
             while let Some(out) = hs.poll_output() {
                 match out {

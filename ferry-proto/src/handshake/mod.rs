@@ -9,11 +9,13 @@ pub mod client;
 pub mod crypto;
 pub mod error;
 pub mod server;
+pub mod verified_certs;
 pub mod wire;
 
 pub use client::{ClientEphemeral, ClientHandshake, DeviceCredentials, ServerPin};
 pub use error::{AuthFailure, HandshakeError};
 pub use server::{DeviceStatus, ServerEphemeral, ServerHandshake, ServerOutput};
+pub use verified_certs::VerifiedCerts;
 
 use crate::keys::DeviceCertificate;
 use crate::seal::{Opener, Sealer};

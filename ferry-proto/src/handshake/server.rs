@@ -14,6 +14,7 @@
 //! after each call.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -21,6 +22,7 @@ use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 
 use super::crypto::{self, HandshakeSecret};
 use super::error::{AuthFailure, HandshakeError};
+use super::verified_certs::{CertKey, VerifiedCerts};
 use super::wire::{ClientAuth, ClientHello, HandshakeErrorFrame, ParseError, ServerHello};
 use super::{Established, Identity, Role};
 use crate::close::CloseCode;
@@ -100,6 +102,8 @@ struct AwaitDeviceCheck {
 /// One connection's handshake, server side.
 pub struct ServerHandshake {
     key: SigningKey,
+    /// Certificate signatures already verified (see [`Self::with_verified_certs`]).
+    verified: Option<Arc<VerifiedCerts>>,
     state: State,
     deadline: Instant,
     out: VecDeque<ServerOutput>,
@@ -110,6 +114,7 @@ impl ServerHandshake {
     pub fn new(key: SigningKey, eph: ServerEphemeral, now: Instant, timeout: Duration) -> Self {
         Self {
             key,
+            verified: None,
             state: State::AwaitHello(AwaitHello {
                 secret: StaticSecret::from(eph.secret),
                 nonce: eph.nonce,
@@ -117,6 +122,15 @@ impl ServerHandshake {
             deadline: now + timeout,
             out: VecDeque::new(),
         }
+    }
+
+    /// Shares a memo of verified certificate signatures with other handshakes: a
+    /// certificate found there is not verified again, and one verified here is
+    /// added (see [`VerifiedCerts`]). Without it every certificate is verified.
+    #[must_use]
+    pub fn with_verified_certs(mut self, certs: Arc<VerifiedCerts>) -> Self {
+        self.verified = Some(certs);
+        self
     }
 
     /// Handles a text frame from the client. `unix_secs` is the wall clock for the
@@ -250,13 +264,24 @@ impl ServerHandshake {
     ) -> Result<State, HandshakeError> {
         let auth = ClientAuth::parse(text).map_err(parse_error)?;
         let fail = HandshakeError::AuthFailed;
-        let user =
-            keys::parse_identity_key(&auth.user).map_err(|_| fail(AuthFailure::InvalidKey))?;
         let device =
             keys::parse_identity_key(&auth.device).map_err(|_| fail(AuthFailure::InvalidKey))?;
-        auth.cert
-            .verify_signature(&user, &auth.device)
-            .map_err(|_| fail(AuthFailure::CertSignature))?;
+        // The certificate signature, unless the memo saw these exact bytes verified
+        // (which also means the user key parsed then).
+        let memo = self
+            .verified
+            .as_ref()
+            .map(|v| (v, CertKey::new(&auth.user, &auth.device, &auth.cert)));
+        if !memo.as_ref().is_some_and(|(v, k)| v.contains(k)) {
+            let user =
+                keys::parse_identity_key(&auth.user).map_err(|_| fail(AuthFailure::InvalidKey))?;
+            auth.cert
+                .verify_signature(&user, &auth.device)
+                .map_err(|_| fail(AuthFailure::CertSignature))?;
+            if let Some((v, k)) = memo {
+                v.insert(k);
+            }
+        }
         if !auth.cert.valid_at(unix_secs) {
             return Err(fail(AuthFailure::CertTime));
         }

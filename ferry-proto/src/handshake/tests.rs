@@ -193,6 +193,8 @@ struct Setup {
     server_secret: Option<[u8; 32]>,
     /// The wall clock, Unix seconds.
     unix: u64,
+    /// A memo of verified certificates for the server to share.
+    verified: Option<std::sync::Arc<VerifiedCerts>>,
 }
 
 impl Default for Setup {
@@ -203,6 +205,7 @@ impl Default for Setup {
             pin: ServerPin::Key(pk(SERVER)),
             server_secret: None,
             unix: UNIX_NOW,
+            verified: None,
         }
     }
 }
@@ -272,8 +275,13 @@ impl Pair {
         let client_hello =
             ClientHello::parse(&client.client_hello().expect("a new client has a hello"))
                 .expect("the client's own hello parses");
+        let server = ServerHandshake::new(key(SERVER), server_eph, clock.now(), TIMEOUT);
+        let server = match setup.verified {
+            Some(memo) => server.with_verified_certs(memo),
+            None => server,
+        };
         Self {
-            server: ServerHandshake::new(key(SERVER), server_eph, clock.now(), TIMEOUT),
+            server,
             client,
             clock,
             client_hello,
@@ -1347,6 +1355,86 @@ fn certificate_signature() {
         };
         check_with(setup, case, Msg::ClientAuth, |_| {}, expect);
     }
+}
+
+/// A [`verified_certificates_memo`] case: name, credentials, wall clock, tampering
+/// of `client_auth`, and the expected refusal.
+type MemoCase = (
+    &'static str,
+    DeviceCredentials,
+    u64,
+    fn(&mut Value),
+    AuthFailure,
+);
+
+/// The memo of verified certificates: a device that comes back with the same
+/// certificate skips only that signature check, never the time rules, its own
+/// transcript signature or the MAC; a certificate that fails is not remembered.
+#[test]
+fn verified_certificates_memo() {
+    use AuthFailure::{CertSignature, CertTime, Mac, Signature};
+    let memo = std::sync::Arc::new(VerifiedCerts::new(16));
+    let with_memo = |seed: u64, creds: DeviceCredentials, unix: u64| Setup {
+        seed,
+        creds,
+        unix,
+        verified: Some(memo.clone()),
+        ..Setup::default()
+    };
+    let refused = |r| Expect::Server(HandshakeError::AuthFailed(r), 4002);
+
+    // A forged certificate fails and leaves nothing behind.
+    let forged = creds_with_cert(USER, DEVICE, cert(USER2, DEVICE, 0, 0));
+    check_with(
+        with_memo(1, forged, UNIX_NOW),
+        "forged",
+        Msg::ClientAuth,
+        |_| {},
+        refused(CertSignature),
+    );
+    assert!(memo.is_empty());
+
+    // First use verifies and remembers; the next handshakes hit.
+    let issued = cert(USER, DEVICE, UNIX_NOW - 3600, UNIX_NOW + 60);
+    let good = || creds_with_cert(USER, DEVICE, issued);
+    check_with(
+        with_memo(2, good(), UNIX_NOW),
+        "first use",
+        Msg::ClientAuth,
+        |_| {},
+        Expect::Accepted,
+    );
+    assert_eq!(memo.len(), 1);
+    check_with(
+        with_memo(3, good(), UNIX_NOW),
+        "again",
+        Msg::ClientAuth,
+        |_| {},
+        Expect::Accepted,
+    );
+    assert_eq!(memo.len(), 1, "a hit adds nothing");
+
+    // A hit still checks everything else; the same signature presented for another
+    // device (or with other times) is another entry, verified on its own.
+    let expires_later: fn(&mut Value) = |v| v["cert"]["expires_at"] = json!(UNIX_NOW + 120);
+    #[rustfmt::skip]
+    let cases: [MemoCase; 5] = [
+        ("expired since",               good(),                                   UNIX_NOW + 61, |_| {},                    CertTime),
+        ("bad transcript signature",    good(),                                   UNIX_NOW,      |v| flip(v, "sig", 0),     Signature),
+        ("bad MAC",                     good(),                                   UNIX_NOW,      |v| flip(v, "mac", 0),     Mac),
+        ("another device",              creds_with_cert(USER, DEVICE2, issued),   UNIX_NOW,      |_| {},                    CertSignature),
+        ("other times, same signature", good(),                                   UNIX_NOW,      expires_later,             CertSignature),
+    ];
+    for (seed, (case, creds, unix, tamper, reason)) in (4..).zip(cases) {
+        check_with(
+            with_memo(seed, creds, unix),
+            case,
+            Msg::ClientAuth,
+            tamper,
+            refused(reason),
+        );
+    }
+    assert_eq!(memo.len(), 1);
 }
 
 #[test]
