@@ -91,7 +91,8 @@ impl ClientOptions {
 /// What [`Client::publish`] sends besides the payload.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PublishOptions {
-    /// The event id (canonical lowercase UUID). Default: a fresh UUID v4. Pass a
+    /// The event id (canonical lowercase UUID). Default: a fresh UUIDv7 (time-ordered,
+    /// which the server's idempotency index takes at its cheapest). Pass a
     /// stored id to retry a publish across restarts: the server answers a repeated
     /// id with the original ack and `duplicate: true`.
     pub id: Option<String>,
