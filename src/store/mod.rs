@@ -413,6 +413,30 @@ fn from_db(v: i64) -> u64 {
 }
 
 /// A 32-byte key column.
+/// A `devices` row as both backends select it: `created_at, last_seen, cursor_seq,
+/// revoked_at`.
+type DeviceRow = (i64, i64, i64, Option<i64>);
+
+fn device_record(user: UserId, device: DeviceId, row: DeviceRow) -> DeviceRecord {
+    let (created_at, last_seen, cursor, revoked_at) = row;
+    DeviceRecord {
+        user,
+        device,
+        created_at,
+        last_seen,
+        cursor: from_db(cursor),
+        revoked_at,
+    }
+}
+
+/// A [`DeviceRow`] followed by the user's `head`: [`Store::device_and_head`]'s query.
+type DeviceHeadRow = (i64, i64, i64, Option<i64>, i64);
+
+fn device_and_head(user: UserId, device: DeviceId, row: DeviceHeadRow) -> (DeviceRecord, u64) {
+    let (c, l, cur, r, head) = row;
+    (device_record(user, device, (c, l, cur, r)), from_db(head))
+}
+
 fn key32(bytes: &[u8], column: &str) -> Result<[u8; 32], StoreError> {
     bytes.try_into().map_err(|_| {
         StoreError::Other(format!(

@@ -22,9 +22,9 @@ mod auth;
 
 use super::append::{self, Snapshot};
 use super::{
-    AppendOutcome, Backend, DeviceCert, DeviceId, DeviceRecord, EventPage, EventRow, NewEvent,
-    RevokeOutcome, Store, StoreError, StoreOptions, UnixMs, UserId, event_id, from_db, key32,
-    migrate, page, to_db, watermark,
+    AppendOutcome, Backend, DeviceCert, DeviceHeadRow, DeviceId, DeviceRecord, DeviceRow,
+    EventPage, EventRow, NewEvent, RevokeOutcome, Store, StoreError, StoreOptions, UnixMs, UserId,
+    device_and_head, device_record, event_id, from_db, key32, migrate, page, to_db, watermark,
 };
 
 /// Upper bound for any one statement of the server's pool, so a stuck lock or a slow
@@ -81,20 +81,6 @@ impl PgStore {
             .connect_with(conn_opts)
             .await?;
         Ok(Self { pool })
-    }
-}
-
-type DeviceRow = (i64, i64, i64, Option<i64>);
-
-fn device_record(user: UserId, device: DeviceId, row: DeviceRow) -> DeviceRecord {
-    let (created_at, last_seen, cursor, revoked_at) = row;
-    DeviceRecord {
-        user,
-        device,
-        created_at,
-        last_seen,
-        cursor: from_db(cursor),
-        revoked_at,
     }
 }
 
@@ -165,7 +151,7 @@ impl Store for PgStore {
     ) -> Result<Option<(DeviceRecord, u64)>, StoreError> {
         // Every device row has its users row (registration writes both in one
         // transaction, and a user goes with its devices).
-        let row: Option<(i64, i64, i64, Option<i64>, i64)> = sqlx::query_as(
+        let row: Option<DeviceHeadRow> = sqlx::query_as(
             "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
              FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
              WHERE d.user_id = $1 AND d.device_id = $2",
@@ -174,9 +160,7 @@ impl Store for PgStore {
         .bind(&device.0[..])
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(c, l, cur, r, head)| {
-            (device_record(*user, *device, (c, l, cur, r)), from_db(head))
-        }))
+        Ok(row.map(|r| device_and_head(*user, *device, r)))
     }
 
     async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {

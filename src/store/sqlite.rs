@@ -28,9 +28,9 @@ mod auth;
 
 use super::append::{self, Snapshot};
 use super::{
-    AppendOutcome, Backend, DeviceCert, DeviceId, DeviceRecord, EventPage, EventRow, NewEvent,
-    RevokeOutcome, Store, StoreError, StoreOptions, UnixMs, UserId, event_id, from_db, key32,
-    migrate, page, to_db, watermark,
+    AppendOutcome, Backend, DeviceCert, DeviceHeadRow, DeviceId, DeviceRecord, DeviceRow,
+    EventPage, EventRow, NewEvent, RevokeOutcome, Store, StoreError, StoreOptions, UnixMs, UserId,
+    device_and_head, device_record, event_id, from_db, key32, migrate, page, to_db, watermark,
 };
 
 /// How long a statement waits for another process's write lock.
@@ -210,20 +210,6 @@ impl DerefMut for WriteTx {
     }
 }
 
-type DeviceRow = (i64, i64, i64, Option<i64>);
-
-fn device_record(user: UserId, device: DeviceId, row: DeviceRow) -> DeviceRecord {
-    let (created_at, last_seen, cursor, revoked_at) = row;
-    DeviceRecord {
-        user,
-        device,
-        created_at,
-        last_seen,
-        cursor: from_db(cursor),
-        revoked_at,
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -292,7 +278,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<(DeviceRecord, u64)>, StoreError> {
         // Every device row has its users row (registration writes both in one
         // transaction, and a user goes with its devices).
-        let row: Option<(i64, i64, i64, Option<i64>, i64)> = sqlx::query_as(
+        let row: Option<DeviceHeadRow> = sqlx::query_as(
             "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
              FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
              WHERE d.user_id = ? AND d.device_id = ?",
@@ -301,9 +287,7 @@ impl Store for SqliteStore {
         .bind(&device.0[..])
         .fetch_optional(&self.reader)
         .await?;
-        Ok(row.map(|(c, l, cur, r, head)| {
-            (device_record(*user, *device, (c, l, cur, r)), from_db(head))
-        }))
+        Ok(row.map(|r| device_and_head(*user, *device, r)))
     }
 
     async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
