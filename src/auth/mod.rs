@@ -396,18 +396,14 @@ pub async fn admit_device(
             .and_then(|k| ferry_proto::keys::require_prime_order(&k))
             .is_ok()
     };
-    let refused = Admission {
-        active: false,
-        head: None,
-    };
-    if !prime_order(&user.0) || !prime_order(&device.0) {
-        return Ok(refused);
-    }
-    let d = store.register_device(user, device, cert, now).await?;
-    Ok(Admission {
-        active: d.revoked_at.is_none(),
-        head: None,
-    })
+    let active = prime_order(&user.0)
+        && prime_order(&device.0)
+        && store
+            .register_device(user, device, cert, now)
+            .await?
+            .revoked_at
+            .is_none();
+    Ok(Admission { active, head: None })
 }
 
 /// Removes expired challenges, refresh tokens and denylist entries every
