@@ -147,8 +147,9 @@ impl Hub {
         self.shared.generations[self.slot(user)].load(Ordering::SeqCst)
     }
 
-    /// [`Self::for_each_session`] for a delivery; with `bump`, also moves the user's
-    /// generation, under the same lock that registration takes.
+    /// Calls `f` for every live session of `user` while holding the shard lock (no
+    /// allocation on the relay path; `f` must not block). With `bump`, also moves the
+    /// user's generation, under the same lock that registration takes.
     fn for_each_recipient(&self, user: &UserId, bump: bool, f: impl FnMut(&Arc<SessionHandle>)) {
         let slot = self.slot(user);
         let map = self.shared.shards[slot % SHARDS]
@@ -209,15 +210,6 @@ impl Hub {
     pub fn sessions(&self, user: &UserId) -> Vec<Arc<SessionHandle>> {
         let map = self.shard(user).lock().expect("hub lock poisoned");
         map.get(user).cloned().unwrap_or_default()
-    }
-
-    /// Calls `f` for every live session of `user` while holding the shard lock
-    /// (no allocation on the relay path). `f` must not block.
-    pub fn for_each_session(&self, user: &UserId, mut f: impl FnMut(&Arc<SessionHandle>)) {
-        let map = self.shard(user).lock().expect("hub lock poisoned");
-        if let Some(sessions) = map.get(user) {
-            sessions.iter().for_each(&mut f);
-        }
     }
 
     /// Connects this hub to the other instances (see [`super::bus`]). Once only.
