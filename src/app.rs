@@ -43,6 +43,9 @@ pub struct App {
     /// Device certificates whose signature a handshake already verified (a memo of
     /// a pure check: see `ferry_proto::handshake::VerifiedCerts`).
     pub verified_certs: Arc<ferry_proto::handshake::VerifiedCerts>,
+    /// Devices admitted before, so their handshakes skip the store read (on only
+    /// for a single SQLite instance: see `crate::auth::admissions`).
+    pub admissions: Arc<crate::auth::admissions::Admissions>,
     /// `last_seen` times of ended sessions, written in the background.
     pub last_seen: Arc<crate::session::last_seen::LastSeen>,
     /// Cancelled when the server shuts down.
@@ -55,6 +58,10 @@ pub struct App {
 /// most, and every device that connected in the last 32,768 to 65,536 first-time
 /// verifications skips its certificate check.
 pub const VERIFIED_CERTS_PER_GENERATION: usize = 32_768;
+
+/// Entries per generation of [`App::admissions`] (it keeps two): 32 bytes an entry,
+/// about 2 MiB at most with the tables' slack.
+pub const ADMISSIONS_PER_GENERATION: usize = 32_768;
 
 /// Wall-clock Unix milliseconds. The IO shell reads the clock; `ferry-proto` never does.
 pub fn unix_ms() -> i64 {

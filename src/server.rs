@@ -135,6 +135,12 @@ pub async fn run(
         app.store.clone(),
         app.shutdown.clone(),
     ));
+    app.tracker
+        .spawn(crate::auth::admissions::watch_foreign_commits(
+            app.admissions.clone(),
+            app.store.clone(),
+            app.shutdown.clone(),
+        ));
     app.tracker.spawn(crate::net::serve(
         listeners.public,
         crate::api::router(app.clone()),
@@ -191,6 +197,11 @@ pub fn build_app(
         metrics.clone(),
         limits.outbound_queue,
     );
+    let admissions = Arc::new(crate::auth::admissions::Admissions::for_deployment(
+        store.backend(),
+        config.redis_url.is_some(),
+        crate::app::ADMISSIONS_PER_GENERATION,
+    ));
     let app = App {
         auth: Arc::new(Auth::new(&key, &config.auth, &config.admin)),
         rest_limits: Arc::new(RestLimiters::new(
@@ -218,6 +229,7 @@ pub fn build_app(
         verified_certs: Arc::new(ferry_proto::handshake::VerifiedCerts::new(
             crate::app::VERIFIED_CERTS_PER_GENERATION,
         )),
+        admissions,
         last_seen: Default::default(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),

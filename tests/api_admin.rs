@@ -8,10 +8,11 @@ mod common;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::client::{Closed, TestUser, connect, expect_close};
+use common::client::{Closed, TestUser, connect, expect_close, try_connect};
 use common::http::{Api, admin_keys_env, login};
 use common::server::TestServer;
 use ferry_proto::b64u;
+use ferry_proto::message::ServerMessage;
 use reqwest::Method;
 use serde_json::json;
 
@@ -223,6 +224,11 @@ each_backend!(disconnect_revoke_and_erase, |srv, api, read, write| {
     let r = api.admin(Method::DELETE, &path, Some(&write)).await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(expect_close(&mut wb.ws).await, Closed::Code(4003));
+    // It connected before: whatever remembered it as admitted forgot it.
+    assert_eq!(
+        try_connect(&srv.ws_url(), b.clone()).await.err(),
+        Some(Closed::Code(4002))
+    );
     api.get("/v1/me", Some(&tb.access))
         .await
         .error(401, "unauthorized");
@@ -267,6 +273,20 @@ each_backend!(disconnect_revoke_and_erase, |srv, api, read, write| {
     let r = api.admin(Method::GET, "/admin/v1/stats", Some(&read)).await;
     assert_eq!(r.ok()["users"], 0);
     assert_eq!(r.json["events"], 0);
+
+    // A device of the erased user that connects again is registered anew, on an
+    // empty log (nothing remembered from before the erasure stands in).
+    let wa = connect(&srv.ws_url(), a.clone()).await;
+    assert!(
+        matches!(wa.auth_ok, ServerMessage::AuthOk { head: 0, .. }),
+        "{:?}",
+        wa.auth_ok
+    );
+    let r = api
+        .admin(Method::GET, &format!("/admin/v1/users/{u}"), Some(&read))
+        .await;
+    assert_eq!(r.ok()["user"]["devices"], 1, "{}", r.text);
+    assert_eq!(r.json["user"]["head"], 0);
 });
 
 each_backend!(admin_key_checks, |srv, api, read, write| {

@@ -526,3 +526,32 @@ each_backend!(
         assert!(publishing.await.unwrap() > 0);
     }
 );
+
+// A device that connects again is greeted with its user's head as it is now, both
+// when nothing was stored since its last session and when another device published
+// meanwhile (a remembered admission's head holds only while nothing was stored).
+each_backend!(
+    a_returning_device_is_greeted_with_the_current_head,
+    &[],
+    |srv| {
+        let user = TestUser::random();
+        let a = user.device();
+        let mut b = connect(&srv.ws_url(), user.device()).await;
+        let head_of = |c: &TestClient| match c.auth_ok {
+            ServerMessage::AuthOk { head, .. } => head,
+            ref other => panic!("{other:?}"),
+        };
+        let mut n = 0u64;
+        for round in 0..4u64 {
+            for _ in 0..2 {
+                let c = connect(&srv.ws_url(), a.clone()).await;
+                assert_eq!(head_of(&c), n, "round {round}");
+                drop(c);
+            }
+            for _ in 0..=round {
+                n += 1;
+                assert_eq!(ack_seq(&mut b, &uuid(u128::from(n)), b"x").await, n);
+            }
+        }
+    }
+);

@@ -39,6 +39,7 @@ macro_rules! on_every_backend {
 on_every_backend!(story, story);
 on_every_backend!(concurrent_appends_one_user, concurrent_appends_one_user);
 on_every_backend!(two_instances_one_database, two_instances_one_database);
+on_every_backend!(foreign_commits, foreign_commits);
 
 const A: UserId = UserId([0xA1; 32]);
 const B: UserId = UserId([0xB2; 32]);
@@ -536,4 +537,37 @@ async fn concurrent_appends_one_user(url: &str) {
 /// Two stores with their own pools on one database: two server instances.
 async fn two_instances_one_database(url: &str) {
     hammer(vec![open(url).await, open(url).await], 8, 250).await;
+}
+
+/// `foreign_commits` moves for another store's commits on the same database and
+/// never for the store's own writes (SQLite); PostgreSQL cannot tell.
+async fn foreign_commits(url: &str) {
+    let a = open(url).await;
+    let Some(v0) = a.foreign_commits().await.unwrap() else {
+        assert!(
+            url.starts_with("postgres"),
+            "SQLite says whether others wrote"
+        );
+        return;
+    };
+    a.register_device(&A, &D1, &cert(), T0).await.unwrap();
+    a.append(&[ev(A, 1), ev(A, 2)]).await.unwrap();
+    a.set_cursor(&A, &D1, 1).await.unwrap();
+    a.touch_devices(&[(A, D1, T0 + 5)]).await.unwrap();
+    a.revoke_device(&A, &D1, T0, &[7; 64], T0).await.unwrap();
+    assert_eq!(a.events_after(&A, 0, 10, T0).await.unwrap().events.len(), 2);
+    assert_eq!(
+        a.foreign_commits().await.unwrap(),
+        Some(v0),
+        "own writes only"
+    );
+
+    let b = open(url).await;
+    b.register_device(&B, &D2, &cert(), T0).await.unwrap();
+    let v1 = a.foreign_commits().await.unwrap().unwrap();
+    assert_ne!(v1, v0, "another store committed");
+    assert_eq!(a.foreign_commits().await.unwrap(), Some(v1));
+    // Another store's reads are not commits.
+    b.devices(&A).await.unwrap();
+    assert_eq!(a.foreign_commits().await.unwrap(), Some(v1));
 }

@@ -176,12 +176,33 @@ each_backend!(auth_failure_frame_says_only_auth_failed, &[], |srv| {
     assert_eq!(expect_close(&mut ws).await, Closed::Code(4002));
 });
 
+// The revocation is written by another store on the same database, as another
+// process would: the server notices it (with SQLite, within the admission memo's
+// check interval, `FOREIGN_COMMIT_CHECK`) and refuses the device from then on.
 each_backend!(revoked_device_is_refused_4002, &[], |srv| {
     let user = TestUser::random();
     let creds = user.device();
-    let c = connect(&srv.ws_url(), creds.clone()).await;
-    drop(c);
+    for _ in 0..2 {
+        let c = connect(&srv.ws_url(), creds.clone()).await;
+        drop(c);
+    }
     revoke(&srv.db_url, &user, &creds).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        match try_connect(&srv.ws_url(), creds.clone()).await {
+            Err(closed) => break closed,
+            Ok(c) => {
+                drop(c);
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a device revoked by another process is still admitted"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(refused, Closed::Code(4002));
+    // And stays refused.
     assert_eq!(
         try_connect(&srv.ws_url(), creds).await.err(),
         Some(Closed::Code(4002))

@@ -221,6 +221,8 @@ pub(crate) async fn erase_user(
         .erase_user(&user)
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
+    // The user's devices are unknown again: their next handshakes register them.
+    app.admissions.clear();
     info!(key = %key, %user, events = counts.events, devices = counts.devices, "admin: erased a user");
     Ok(Json(EraseResponse {
         events: counts.events,

@@ -11,8 +11,11 @@
 //! - [`jwt`]: signing and verifying access tokens.
 //! - [`refresh`]: refresh tokens and their hashes.
 //! - [`admin_keys`]: admin API keys, compared in constant time.
+//! - [`admissions`]: a memo of admitted devices, so a reconnecting device's
+//!   handshake needs no store read (single SQLite instance only).
 
 pub mod admin_keys;
+pub mod admissions;
 pub mod jwt;
 pub mod refresh;
 

@@ -205,9 +205,11 @@ pub async fn revoke(
     }
 }
 
-/// After a revocation is stored: close the device's sessions with 4003 and tell
-/// the user's other sessions.
+/// After a revocation is stored: forget the device's admission, close its sessions
+/// with 4003 and tell the user's other sessions.
 pub fn revoked(app: &App, user: &UserId, device: &DeviceId, now: UnixMs) {
+    // Before the sessions close: a handshake from here on reads the store.
+    app.admissions.forget(user, device);
     app.hub
         .close_device(user, device, ferry_proto::CloseCode::Revoked);
     presence(app, user, device, false, true, now);

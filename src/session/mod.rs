@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{Instrument as _, debug, info_span, warn};
 
 use crate::app::{App, unix_ms};
+use crate::auth::admissions::Admitted;
 use crate::net::ConnSlot;
 use crate::relay::{SessionHandle, SessionLink};
 use crate::store::{DeviceCert, DeviceId, UserId};
@@ -56,8 +57,8 @@ where
         let mut conn = Conn { ws, app };
         // Boxed: the handshake's state (and its store queries) is freed once it is
         // done instead of living in every idle session's task.
-        if let Some((est, hint)) = Box::pin(conn.handshake()).await {
-            conn.established(est, hint).await;
+        if let Some((est, admission)) = Box::pin(conn.handshake()).await {
+            conn.established(est, admission).await;
         }
     }
     .instrument(span)
@@ -69,15 +70,22 @@ struct Conn<S> {
     app: App,
 }
 
-/// The head read with the device while admitting it, and the hub's generation for
-/// the user taken before that read: the greeting sends this head, without reading
-/// it again, when the generation has not moved by then (see [`Hub::generation`]).
+/// The head read with the device while admitting it (or remembered with the
+/// admission), and the hub's generation for the user taken before that read: the
+/// greeting sends this head, without reading it again, when the generation has not
+/// moved by then (see [`Hub::generation`]).
 ///
 /// [`Hub::generation`]: crate::relay::Hub::generation
+type HeadHint = Admitted;
+
+/// What admitting the device leaves for the greeting.
 #[derive(Clone, Copy, Debug)]
-struct HeadHint {
-    generation: u64,
-    head: u64,
+struct Admission {
+    /// The head to greet with, if it may still hold.
+    hint: Option<HeadHint>,
+    /// The admission memo's epoch taken before the device was admitted (see
+    /// [`crate::auth::admissions::Admissions::put`]).
+    epoch: u64,
 }
 
 /// How [`Conn::greet`] went.
@@ -116,9 +124,12 @@ impl<S> Conn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    async fn handshake(&mut self) -> Option<(Box<Established>, Option<HeadHint>)> {
+    async fn handshake(&mut self) -> Option<(Box<Established>, Admission)> {
         let started = Instant::now();
-        let mut hint = None;
+        let mut admission = Admission {
+            hint: None,
+            epoch: 0,
+        };
         let limits = &self.app.config.limits;
         let mut hs = ServerHandshake::new(
             self.app.key.signing_key().clone(),
@@ -144,11 +155,9 @@ where
                             expires_at: cert.expires_at,
                             sig: cert.sig,
                         };
-                        // Taken before the store read: see `HeadHint`.
-                        let generation = self.app.hub.generation(&user);
                         match check_device(&self.app, &user, &device, &cert).await {
-                            Ok((status, head)) => {
-                                hint = head.map(|head| HeadHint { generation, head });
+                            Ok((status, a)) => {
+                                admission = a;
                                 let _ = hs.device_checked(status);
                             }
                             Err(code) => {
@@ -171,7 +180,7 @@ where
                         self.app.handshakes("ok", "ok");
                         // Boxed here: the session's task never holds the sealing
                         // state by value.
-                        return Some((Box::new(est), hint));
+                        return Some((Box::new(est), admission));
                     }
                 }
             }
@@ -215,7 +224,7 @@ where
     /// keeps only what the whole session needs (the sealing state, boxed, and the
     /// session loop's own state): the greeting and the goodbye run boxed, and their
     /// state is freed once they are done.
-    async fn established(&mut self, mut est: Box<Established>, hint: Option<HeadHint>) {
+    async fn established(&mut self, mut est: Box<Established>, admission: Admission) {
         let user = UserId(*est.identity.user());
         let device = DeviceId(*est.identity.device());
         let span = tracing::Span::current();
@@ -227,7 +236,7 @@ where
         // shows that no delivery to the user happened since that read began.
         let SessionLink { handle, mut rx } =
             self.app.hub.register(user, device, &self.app.shutdown);
-        let end = match Box::pin(self.greet(&mut est, &handle, user, device, hint)).await {
+        let end = match Box::pin(self.greet(&mut est, &handle, user, device, admission)).await {
             Greeting::Sent => {
                 requests::presence(&self.app, &user, &device, true, false, unix_ms());
                 self.session_loop(&mut est, &handle, &mut rx, user, device)
@@ -251,17 +260,26 @@ where
         handle: &SessionHandle,
         user: UserId,
         device: DeviceId,
-        hint: Option<HeadHint>,
+        admission: Admission,
     ) -> Greeting {
-        let head = match hint {
+        let head = match admission.hint {
             Some(h) if self.app.hub.generation(&user) == h.generation => h.head,
-            _ => match self.app.store.head(&user).await {
-                Ok(h) => h,
-                Err(e) => {
-                    warn!(error = %e, "head lookup failed");
-                    return Greeting::NoHead;
+            _ => {
+                // Taken before the read: see `HeadHint`.
+                let generation = self.app.hub.generation(&user);
+                match self.app.store.head(&user).await {
+                    Ok(head) => {
+                        let fresh = HeadHint { generation, head };
+                        let epoch = admission.epoch;
+                        self.app.admissions.put(&user, &device, epoch, fresh);
+                        head
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "head lookup failed");
+                        return Greeting::NoHead;
+                    }
                 }
-            },
+            }
         };
         self.app.metrics.sessions_live.inc();
         let limits = &self.app.config.limits;
@@ -496,18 +514,33 @@ where
     }
 }
 
-/// The store's verdict on an authenticated device: registered on first sight,
-/// refused when revoked (the same rule as a REST login, [`crate::auth::admit_device`]),
-/// with the user's head when the read brought it.
+/// The verdict on an authenticated device: active when the admission memo has it
+/// (see [`crate::auth::admissions`]); otherwise the store's, registered on first
+/// sight and refused when revoked (the same rule as a REST login,
+/// [`crate::auth::admit_device`]). Comes with the user's head when the memo or the
+/// read brought it.
 async fn check_device(
     app: &App,
     user: &UserId,
     device: &DeviceId,
     cert: &DeviceCert,
-) -> Result<(DeviceStatus, Option<u64>), CloseCode> {
+) -> Result<(DeviceStatus, Admission), CloseCode> {
+    let epoch = app.admissions.epoch();
+    if let Some(a) = app.admissions.get(user, device) {
+        let hint = Some(a);
+        return Ok((DeviceStatus::Active, Admission { hint, epoch }));
+    }
+    // Taken before the store read: see `HeadHint`.
+    let generation = app.hub.generation(user);
     match crate::auth::admit_device(app.store.as_ref(), user, device, cert, unix_ms()).await {
-        Ok(a) if a.active => Ok((DeviceStatus::Active, a.head)),
-        Ok(_) => Ok((DeviceStatus::Revoked, None)),
+        Ok(a) if a.active => {
+            let hint = a.head.map(|head| HeadHint { generation, head });
+            if let Some(h) = hint {
+                app.admissions.put(user, device, epoch, h);
+            }
+            Ok((DeviceStatus::Active, Admission { hint, epoch }))
+        }
+        Ok(_) => Ok((DeviceStatus::Revoked, Admission { hint: None, epoch })),
         Err(e) => {
             warn!(error = %e, "device check failed");
             Err(CloseCode::Internal)

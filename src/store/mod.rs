@@ -391,6 +391,13 @@ pub trait Store: Send + Sync + 'static {
     /// user row) in one transaction; `None` when nothing was stored for it.
     async fn erase_user(&self, user: &UserId) -> Result<Option<ErasedCounts>, StoreError>;
 
+    /// A number that moves whenever another process commits to the database, where
+    /// the backend can tell (SQLite: `PRAGMA data_version` on the write connection,
+    /// which this store's own commits leave alone); `None` where it cannot.
+    async fn foreign_commits(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
     /// Connections of the pool(s) `(in use, idle)`, for metrics.
     fn pool_stats(&self) -> (u32, u32) {
         (0, 0)

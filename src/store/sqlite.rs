@@ -103,8 +103,15 @@ impl SqliteStore {
         // Checkpoints run on a background task instead of inside the writer's
         // commits (SQLite's default), and the statement journal of the multi-row
         // inserts stays in memory: both were visible costs of the append path.
+        //
+        // The write connection is kept for the life of the store (no idle or age
+        // limit): its page cache stays warm, and `foreign_commits` reads one
+        // connection's `data_version` throughout.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(opts.connect_timeout)
             .connect_with(
                 conn_opts
@@ -219,6 +226,15 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.reader.execute("SELECT 1").await?;
         Ok(())
+    }
+
+    async fn foreign_commits(&self) -> Result<Option<i64>, StoreError> {
+        // Every write of this store goes through the one write connection, so the
+        // value moves only for commits by other processes on the file.
+        let v: i64 = sqlx::query_scalar("PRAGMA data_version")
+            .fetch_one(&self.writer)
+            .await?;
+        Ok(Some(v))
     }
 
     async fn register_device(

@@ -7,7 +7,7 @@
 //! not need the signature checked again: the memo answers for it. Everything that
 //! can change between two handshakes is still checked every time — the
 //! certificate's time rules, the device's fresh signature over the transcript, the
-//! MAC, and revocation (the shell's store lookup).
+//! MAC, and revocation (the shell's admission check).
 //!
 //! Entries are SHA-256 digests of the verified bytes, so a hit needs those exact
 //! bytes (or a SHA-256 collision). The memo is bounded: it keeps two generations
