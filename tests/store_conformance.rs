@@ -40,6 +40,7 @@ on_every_backend!(story, story);
 on_every_backend!(concurrent_appends_one_user, concurrent_appends_one_user);
 on_every_backend!(two_instances_one_database, two_instances_one_database);
 on_every_backend!(foreign_commits, foreign_commits);
+on_every_backend!(concurrent_first_sights, concurrent_first_sights);
 
 const A: UserId = UserId([0xA1; 32]);
 const B: UserId = UserId([0xB2; 32]);
@@ -570,4 +571,51 @@ async fn foreign_commits(url: &str) {
     // Another store's reads are not commits.
     b.devices(&A).await.unwrap();
     assert_eq!(a.foreign_commits().await.unwrap(), Some(v1));
+}
+
+/// Many devices seen for the first time at once (a storm of new devices, which
+/// SQLite registers in groups): each gets its own row, a device registered twice at
+/// once is one row, and a revoked device stays revoked when it shows up again.
+async fn concurrent_first_sights(url: &str) {
+    let store = open(url).await;
+    let user = |n: u32| UserId([(n % 40) as u8 + 1; 32]);
+    let device = |n: u32| {
+        let mut d = [0xD0; 32];
+        d[..4].copy_from_slice(&n.to_be_bytes());
+        DeviceId(d)
+    };
+    store
+        .register_device(&user(7), &device(7), &cert(), T0)
+        .await
+        .unwrap();
+    store
+        .revoke_device(&user(7), &device(7), T0, &[7; 64], T0)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..400u32)
+        .map(|i| {
+            let store = store.clone();
+            // Every device twice, at once.
+            let n = i / 2;
+            tokio::spawn(async move {
+                let r = store
+                    .register_device(&user(n), &device(n), &cert(), T0 + i64::from(i))
+                    .await
+                    .unwrap();
+                (n, r)
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (n, r) = t.await.unwrap();
+        assert_eq!((r.user, r.device), (user(n), device(n)));
+        assert_eq!(r.revoked_at.is_some(), n == 7, "device {n}");
+    }
+    let mut total = 0;
+    for u in 0..40 {
+        let devices = store.devices(&user(u)).await.unwrap();
+        assert!(devices.iter().all(|d| d.user == user(u)));
+        total += devices.len();
+    }
+    assert_eq!(total, 200);
 }

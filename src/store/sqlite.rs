@@ -47,10 +47,26 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Reads.
     reader: SqlitePool,
+    /// First-sight registrations, committed in groups by [`register_loop`] (its
+    /// task ends when the last clone of the store drops).
+    registrations: tokio::sync::mpsc::Sender<Registration>,
     /// Stops the background checkpointer when the last clone of the store drops
     /// (held only for its `Drop`).
     _checkpointer: std::sync::Arc<tokio_util::sync::DropGuard>,
 }
+
+/// One device to register, and where its row goes.
+#[derive(Debug)]
+struct Registration {
+    user: UserId,
+    device: DeviceId,
+    cert: DeviceCert,
+    now: UnixMs,
+    reply: tokio::sync::oneshot::Sender<Result<DeviceRecord, StoreError>>,
+}
+
+/// Registrations committed together at most (one transaction, one sync).
+const MAX_REGISTRATIONS: usize = 256;
 
 /// How often the background task copies the WAL back into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -126,13 +142,22 @@ impl SqliteStore {
             .acquire_timeout(opts.connect_timeout)
             .connect_with(conn_opts)
             .await?;
+        Ok(Self::with_pools(writer, reader))
+    }
+
+    /// The store on its two pools, with its background tasks (checkpoints,
+    /// registrations) started.
+    fn with_pools(writer: SqlitePool, reader: SqlitePool) -> Self {
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(checkpoint_loop(reader.clone(), stop.clone()));
-        Ok(Self {
+        let (registrations, queue) = tokio::sync::mpsc::channel(MAX_REGISTRATIONS * 4);
+        tokio::spawn(register_loop(writer.clone(), queue));
+        Self {
             writer,
             reader,
+            registrations,
             _checkpointer: std::sync::Arc::new(stop.drop_guard()),
-        })
+        }
     }
 }
 
@@ -153,6 +178,62 @@ async fn checkpoint_loop(pool: SqlitePool, stop: tokio_util::sync::CancellationT
             tracing::debug!(error = %e, "background checkpoint failed");
         }
     }
+}
+
+/// Registers devices seen for the first time, every waiting one in one
+/// transaction: a storm of new devices costs one commit (one sync of the WAL) per
+/// group instead of one each. A failed group fails each of its registrations.
+async fn register_loop(writer: SqlitePool, mut queue: tokio::sync::mpsc::Receiver<Registration>) {
+    let mut batch = Vec::with_capacity(MAX_REGISTRATIONS);
+    while queue.recv_many(&mut batch, MAX_REGISTRATIONS).await > 0 {
+        match register_batch(&writer, &batch).await {
+            Ok(rows) => {
+                for (r, row) in batch.drain(..).zip(rows) {
+                    let _ = r.reply.send(Ok(device_record(r.user, r.device, row)));
+                }
+            }
+            Err(e) => {
+                for r in batch.drain(..) {
+                    let _ = r.reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+async fn register_batch(
+    writer: &SqlitePool,
+    batch: &[Registration],
+) -> Result<Vec<DeviceRow>, StoreError> {
+    let mut tx = WriteTx::begin(writer).await?;
+    let mut rows = Vec::with_capacity(batch.len());
+    for r in batch {
+        sqlx::query("INSERT INTO users (user_id, created_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING")
+            .bind(&r.user.0[..])
+            .bind(r.now)
+            .execute(&mut *tx)
+            .await?;
+        let row: DeviceRow = sqlx::query_as(
+            "INSERT INTO devices (user_id, device_id, cert_issued_at, cert_expires_at, cert_sig, \
+                                  created_at, last_seen) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (user_id, device_id) \
+                 DO UPDATE SET last_seen = max(devices.last_seen, excluded.last_seen) \
+             RETURNING created_at, last_seen, cursor_seq, revoked_at",
+        )
+        .bind(&r.user.0[..])
+        .bind(&r.device.0[..])
+        .bind(to_db(r.cert.issued_at))
+        .bind(to_db(r.cert.expires_at))
+        .bind(&r.cert.sig[..])
+        .bind(r.now)
+        .bind(r.now)
+        .fetch_one(&mut *tx)
+        .await?;
+        rows.push(row);
+    }
+    tx.commit().await?;
+    Ok(rows)
 }
 
 /// A write transaction on the writer connection, begun with `BEGIN IMMEDIATE`.
@@ -244,31 +325,17 @@ impl Store for SqliteStore {
         cert: &DeviceCert,
         now: UnixMs,
     ) -> Result<DeviceRecord, StoreError> {
-        let mut tx = WriteTx::begin(&self.writer).await?;
-        sqlx::query("INSERT INTO users (user_id, created_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING")
-            .bind(&user.0[..])
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        let row: DeviceRow = sqlx::query_as(
-            "INSERT INTO devices (user_id, device_id, cert_issued_at, cert_expires_at, cert_sig, \
-                                  created_at, last_seen) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (user_id, device_id) \
-                 DO UPDATE SET last_seen = max(devices.last_seen, excluded.last_seen) \
-             RETURNING created_at, last_seen, cursor_seq, revoked_at",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .bind(to_db(cert.issued_at))
-        .bind(to_db(cert.expires_at))
-        .bind(&cert.sig[..])
-        .bind(now)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(device_record(*user, *device, row))
+        let stopped = || StoreError::Unavailable("registrations stopped".into());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let r = Registration {
+            user: *user,
+            device: *device,
+            cert: cert.clone(),
+            now,
+            reply,
+        };
+        self.registrations.send(r).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     async fn device(
@@ -721,13 +788,7 @@ mod tests {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts.clone())
         };
-        let store = SqliteStore {
-            writer: pool(1).await.unwrap(),
-            reader: pool(2).await.unwrap(),
-            _checkpointer: std::sync::Arc::new(
-                tokio_util::sync::CancellationToken::new().drop_guard(),
-            ),
-        };
+        let store = SqliteStore::with_pools(pool(1).await.unwrap(), pool(2).await.unwrap());
         (store, url)
     }
 
