@@ -860,10 +860,28 @@ mod tests {
                 .await,
             "locked",
         );
+        // Registrations waiting together fail together, each with the reason.
+        let waiting: Vec<_> = (5..9u8)
+            .map(|d| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .register_device(&USER, &DeviceId([d; 32]), &cert(), 1)
+                        .await
+                })
+            })
+            .collect();
+        for w in waiting {
+            assert_unavailable(w.await.unwrap(), "locked");
+        }
         // Reads are not blocked by a writer (WAL).
         assert_eq!(store.head(&USER).await.unwrap(), 0);
+        assert!(store.devices(&USER).await.unwrap().is_empty());
         sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
         assert!(store.append(&[event(1, 10)]).await.is_ok());
+        let d = DeviceId([5; 32]);
+        let r = store.register_device(&USER, &d, &cert(), 1).await.unwrap();
+        assert_eq!((r.user, r.device), (USER, d));
     }
 
     #[tokio::test]
