@@ -410,7 +410,8 @@ async fn metrics_count_handshakes_on_the_admin_listener() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/ferry.db", dir.path().display());
     let srv = TestServer::start(&url, &[]).await;
-    let _c = connect(&srv.ws_url(), TestUser::random().device()).await;
+    let returning = TestUser::random().device();
+    let _c = connect(&srv.ws_url(), returning.clone()).await;
     let mut bad = TestUser::random().device();
     bad.cert.sig[5] ^= 4;
     let _ = try_connect(&srv.ws_url(), bad).await;
@@ -424,6 +425,24 @@ async fn metrics_count_handshakes_on_the_admin_listener() {
         "{m}"
     );
     assert!(m.contains("ferry_sessions_live 1"), "{m}");
+    // The device's first admission read the store; when it comes back, the
+    // admission memo answers (a single SQLite instance).
+    assert!(
+        m.contains(r#"ferry_device_checks_total{source="store"} 1"#),
+        "{m}"
+    );
+    assert!(!m.contains(r#"source="memo""#), "{m}");
+    drop(_c);
+    let _c = connect(&srv.ws_url(), returning).await;
+    let m = http_get(srv.admin, "/metrics").await.unwrap();
+    assert!(
+        m.contains(r#"ferry_device_checks_total{source="memo"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"ferry_device_checks_total{source="store"} 1"#),
+        "{m}"
+    );
     // A client that upgrades and leaves before finishing the handshake is counted.
     let (mut gone, _) = tokio_tungstenite::connect_async(srv.ws_url())
         .await

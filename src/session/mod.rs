@@ -526,10 +526,13 @@ async fn check_device(
     cert: &DeviceCert,
 ) -> Result<(DeviceStatus, Admission), CloseCode> {
     let epoch = app.admissions.epoch();
+    let source = |s: &str| app.metrics.device_checks.with_label_values(&[s]).inc();
     if let Some(a) = app.admissions.get(user, device) {
+        source("memo");
         let hint = Some(a);
         return Ok((DeviceStatus::Active, Admission { hint, epoch }));
     }
+    source("store");
     // Taken before the store read: see `HeadHint`.
     let generation = app.hub.generation(user);
     match crate::auth::admit_device(app.store.as_ref(), user, device, cert, unix_ms()).await {

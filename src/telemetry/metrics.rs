@@ -23,6 +23,9 @@ pub struct Metrics {
     pub request_errors: IntCounterVec,
     /// Handshake duration from upgrade to `auth_ok`.
     pub handshake_seconds: Histogram,
+    /// Devices admitted by a handshake, by where the answer came from: `memo` (the
+    /// admission memo) or `store` (a read, or a first-sight registration).
+    pub device_checks: IntCounterVec,
     /// Sealed frames that failed to open.
     pub open_failures: IntCounter,
     /// Events durably stored.
@@ -61,6 +64,14 @@ impl Metrics {
                 "WebSocket handshakes by outcome and reason",
             ),
             &["outcome", "reason"],
+        )
+        .expect("valid metric");
+        let device_checks = IntCounterVec::new(
+            Opts::new(
+                "device_checks_total",
+                "Device checks of handshakes by source (memo, store)",
+            ),
+            &["source"],
         )
         .expect("valid metric");
         let sessions_live = IntGauge::new("sessions_live", "Authenticated sessions open now")
@@ -144,6 +155,7 @@ impl Metrics {
             Box::new(sessions_closed.clone()),
             Box::new(request_errors.clone()),
             Box::new(handshake_seconds.clone()),
+            Box::new(device_checks.clone()),
             Box::new(open_failures.clone()),
             Box::new(events_stored.clone()),
             Box::new(duplicates.clone()),
@@ -177,6 +189,7 @@ impl Metrics {
             sessions_closed,
             request_errors,
             handshake_seconds,
+            device_checks,
             open_failures,
             events_stored,
             duplicates,
