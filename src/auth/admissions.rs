@@ -6,8 +6,9 @@
 //! change to those answers is made by this process, so it can remember them and
 //! forget them itself:
 //!
-//! - an entry is written only for an active device, with the head the greeting
-//!   sent and the hub's generation for the user taken before that head was read;
+//! - an entry is written only for an active device, with the user's head as read
+//!   while admitting or greeting it and the hub's generation for the user taken
+//!   before that read;
 //! - a revocation forgets the device before its sessions are closed
 //!   ([`crate::relay::ops::revoked`]), and erasing a user forgets every entry;
 //! - forgetting moves an epoch, and an entry is written only with the epoch taken
