@@ -672,6 +672,12 @@ each_backend!(jwt_attacks_are_refused, &[], |srv, api| {
 
     for (what, token) in &cases {
         let r = me(&api, token).await;
+        // Past the 64 KiB request-head limit, the HTTP layer may refuse the head
+        // (431) before the token is looked at, depending on how the bytes arrive;
+        // either way the token is refused.
+        if token.len() > 64 * 1024 && r.status == 431 {
+            continue;
+        }
         assert_invalid_token(&r, what);
     }
     // Leeway: 10 s past exp is still within the 30 s leeway; the kid is ours.
@@ -701,3 +707,45 @@ each_backend!(jwt_attacks_are_refused, &[], |srv, api| {
         assert_invalid_token(&r, value);
     }
 });
+
+// The request-head limit (64 KiB): a head that is still incomplete past it is
+// refused with 431 and the connection closed, without waiting for the rest.
+#[tokio::test]
+async fn a_request_head_over_the_limit_is_refused_431() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ferry.db", dir.path().display());
+    let srv = TestServer::start(&url, &[]).await;
+    let s = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    // Read while writing: the reply is taken as soon as it comes, before the close.
+    let reader = tokio::spawn(async move {
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = rd.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+        }
+        reply
+    });
+    wr.write_all(b"GET /v1/me HTTP/1.1\r\nHost: ferry\r\nAuthorization: Bearer ")
+        .await
+        .unwrap();
+    let chunk = [b'a'; 1024];
+    // Written in pieces, so the server sees a partial head grow past the limit.
+    for _ in 0..80 {
+        if wr.write_all(&chunk).await.is_err() || reader.is_finished() {
+            break; // the server already answered and closed
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(10), reader)
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    srv.stop().await;
+}
