@@ -419,7 +419,6 @@ fn from_db(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-/// A 32-byte key column.
 /// A `devices` row as both backends select it: `created_at, last_seen, cursor_seq,
 /// revoked_at`.
 type DeviceRow = (i64, i64, i64, Option<i64>);
@@ -444,6 +443,7 @@ fn device_and_head(user: UserId, device: DeviceId, row: DeviceHeadRow) -> (Devic
     (device_record(user, device, (c, l, cur, r)), from_db(head))
 }
 
+/// A 32-byte key column.
 fn key32(bytes: &[u8], column: &str) -> Result<[u8; 32], StoreError> {
     bytes.try_into().map_err(|_| {
         StoreError::Other(format!(
