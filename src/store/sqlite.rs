@@ -205,33 +205,56 @@ async fn register_batch(
     writer: &SqlitePool,
     batch: &[Registration],
 ) -> Result<Vec<DeviceRow>, StoreError> {
+    // Two statements for the whole group. A device can be in it twice (two
+    // handshakes at once): its second row takes the upsert path, and both
+    // registrations get the row as stored.
+    const _: () = assert!(MAX_REGISTRATIONS * 7 <= MAX_PARAMS);
     let mut tx = WriteTx::begin(writer).await?;
-    let mut rows = Vec::with_capacity(batch.len());
-    for r in batch {
-        sqlx::query("INSERT INTO users (user_id, created_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING")
-            .bind(&r.user.0[..])
-            .bind(r.now)
-            .execute(&mut *tx)
-            .await?;
-        let row: DeviceRow = sqlx::query_as(
-            "INSERT INTO devices (user_id, device_id, cert_issued_at, cert_expires_at, cert_sig, \
-                                  created_at, last_seen) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (user_id, device_id) \
-                 DO UPDATE SET last_seen = max(devices.last_seen, excluded.last_seen) \
-             RETURNING created_at, last_seen, cursor_seq, revoked_at",
-        )
-        .bind(&r.user.0[..])
-        .bind(&r.device.0[..])
-        .bind(to_db(r.cert.issued_at))
-        .bind(to_db(r.cert.expires_at))
-        .bind(&r.cert.sig[..])
-        .bind(r.now)
-        .bind(r.now)
-        .fetch_one(&mut *tx)
-        .await?;
-        rows.push(row);
+    let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO users (user_id, created_at) ");
+    q.push_values(batch, |mut b, r| {
+        b.push_bind(&r.user.0[..]).push_bind(r.now);
+    });
+    q.push(" ON CONFLICT (user_id) DO NOTHING");
+    q.build().execute(&mut *tx).await?;
+    let mut q = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO devices (user_id, device_id, cert_issued_at, cert_expires_at, cert_sig, \
+                              created_at, last_seen) ",
+    );
+    q.push_values(batch, |mut b, r| {
+        b.push_bind(&r.user.0[..])
+            .push_bind(&r.device.0[..])
+            .push_bind(to_db(r.cert.issued_at))
+            .push_bind(to_db(r.cert.expires_at))
+            .push_bind(&r.cert.sig[..])
+            .push_bind(r.now)
+            .push_bind(r.now);
+    });
+    q.push(
+        " ON CONFLICT (user_id, device_id) \
+             DO UPDATE SET last_seen = max(devices.last_seen, excluded.last_seen) \
+         RETURNING user_id, device_id, created_at, last_seen, cursor_seq, revoked_at",
+    );
+    // RETURNING's order is unspecified: rows are matched to registrations by key.
+    /// `user_id, device_id` and a [`DeviceRow`].
+    type Returned = (Vec<u8>, Vec<u8>, i64, i64, i64, Option<i64>);
+    let returned: Vec<Returned> = q.build_query_as().fetch_all(&mut *tx).await?;
+    let mut rows = std::collections::HashMap::with_capacity(returned.len());
+    for (u, d, created_at, last_seen, cursor, revoked_at) in returned {
+        let key = (
+            key32(&u, "devices.user_id")?,
+            key32(&d, "devices.device_id")?,
+        );
+        rows.insert(key, (created_at, last_seen, cursor, revoked_at));
     }
+    let rows = batch
+        .iter()
+        .map(|r| {
+            rows.get(&(r.user.0, r.device.0)).copied().ok_or_else(|| {
+                StoreError::Other("a registered device is missing from RETURNING".into())
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Only an `Ok` here means the group is stored; before it, nothing is.
     tx.commit().await?;
     Ok(rows)
 }
@@ -882,6 +905,30 @@ mod tests {
         let d = DeviceId([5; 32]);
         let r = store.register_device(&USER, &d, &cert(), 1).await.unwrap();
         assert_eq!((r.user, r.device), (USER, d));
+    }
+
+    #[tokio::test]
+    async fn one_group_registers_each_device_once_even_when_it_is_in_it_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = store_with(&dir, |o| o).await;
+        let reg = |device: u8, now: UnixMs| Registration {
+            user: USER,
+            device: DeviceId([device; 32]),
+            cert: cert(),
+            now,
+            reply: tokio::sync::oneshot::channel().0,
+        };
+        let group = [reg(4, 10), reg(5, 20), reg(4, 30)];
+        let rows = register_batch(&store.writer, &group).await.unwrap();
+        assert_eq!(rows.len(), 3);
+        // One row for device 4, created by its first registration; both of its
+        // registrations are answered with that row.
+        assert_eq!(rows[0], rows[2]);
+        assert_eq!(rows[0].0, 10);
+        assert_eq!(rows[1].0, 20);
+        let devices = store.devices(&USER).await.unwrap();
+        assert_eq!(devices.len(), 2);
+        assert_eq!(devices[0].last_seen, 30);
     }
 
     #[tokio::test]
