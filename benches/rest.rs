@@ -70,7 +70,7 @@ fn bench(c: &mut Criterion) {
             ferry::server::build_app(cfg.clone(), ServerKey::from_seed([7; 32]), store);
         let pair = app
             .auth
-            .issue_pair(app.store.as_ref(), &USER, &DEVICE, ferry::app::unix_ms())
+            .issue_pair(&USER, &DEVICE, ferry::clock::unix_ms())
             .await
             .unwrap();
         let router = ferry::api::router(app.clone());
@@ -82,14 +82,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("verify", |b| {
         b.iter(|| {
             app.auth
-                .verify_token(&token, ferry::app::unix_ms())
+                .verify_token(&token, ferry::clock::unix_ms())
                 .expect("valid token")
         })
     });
     g.bench_function("authenticate", |b| {
         b.to_async(&rt).iter(|| async {
             app.auth
-                .authenticate(app.store.as_ref(), &token, ferry::app::unix_ms())
+                .authenticate(&token, ferry::clock::unix_ms())
                 .await
                 .expect("valid token")
         })

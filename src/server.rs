@@ -16,8 +16,8 @@ use crate::auth::Auth;
 use crate::config::Config;
 use crate::keys::{self, KeyOrigin, ServerKey};
 use crate::limits::{ConnLimiter, KeyedGcra, RestLimiters};
-use crate::relay::{Hub, Writer};
-use crate::store::{self, DeviceId, MigrateMode, Store, StoreOptions};
+use crate::relay::{Relay, RelayLimits};
+use crate::store::{self, MigrateMode, Store, StoreOptions};
 use crate::telemetry::metrics::Metrics;
 
 /// Why the server could not start.
@@ -106,15 +106,10 @@ pub async fn run(
     };
     let (app, writer_task) = build_app(config, key, store);
     if let Some(url) = app.config.redis_url.clone() {
-        crate::relay::bus::start(
-            &url.0,
-            &app.hub,
-            app.metrics.clone(),
-            app.shutdown.clone(),
-            &app.tracker,
-        )
-        .await
-        .map_err(|e| ServerError::Redis(format!("{} ({})", e, url.redacted())))?;
+        app.relay
+            .connect_bus(&url.0, app.shutdown.clone(), &app.tracker)
+            .await
+            .map_err(|e| ServerError::Redis(format!("{} ({})", e, url.redacted())))?;
         info!(redis = %url.redacted(), "cross-instance relay over Redis");
     }
     let scheme = if tls.is_some() { "wss" } else { "ws" };
@@ -122,25 +117,13 @@ pub async fn run(
     info!(
         addr = ?public_addr,
         scheme,
-        database = ?app.store.backend(),
+        database = %app.relay.backend(),
         server_key = %app.key.public_b64u(),
         "ferry listening"
     );
-    app.tracker.spawn(crate::session::last_seen::flush_loop(
-        app.last_seen.clone(),
-        app.store.clone(),
-        app.shutdown.clone(),
-    ));
-    app.tracker.spawn(crate::auth::purge_loop(
-        app.store.clone(),
-        app.shutdown.clone(),
-    ));
+    app.relay.spawn_jobs(&app.tracker, &app.shutdown);
     app.tracker
-        .spawn(crate::auth::admissions::watch_foreign_commits(
-            app.admissions.clone(),
-            app.store.clone(),
-            app.shutdown.clone(),
-        ));
+        .spawn(app.auth.clone().purge_loop(app.shutdown.clone()));
     app.tracker.spawn(crate::net::serve(
         listeners.public,
         crate::api::router(app.clone()),
@@ -172,7 +155,7 @@ pub async fn run(
         );
     }
     // Sessions are gone: write the `last_seen` times they recorded.
-    app.last_seen.flush(app.store.as_ref()).await;
+    app.relay.flush_last_seen().await;
     // The last writer handle drops with `app`, the writer
     // finishes the batch it holds (acked work is always committed first).
     drop(app);
@@ -189,31 +172,21 @@ pub fn build_app(
     store: Arc<dyn Store>,
 ) -> (App, tokio::task::JoinHandle<()>) {
     let limits = &config.limits;
-    let hub = Hub::new(limits.outbound_queue);
     let metrics = Arc::new(Metrics::new());
-    let (writer, writer_task) = Writer::spawn(
+    let (relay, writer_task) = Relay::new(
         store.clone(),
-        hub.clone(),
         metrics.clone(),
-        limits.outbound_queue,
-    );
-    let admissions = Arc::new(crate::auth::admissions::Admissions::for_deployment(
-        store.backend(),
+        RelayLimits::from_config(limits),
         config.redis_url.is_some(),
-        crate::app::ADMISSIONS_PER_GENERATION,
-    ));
+    );
+    let auth = Auth::new(&key, &config.auth, &config.admin, store, relay.clone());
     let app = App {
-        auth: Arc::new(Auth::new(&key, &config.auth, &config.admin)),
+        auth: Arc::new(auth),
         rest_limits: Arc::new(RestLimiters::new(
             limits.rest_requests_per_ip_per_sec,
             limits.rest_requests_per_token_per_sec,
             config.admin.failure_burst,
         )),
-        publish_rate: Arc::new(KeyedGcra::<DeviceId>::new(
-            limits.events_per_sec,
-            limits.burst,
-        )),
-        writer,
         conns: ConnLimiter::new(
             limits.max_connections_per_ip as usize,
             limits.max_connections as usize,
@@ -222,15 +195,12 @@ pub fn build_app(
             limits.handshakes_per_ip_per_sec,
             limits.handshakes_per_ip_per_sec.saturating_mul(2),
         )),
-        hub,
+        relay,
         metrics,
         key: Arc::new(key),
-        store,
         verified_certs: Arc::new(ferry_proto::handshake::VerifiedCerts::new(
             crate::app::VERIFIED_CERTS_PER_GENERATION,
         )),
-        admissions,
-        last_seen: Default::default(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         config: Arc::new(config),

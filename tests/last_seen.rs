@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ferry::session::last_seen::LastSeen;
+use ferry::relay::last_seen::LastSeen;
 use ferry::store::{DeviceCert, DeviceId, Store, StoreOptions, UserId, connect};
 use sqlx::{Connection, SqliteConnection};
 

@@ -320,7 +320,7 @@ async fn graceful_shutdown_closes_sessions_1001() {
     let (creds_a, creds_b) = (user_a.device(), user_b.device());
     let mut a = connect(&srv.ws_url(), creds_a.clone()).await;
     let mut b = connect(&srv.ws_url(), creds_b.clone()).await;
-    let before_stop = ferry::app::unix_ms();
+    let before_stop = ferry::clock::unix_ms();
     srv.begin_stop();
     assert_eq!(expect_close(&mut a.ws).await, Closed::Code(1001));
     assert_eq!(expect_close(&mut b.ws).await, Closed::Code(1001));

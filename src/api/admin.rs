@@ -6,7 +6,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use ferry_proto::CloseCode;
 use tracing::info;
 
 use super::error::{ApiError, ErrorBody};
@@ -16,8 +15,9 @@ use super::schema::{
     UserDevicePath, UserPath, UsersQuery, UsersResponse, key32,
 };
 use super::user::device_body;
-use crate::app::{App, unix_ms};
-use crate::store::{DeviceId, RevokeOutcome, UserId, UserSummary};
+use crate::app::App;
+use crate::model::{DeviceId, UserId};
+use crate::relay::UserView;
 
 /// Largest page of `GET /admin/v1/users`.
 const MAX_USERS_PAGE: u32 = 100;
@@ -26,7 +26,8 @@ const DEFAULT_USERS_PAGE: u32 = 50;
 /// Cursor format version, so the encoding can change without misreading old ones.
 const CURSOR_PREFIX: &str = "u1";
 
-fn user_body(app: &App, s: &UserSummary) -> UserBody {
+fn user_body(v: &UserView) -> UserBody {
+    let s = &v.summary;
     UserBody {
         user: s.user.to_string(),
         created_at: s.created_at,
@@ -35,7 +36,7 @@ fn user_body(app: &App, s: &UserSummary) -> UserBody {
         devices: s.devices,
         revoked_devices: s.revoked_devices,
         last_seen: s.last_seen,
-        live_sessions: app.hub.sessions(&s.user).len() as u64,
+        live_sessions: v.live_sessions,
     }
 }
 
@@ -52,13 +53,13 @@ pub(crate) async fn stats(
     State(app): State<App>,
     _key: AdminRead,
 ) -> Result<Json<StatsResponse>, ApiError> {
-    let s = app.store.stats().await?;
+    let (s, live_sessions) = app.relay.stats().await?;
     Ok(Json(StatsResponse {
         users: s.users,
         devices: s.devices,
         active_devices: s.active_devices,
         events: s.events,
-        live_sessions: app.hub.len() as u64,
+        live_sessions,
         database_bytes: s.database_bytes,
     }))
 }
@@ -90,15 +91,15 @@ pub(crate) async fn users(
                 .ok_or_else(|| ApiError::bad_request("invalid cursor"))?,
         )),
     };
-    let mut page = app.store.users_page(after.as_ref(), limit + 1).await?;
+    let mut page = app.relay.users_page(after.as_ref(), limit + 1).await?;
     let more = page.len() > limit as usize;
     page.truncate(limit as usize);
     let next_cursor = more
         .then(|| page.last())
         .flatten()
-        .map(|s| format!("{CURSOR_PREFIX}{}", s.user));
+        .map(|v| format!("{CURSOR_PREFIX}{}", v.summary.user));
     Ok(Json(UsersResponse {
-        users: page.iter().map(|s| user_body(&app, s)).collect(),
+        users: page.iter().map(user_body).collect(),
         next_cursor,
     }))
 }
@@ -122,14 +123,14 @@ pub(crate) async fn user(
     ApiPath(path): ApiPath<UserPath>,
 ) -> Result<Json<UserDetail>, ApiError> {
     let user = UserId(key32(&path.user, "user")?);
-    let summary = app
-        .store
-        .user_summary(&user)
+    let view = app
+        .relay
+        .user(&user)
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
-    let devices = crate::relay::ops::devices(&app, &user).await?;
+    let devices = app.relay.devices(&user).await?;
     Ok(Json(UserDetail {
-        user: user_body(&app, &summary),
+        user: user_body(&view),
         devices: devices.iter().map(|(d, on)| device_body(d, *on)).collect(),
     }))
 }
@@ -153,10 +154,11 @@ pub(crate) async fn disconnect(
     ApiPath(path): ApiPath<UserPath>,
 ) -> Result<Json<DisconnectResponse>, ApiError> {
     let user = UserId(key32(&path.user, "user")?);
-    if app.store.user_summary(&user).await?.is_none() {
-        return Err(ApiError::not_found("no such user"));
-    }
-    let closed = app.hub.close_user(&user, CloseCode::GoingAway) as u64;
+    let closed = app
+        .relay
+        .disconnect(&user)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such user"))?;
     info!(key = %key, %user, closed, "admin: disconnected a user");
     Ok(Json(DisconnectResponse { closed }))
 }
@@ -182,15 +184,11 @@ pub(crate) async fn revoke_device(
 ) -> Result<impl IntoResponse, ApiError> {
     let user = UserId(key32(&path.user, "user")?);
     let device = DeviceId(key32(&path.device, "device")?);
-    let now = unix_ms();
-    match app.store.force_revoke_device(&user, &device, now).await? {
-        RevokeOutcome::UnknownDevice => Err(ApiError::not_found("no such device")),
-        _ => {
-            crate::relay::ops::revoked(&app, &user, &device, now);
-            info!(key = %key, %user, %device, "admin: revoked a device");
-            Ok(StatusCode::NO_CONTENT)
-        }
+    if !app.relay.force_revoke(&user, &device).await? {
+        return Err(ApiError::not_found("no such device"));
     }
+    info!(key = %key, %user, %device, "admin: revoked a device");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Erases everything stored for a user (events, devices, tokens, challenges) and
@@ -214,15 +212,12 @@ pub(crate) async fn erase_user(
     ApiPath(path): ApiPath<UserPath>,
 ) -> Result<Json<EraseResponse>, ApiError> {
     let user = UserId(key32(&path.user, "user")?);
-    // Sessions first, so no live session appends while the rows go.
-    let closed = app.hub.close_user(&user, CloseCode::Revoked) as u64;
-    let counts = app
-        .store
+    let erased = app
+        .relay
         .erase_user(&user)
         .await?
         .ok_or_else(|| ApiError::not_found("no such user"))?;
-    // The user's devices are unknown again: their next handshakes register them.
-    app.admissions.clear();
+    let counts = erased.counts;
     info!(key = %key, %user, events = counts.events, devices = counts.devices, "admin: erased a user");
     Ok(Json(EraseResponse {
         events: counts.events,
@@ -230,7 +225,7 @@ pub(crate) async fn erase_user(
         refresh_tokens: counts.refresh_tokens,
         revocations: counts.revocations,
         challenges: counts.challenges,
-        sessions_closed: closed,
+        sessions_closed: erased.sessions_closed,
     }))
 }
 

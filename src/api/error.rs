@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store::StoreError;
+use crate::relay::StoreError;
 
 /// Every error response's body.
 #[derive(Debug, Serialize, ToSchema)]

@@ -13,8 +13,9 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info};
 
 use super::error::ApiError;
-use crate::app::{App, unix_ms};
+use crate::app::App;
 use crate::auth::{AuthError, Identity, Reason};
+use crate::clock::unix_ms;
 use crate::config::AdminScope;
 use crate::limits::RateInfo;
 
@@ -162,11 +163,7 @@ impl FromRequestParts<App> for AuthUser {
             Ok(None) => return Err(refuse(Reason::Missing)),
             Err(()) => return Err(refuse(Reason::Malformed)),
         };
-        let id = match app
-            .auth
-            .authenticate(app.store.as_ref(), token, unix_ms())
-            .await
-        {
+        let id = match app.auth.authenticate(token, unix_ms()).await {
             Ok(id) => id,
             Err(AuthError::Refused(reason)) => return Err(refuse(reason)),
             Err(AuthError::Store(e)) => return Err(ApiError::unavailable(e)),

@@ -43,7 +43,7 @@ pub async fn live() -> Response {
     )
 )]
 pub async fn ready(State(app): State<App>) -> Response {
-    let db = match tokio::time::timeout(READY_DEADLINE, app.store.ping()).await {
+    let db = match tokio::time::timeout(READY_DEADLINE, app.relay.ping()).await {
         Ok(Ok(())) => "ok",
         Ok(Err(_)) => "unavailable",
         Err(_) => "timeout",
@@ -53,7 +53,7 @@ pub async fn ready(State(app): State<App>) -> Response {
     } else {
         match tokio::time::timeout(
             READY_DEADLINE,
-            crate::store::migrate_status(&app.config.database.url),
+            app.relay.migrate_status(&app.config.database.url),
         )
         .await
         {
@@ -116,7 +116,7 @@ async fn redis_ping(url: &str) -> Result<(), redis::RedisError> {
 
 /// `GET /metrics`: Prometheus text format. The pool gauges are sampled here.
 pub async fn metrics(State(app): State<App>) -> Response {
-    let (in_use, idle) = app.store.pool_stats();
+    let (in_use, idle) = app.relay.pool_stats();
     let pool = &app.metrics.api.db_pool;
     pool.with_label_values(&["in_use"]).set(i64::from(in_use));
     pool.with_label_values(&["idle"]).set(i64::from(idle));

@@ -2,7 +2,7 @@
 //! token's user (`sub`) only; ids in paths and bodies are looked up inside that
 //! user's data, so another user's device or event is simply not found.
 //!
-//! The operations are those of the WebSocket session (`relay::ops`): same limits,
+//! The operations are those of the WebSocket session (the [`crate::relay::Relay`]'s): same limits,
 //! same rate limit, same group commit and live relay.
 
 use std::time::Instant;
@@ -25,8 +25,8 @@ use super::schema::{
     sig64,
 };
 use crate::app::App;
-use crate::relay::ops::{self, Prepared, PublishRefusal, RevokeError};
-use crate::store::{AppendOutcome, DeviceId, DeviceRecord};
+use crate::model::{AppendOutcome, DeviceId, DeviceRecord};
+use crate::relay::{Prepared, PublishRefusal, RevokeError};
 
 /// A device record as the API shows it.
 pub(crate) fn device_body(d: &DeviceRecord, online: bool) -> DeviceBody {
@@ -53,7 +53,7 @@ pub(crate) async fn me(
     State(app): State<App>,
     AuthUser(id): AuthUser,
 ) -> Result<Json<MeResponse>, ApiError> {
-    let head = app.store.head(&id.user).await?;
+    let head = app.relay.head(&id.user).await?;
     Ok(Json(MeResponse {
         user: id.user.to_string(),
         device: id.device.to_string(),
@@ -75,7 +75,7 @@ pub(crate) async fn devices(
     State(app): State<App>,
     AuthUser(id): AuthUser,
 ) -> Result<Json<DevicesResponse>, ApiError> {
-    let list = ops::devices(&app, &id.user).await?;
+    let list = app.relay.devices(&id.user).await?;
     Ok(Json(DevicesResponse {
         devices: list.iter().map(|(d, on)| device_body(d, *on)).collect(),
     }))
@@ -108,10 +108,10 @@ pub(crate) async fn revoke_device(
     let ts = safe_int(body.ts, "ts")?;
     let sig = sig64(&body.sig, "sig")?;
     // Looked up among the caller's user's devices only.
-    if app.store.device(&id.user, &device).await?.is_none() {
+    if !app.relay.has_device(&id.user, &device).await? {
         return Err(ApiError::not_found("no such device"));
     }
-    match ops::revoke(&app, &id.user, &device, ts, &sig).await {
+    match app.relay.revoke(&id.user, &device, ts, &sig).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(RevokeError::Refused) => Err(ApiError::forbidden("revocation refused")),
         Err(RevokeError::Replayed) => Err(ApiError::forbidden("revocation already used")),
@@ -140,7 +140,7 @@ pub(crate) async fn events(
     if !(1..=MAX_SYNC_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request("limit must be 1..=1000"));
     }
-    let page = ops::sync(&app, &id.user, after, limit).await?;
+    let page = app.relay.sync(&id.user, after, limit).await?;
     Ok(Json(EventsResponse {
         events: page
             .events
@@ -228,7 +228,10 @@ pub(crate) async fn publish(
 ) -> Result<Json<PublishResponse>, ApiError> {
     let p = to_publish(body)?;
     let event_id = format_uuid(&p.id);
-    let ev = match ops::prepare_publish(&app, id.user, id.device, p, Instant::now()) {
+    let ev = match app
+        .relay
+        .prepare_publish(id.user, id.device, p, Instant::now())
+    {
         Ok(Prepared::Durable(ev)) => ev,
         Ok(Prepared::Ephemeral { delivered }) => {
             return Ok(Json(PublishResponse {
@@ -263,7 +266,7 @@ pub(crate) async fn publish(
         ephemeral: false,
         delivered: None,
     };
-    match ops::commit(&app, ev).await? {
+    match app.relay.commit(ev).await? {
         AppendOutcome::Stored { seq, ts } => Ok(Json(ack(seq, ts, false))),
         AppendOutcome::Duplicate { seq, ts } => Ok(Json(ack(seq, ts, true))),
         AppendOutcome::Conflict { key_head } => Err(ApiError::conflict(

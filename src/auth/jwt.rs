@@ -23,7 +23,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::Reason;
 use crate::keys::ServerKey;
-use crate::store::{DeviceId, UserId};
+use crate::model::{DeviceId, UserId};
 
 /// The `aud` of every access token.
 pub const AUDIENCE: &str = "ferry";

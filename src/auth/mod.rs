@@ -11,11 +11,8 @@
 //! - [`jwt`]: signing and verifying access tokens.
 //! - [`refresh`]: refresh tokens and their hashes.
 //! - [`admin_keys`]: admin API keys, compared in constant time.
-//! - [`admissions`]: a memo of admitted devices, so a reconnecting device's
-//!   handshake needs no store read (single SQLite instance only).
 
 pub mod admin_keys;
-pub mod admissions;
 pub mod jwt;
 pub mod refresh;
 
@@ -27,12 +24,15 @@ use rand::RngCore as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::clock::unix_ms;
 use crate::config::{AdminConfig, AuthConfig};
 use crate::keys::ServerKey;
-use crate::store::{
+use crate::model::{
     AccessStatus, AuthChallenge, DeviceCert, DeviceId, NewRefreshToken, RefreshRotation,
-    RefreshSuccessor, Store, StoreError, UnixMs, UserId,
+    RefreshSuccessor, UnixMs, UserId,
 };
+use crate::relay::Relay;
+use crate::store::{AuthStore, StoreError};
 use admin_keys::AdminKeys;
 use jwt::JwtKeys;
 
@@ -157,6 +157,8 @@ pub struct Auth {
     jwt: JwtKeys,
     refresh_ttl: Duration,
     admin: AdminKeys,
+    store: Arc<dyn AuthStore>,
+    relay: Relay,
 }
 
 /// 32 (or `N`) bytes from the operating system's RNG.
@@ -181,8 +183,16 @@ fn secs(ms: UnixMs) -> u64 {
 
 impl Auth {
     /// The authenticator for this server key and configuration.
-    pub fn new(key: &ServerKey, auth: &AuthConfig, admin: &AdminConfig) -> Self {
+    pub fn new(
+        key: &ServerKey,
+        auth: &AuthConfig,
+        admin: &AdminConfig,
+        store: Arc<dyn AuthStore>,
+        relay: Relay,
+    ) -> Self {
         Self {
+            store,
+            relay,
             jwt: JwtKeys::new(key, &auth.issuer, auth.token_ttl.as_secs()),
             refresh_ttl: auth.refresh_ttl,
             admin: AdminKeys::new(admin),
@@ -202,7 +212,6 @@ impl Auth {
     /// Issues a single-use login challenge for `device` of `user`.
     pub async fn challenge(
         &self,
-        store: &dyn Store,
         user: UserId,
         device: DeviceId,
         now: UnixMs,
@@ -213,19 +222,14 @@ impl Auth {
             device,
             expires_at: now + CHALLENGE_TTL.as_millis() as i64,
         };
-        store.put_challenge(&c).await?;
+        self.store.put_challenge(&c).await?;
         Ok(c)
     }
 
     /// Checks a login like the handshake checks `client_auth` (strict signatures,
     /// weak keys refused, certificate time rules, device not revoked, registered on
     /// first sight), consumes the challenge, and issues a token pair.
-    pub async fn login(
-        &self,
-        store: &dyn Store,
-        req: &Login,
-        now: UnixMs,
-    ) -> Result<TokenPair, AuthError> {
+    pub async fn login(&self, req: &Login, now: UnixMs) -> Result<TokenPair, AuthError> {
         let refused = |r| AuthError::Refused(r);
         let user_key =
             keys::parse_identity_key(&req.user).map_err(|_| refused(Reason::BadCertificate))?;
@@ -240,7 +244,8 @@ impl Auth {
         keys::verify_rest_challenge(&device_key, &req.challenge, self.jwt.public_key(), &req.sig)
             .map_err(|_| refused(Reason::BadChallenge))?;
         let (user, device) = (UserId(req.user), DeviceId(req.device));
-        if !store
+        if !self
+            .store
             .take_challenge(&req.challenge, &user, &device, now)
             .await?
         {
@@ -251,20 +256,21 @@ impl Auth {
             expires_at: req.cert.expires_at,
             sig: req.cert.sig,
         };
-        if !admit_device(store, &user, &device, &cert, now)
+        if !self
+            .relay
+            .admit_device(&user, &device, &cert, now)
             .await?
             .active
         {
             return Err(refused(Reason::DeviceRevoked));
         }
-        Ok(self.issue_pair(store, &user, &device, now).await?)
+        Ok(self.issue_pair(&user, &device, now).await?)
     }
 
     /// Issues a token pair (a new refresh family) for an authenticated device: after
     /// a login, or for the WebSocket `token` message.
     pub async fn issue_pair(
         &self,
-        store: &dyn Store,
         user: &UserId,
         device: &DeviceId,
         now: UnixMs,
@@ -272,7 +278,7 @@ impl Auth {
         let now_s = secs(now);
         let (access_token, jti, exp) = self.jwt.issue(user, device, now_s);
         let (refresh_token, token_hash) = refresh::generate();
-        store
+        self.store
             .put_refresh_token(&NewRefreshToken {
                 token_hash,
                 family: refresh::new_family(),
@@ -294,12 +300,7 @@ impl Auth {
 
     /// Rotates a refresh token: the presented one is spent, a new pair issued in the
     /// same family. A spent token revokes the family ([`Reason::Reused`]).
-    pub async fn refresh(
-        &self,
-        store: &dyn Store,
-        presented: &str,
-        now: UnixMs,
-    ) -> Result<TokenPair, AuthError> {
+    pub async fn refresh(&self, presented: &str, now: UnixMs) -> Result<TokenPair, AuthError> {
         let hash = refresh::hash(presented).ok_or(AuthError::Refused(Reason::BadRefresh))?;
         let now_s = secs(now);
         let jti = random_b64u::<16>();
@@ -312,7 +313,7 @@ impl Auth {
             access_jti: jti.clone(),
             access_expires_at: ms(exp + jwt::LEEWAY_SECS),
         };
-        match store.rotate_refresh_token(&hash, &next, now).await? {
+        match self.store.rotate_refresh_token(&hash, &next, now).await? {
             RefreshRotation::Rotated { user, device } => Ok(TokenPair {
                 access_token: self.jwt.sign(&user, &device, now_s, &jti),
                 expires_at: exp,
@@ -331,14 +332,9 @@ impl Auth {
     }
 
     /// Authenticates a bearer token: verified, not revoked, its device active.
-    pub async fn authenticate(
-        &self,
-        store: &dyn Store,
-        token: &str,
-        now: UnixMs,
-    ) -> Result<Identity, AuthError> {
+    pub async fn authenticate(&self, token: &str, now: UnixMs) -> Result<Identity, AuthError> {
         let v = self.verify_token(token, now).map_err(AuthError::Refused)?;
-        match store.access_status(&v.user, &v.device, &v.jti).await? {
+        match self.store.access_status(&v.user, &v.device, &v.jti).await? {
             AccessStatus::Active => Ok(Identity {
                 user: v.user,
                 device: v.device,
@@ -353,75 +349,28 @@ impl Auth {
 
     /// Logout: the token's `jti` is denylisted until it would expire anyway, and its
     /// refresh family revoked.
-    pub async fn logout(
-        &self,
-        store: &dyn Store,
-        id: &Identity,
-        now: UnixMs,
-    ) -> Result<(), StoreError> {
-        store
+    pub async fn logout(&self, id: &Identity, now: UnixMs) -> Result<(), StoreError> {
+        self.store
             .revoke_access_token(&id.jti, ms(id.expires_at + jwt::LEEWAY_SECS), now)
             .await
     }
 }
 
-/// The store's verdict on an authenticating device (handshake or REST login).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Admission {
-    /// `false` when the device is revoked (or, on first sight, when a key is not a
-    /// prime-order point).
-    pub active: bool,
-    /// The user's head, read together with a known device (`None` on first sight).
-    pub head: Option<u64>,
-}
-
-/// Admits an authenticating device: registered on first sight, refused when revoked
-/// (see [`Admission`]).
-pub async fn admit_device(
-    store: &dyn Store,
-    user: &UserId,
-    device: &DeviceId,
-    cert: &DeviceCert,
-    now: UnixMs,
-) -> Result<Admission, StoreError> {
-    // A known device costs one read (which also brings the head the handshake's
-    // greeting needs): no write on the handshake path (`last_seen` is written when
-    // the session ends).
-    if let Some((d, head)) = store.device_and_head(user, device).await? {
-        return Ok(Admission {
-            active: d.revoked_at.is_none(),
-            head: Some(head),
-        });
-    }
-    // First sight: the keys must be prime-order points (checked once, here).
-    let prime_order = |k: &[u8; 32]| {
-        ferry_proto::keys::parse_identity_key(k)
-            .and_then(|k| ferry_proto::keys::require_prime_order(&k))
-            .is_ok()
-    };
-    let active = prime_order(&user.0)
-        && prime_order(&device.0)
-        && store
-            .register_device(user, device, cert, now)
-            .await?
-            .revoked_at
-            .is_none();
-    Ok(Admission { active, head: None })
-}
-
-/// Removes expired challenges, refresh tokens and denylist entries every
-/// `PURGE_INTERVAL` (10 minutes) until `cancel`.
-pub async fn purge_loop(store: Arc<dyn Store>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(PURGE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = cancel.cancelled() => return,
-        }
-        match store.purge_expired_auth(crate::app::unix_ms()).await {
-            Ok(n) => debug!(removed = n, "purged expired auth rows"),
-            Err(e) => warn!(error = %e, "purging expired auth rows failed"),
+impl Auth {
+    /// Removes expired challenges, refresh tokens and denylist entries every
+    /// `PURGE_INTERVAL` (10 minutes) until `cancel`.
+    pub async fn purge_loop(self: Arc<Self>, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(PURGE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            match self.store.purge_expired_auth(unix_ms()).await {
+                Ok(n) => debug!(removed = n, "purged expired auth rows"),
+                Err(e) => warn!(error = %e, "purging expired auth rows failed"),
+            }
         }
     }
 }

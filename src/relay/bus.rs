@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::hub::{Hub, Outbound};
-use crate::store::{DeviceId, UserId};
+use super::hub::{Hub, Peers, Remote};
+use crate::model::{DeviceId, UserId};
 use crate::telemetry::metrics::Metrics;
 
 /// The one channel every instance publishes on and subscribes to.
@@ -29,37 +29,8 @@ const KIND_DELIVER: u8 = 1;
 const KIND_CLOSE_DEVICE: u8 = 2;
 const KIND_CLOSE_USER: u8 = 3;
 
-/// One message between instances.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Envelope {
-    /// Deliver `msg` to the user's sessions, except `except`'s, only to `only` if set.
-    Deliver {
-        /// Whose sessions.
-        user: UserId,
-        /// The device to leave out (the origin).
-        except: Option<DeviceId>,
-        /// When set, only these devices.
-        only: Option<Vec<[u8; 32]>>,
-        /// The serialized message.
-        msg: Outbound,
-    },
-    /// Close the device's sessions.
-    CloseDevice {
-        /// Whose device.
-        user: UserId,
-        /// Which device.
-        device: DeviceId,
-        /// With this code.
-        code: CloseCode,
-    },
-    /// Close all of the user's sessions.
-    CloseUser {
-        /// Whose sessions.
-        user: UserId,
-        /// With this code.
-        code: CloseCode,
-    },
-}
+/// One message between instances: what the hub tells its [`Peers`].
+pub type Envelope = Remote;
 
 /// Encoding: `instance(16) kind(1) user(32)`, then per kind:
 /// deliver: `except_flag(1) [device(32)] only_count(u16be) only(32×n) msg(rest)`;
@@ -155,17 +126,17 @@ impl Reader<'_> {
     }
 }
 
-/// The publishing side, held by the hub.
+/// The publishing side, held by the hub as its [`Peers`].
 pub struct Bus {
     instance: [u8; 16],
     tx: mpsc::Sender<Vec<u8>>,
     metrics: Arc<Metrics>,
 }
 
-impl Bus {
+impl Peers for Bus {
     /// Queues an envelope for the other instances; drops it when the queue is full
     /// (the store is the truth, devices resync).
-    pub fn publish(&self, env: &Envelope) {
+    fn send(&self, env: &Envelope) {
         if self.tx.try_send(encode(&self.instance, env)).is_err() {
             self.metrics.bus_dropped.inc();
         }
@@ -187,11 +158,11 @@ pub async fn start(
     let mut instance = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut instance);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-    hub.attach_bus(Bus {
+    hub.attach_peers(Box::new(Bus {
         instance,
         tx,
         metrics: metrics.clone(),
-    });
+    }));
     let pub_metrics = metrics.clone();
     let pub_cancel = cancel.clone();
     tracker.spawn(async move {

@@ -14,7 +14,7 @@ use ferry_proto::CloseCode;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{DeviceId, UserId};
+use crate::model::{DeviceId, UserId};
 
 const SHARDS: usize = 32;
 /// Counters behind [`Hub::generation`]: a multiple of [`SHARDS`], so that each
@@ -39,6 +39,11 @@ impl SessionHandle {
     /// The process-unique session number.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The session's user.
+    pub fn user(&self) -> &UserId {
+        &self.user
     }
 
     /// The session's device.
@@ -83,6 +88,47 @@ pub struct SessionLink {
     pub rx: mpsc::Receiver<Outbound>,
 }
 
+/// What the hub tells the other instances, and applies when they tell it
+/// ([`Hub::apply_remote`]). The hub only knows that some [`Peers`] carry these; the
+/// cross-instance bus (`relay::bus`) is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    /// Deliver `msg` to the user's sessions, except `except`'s, only to `only` if set.
+    Deliver {
+        /// Whose sessions.
+        user: UserId,
+        /// The device to leave out (the origin).
+        except: Option<DeviceId>,
+        /// When set, only these devices.
+        only: Option<Vec<[u8; 32]>>,
+        /// The serialized message.
+        msg: Outbound,
+    },
+    /// Close the device's sessions.
+    CloseDevice {
+        /// Whose device.
+        user: UserId,
+        /// Which device.
+        device: DeviceId,
+        /// With this code.
+        code: CloseCode,
+    },
+    /// Close all of the user's sessions.
+    CloseUser {
+        /// Whose sessions.
+        user: UserId,
+        /// With this code.
+        code: CloseCode,
+    },
+}
+
+/// The other instances, as the hub sees them: somewhere to send what it does
+/// locally. Sending never blocks (a full queue drops: the store is the truth).
+pub trait Peers: Send + Sync + 'static {
+    /// Queues `msg` for the other instances.
+    fn send(&self, msg: &Remote);
+}
+
 /// Cheap-to-clone handle to the registry.
 #[derive(Clone)]
 pub struct Hub {
@@ -105,7 +151,7 @@ struct Shared {
     hasher: std::collections::hash_map::RandomState,
     next_id: AtomicU64,
     queue: usize,
-    bus: std::sync::OnceLock<super::bus::Bus>,
+    peers: std::sync::OnceLock<Box<dyn Peers>>,
 }
 
 impl Hub {
@@ -118,7 +164,7 @@ impl Hub {
                 hasher: Default::default(),
                 next_id: AtomicU64::new(1),
                 queue: queue.max(1),
-                bus: std::sync::OnceLock::new(),
+                peers: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -212,9 +258,15 @@ impl Hub {
         map.get(user).cloned().unwrap_or_default()
     }
 
-    /// Connects this hub to the other instances (see [`super::bus`]). Once only.
-    pub fn attach_bus(&self, bus: super::bus::Bus) {
-        let _ = self.shared.bus.set(bus);
+    /// Connects this hub to the other instances. Once only.
+    pub fn attach_peers(&self, peers: Box<dyn Peers>) {
+        let _ = self.shared.peers.set(peers);
+    }
+
+    fn tell_peers(&self, msg: impl FnOnce() -> Remote) {
+        if let Some(peers) = self.shared.peers.get() {
+            peers.send(&msg());
+        }
     }
 
     /// Delivers a message to the user's live sessions — here and, with a bus, on
@@ -267,22 +319,19 @@ impl Hub {
                 out.overflowed += 1;
             }
         });
-        if let Some(bus) = self.shared.bus.get() {
-            bus.publish(&super::bus::Envelope::Deliver {
-                user: *user,
-                except: except.copied(),
-                only: only.map(<[_]>::to_vec),
-                msg: get(&mut msg),
-            });
-        }
+        self.tell_peers(|| Remote::Deliver {
+            user: *user,
+            except: except.copied(),
+            only: only.map(<[_]>::to_vec),
+            msg: get(&mut msg),
+        });
         out
     }
 
     /// Applies what another instance published, to this instance's sessions only.
-    pub fn apply_remote(&self, env: &super::bus::Envelope) {
-        use super::bus::Envelope;
-        match env {
-            Envelope::Deliver {
+    pub fn apply_remote(&self, msg: &Remote) {
+        match msg {
+            Remote::Deliver {
                 user,
                 except,
                 only,
@@ -297,10 +346,10 @@ impl Hub {
                     s.deliver(msg);
                 });
             }
-            Envelope::CloseDevice { user, device, code } => {
+            Remote::CloseDevice { user, device, code } => {
                 self.close_device_local(user, device, *code);
             }
-            Envelope::CloseUser { user, code } => {
+            Remote::CloseUser { user, code } => {
                 self.close_user_local(user, *code);
             }
         }
@@ -308,13 +357,11 @@ impl Hub {
 
     /// Closes every session of a device (revocation), on every instance.
     pub fn close_device(&self, user: &UserId, device: &DeviceId, code: CloseCode) -> usize {
-        if let Some(bus) = self.shared.bus.get() {
-            bus.publish(&super::bus::Envelope::CloseDevice {
-                user: *user,
-                device: *device,
-                code,
-            });
-        }
+        self.tell_peers(|| Remote::CloseDevice {
+            user: *user,
+            device: *device,
+            code,
+        });
         self.close_device_local(user, device, code)
     }
 
@@ -330,9 +377,7 @@ impl Hub {
 
     /// Closes every session of a user, on every instance.
     pub fn close_user(&self, user: &UserId, code: CloseCode) -> usize {
-        if let Some(bus) = self.shared.bus.get() {
-            bus.publish(&super::bus::Envelope::CloseUser { user: *user, code });
-        }
+        self.tell_peers(|| Remote::CloseUser { user: *user, code });
         self.close_user_local(user, code)
     }
 
@@ -388,7 +433,7 @@ mod tests {
         let link = hub.register(u, d, &root);
         assert_eq!(hub.fanout_stored(&u, Some(&d), msg).delivered, 0);
         assert_eq!(hub.generation(&u), g0 + 2);
-        hub.apply_remote(&crate::relay::bus::Envelope::Deliver {
+        hub.apply_remote(&Remote::Deliver {
             user: u,
             except: None,
             only: None,

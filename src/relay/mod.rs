@@ -1,11 +1,229 @@
-//! Per-user relay: the live-session registry, the group-commit writer that assigns
-//! durability before any ack, fan-out in `seq` order, and the operations
-//! (`ops`) that the WebSocket session and the REST API share.
+//! The domain core: [`Relay`] owns the store, the group-commit writer, the hub of
+//! live sessions, the admission memo, the `last_seen` collector and the publish
+//! limiter, and offers what a device or an operator can do — admit a device and
+//! greet it with its head, publish, sync, move a cursor, list devices, revoke,
+//! force-revoke, erase a user, disconnect.
+//!
+//! Nothing outside this module (and `server`, which builds it) can reach the store
+//! or the hub of a running server: `api` and `session` hold a `Relay`, an
+//! [`crate::auth::Auth`] and the metrics, and nothing else. So the rules that tie
+//! those parts together are kept here, once:
+//!
+//! - a revocation forgets the device's admission before its sessions close, and an
+//!   erasure clears the memo after the user's rows are gone (see [`admissions`]);
+//! - an erasure closes the user's sessions before the rows go, so no live session
+//!   appends while they do;
+//! - a greeting's head is never older than an event its session will not be relayed
+//!   ([`Relay::join`]).
+//!
+//! # Layout
+//! - [`hub`]: live sessions by user, one per device, bounded outbound queues.
+//! - [`writer`]: the group-commit writer (append, then ack and fan out in order).
+//! - [`bus`]: cross-instance fan-out over Redis pub/sub, plugged into the hub as
+//!   its [`hub::Peers`].
+//! - [`admissions`]: the memo of admitted devices.
+//! - [`last_seen`]: `last_seen` times of ended sessions, written once a second.
+//! - `ops`: publish, sync, cursor, devices and revoke, shared by the WebSocket
+//!   session and the REST API.
+//! - `sessions`: admitting a device, joining the hub and leaving it.
+//! - `admin`: the operator's view and actions.
 
+mod admin;
+pub mod admissions;
 pub mod bus;
 pub mod hub;
-pub mod ops;
+pub mod last_seen;
+mod ops;
+mod sessions;
 pub mod writer;
 
-pub use hub::{Hub, Outbound, SessionHandle, SessionLink};
-pub use writer::Writer;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use admin::{Erased, UserView};
+pub use hub::{Outbound, SessionHandle, SessionLink};
+pub use ops::{Prepared, PublishRefusal, REVOKE_WINDOW_MS, RevokeError};
+pub use sessions::{Admission, Joined};
+
+use crate::limits::{KeyedGcra, RateLimiter};
+use crate::model::DeviceId;
+use crate::store::{Backend, MigrationStatus, Store};
+
+/// Storage failures, classified by what the caller does next (the store's).
+pub use crate::store::StoreError;
+use crate::telemetry::metrics::Metrics;
+use admissions::Admissions;
+use hub::Hub;
+use last_seen::LastSeen;
+use writer::Writer;
+
+/// Entries per generation of the admission memo (it keeps two): 32 bytes an entry,
+/// about 2 MiB at most with the tables' slack.
+pub const ADMISSIONS_PER_GENERATION: usize = 32_768;
+
+/// The limits the core enforces on what devices send.
+#[derive(Clone, Copy, Debug)]
+pub struct RelayLimits {
+    /// Largest payload of one event, in bytes.
+    pub max_payload: usize,
+    /// Longest `ttl`, in seconds.
+    pub max_ttl_secs: u64,
+    /// Largest WebSocket message; a `sync` page is trimmed to fit in one.
+    pub max_message_size: usize,
+    /// Publishes per second per device.
+    pub events_per_sec: u32,
+    /// Publish burst per device.
+    pub burst: u32,
+    /// Messages one session's outbound queue holds before it closes with 4009.
+    pub outbound_queue: usize,
+}
+
+impl RelayLimits {
+    /// The relay's share of the validated configuration.
+    pub fn from_config(limits: &crate::config::Limits) -> Self {
+        Self {
+            max_payload: limits.max_payload,
+            max_ttl_secs: limits.max_ttl.as_secs(),
+            max_message_size: limits.max_message_size,
+            events_per_sec: limits.events_per_sec,
+            burst: limits.burst,
+            outbound_queue: limits.outbound_queue,
+        }
+    }
+}
+
+/// The domain core: a cheap-to-clone handle (see the module docs). The writer task
+/// ends once every handle is dropped.
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    writer: Writer,
+    hub: Hub,
+    admissions: Admissions,
+    last_seen: LastSeen,
+    publish_rate: Box<dyn RateLimiter<DeviceId>>,
+    metrics: Arc<Metrics>,
+    limits: RelayLimits,
+}
+
+impl Relay {
+    /// Builds the core on an open store and starts its group-commit writer (the
+    /// returned task ends once every `Relay` handle is dropped, after the batch it
+    /// holds is committed). `bus` says whether the cross-instance bus will be
+    /// connected, which turns the admission memo off.
+    pub fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        limits: RelayLimits,
+        bus: bool,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let hub = Hub::new(limits.outbound_queue);
+        let (writer, writer_task) = Writer::spawn(
+            store.clone(),
+            hub.clone(),
+            metrics.clone(),
+            limits.outbound_queue,
+        );
+        let admissions =
+            Admissions::for_deployment(store.backend(), bus, ADMISSIONS_PER_GENERATION);
+        let inner = Inner {
+            publish_rate: Box::new(KeyedGcra::<DeviceId>::new(
+                limits.events_per_sec,
+                limits.burst,
+            )),
+            store,
+            writer,
+            hub,
+            admissions,
+            last_seen: LastSeen::default(),
+            metrics,
+            limits,
+        };
+        (
+            Self {
+                inner: Arc::new(inner),
+            },
+            writer_task,
+        )
+    }
+
+    /// Connects the hub to the other instances over Redis (see [`bus`]); fails when
+    /// Redis cannot be reached now. Its tasks run on `tracker` until `cancel`.
+    pub async fn connect_bus(
+        &self,
+        url: &str,
+        cancel: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<(), redis::RedisError> {
+        bus::start(
+            url,
+            &self.inner.hub,
+            self.inner.metrics.clone(),
+            cancel,
+            tracker,
+        )
+        .await
+    }
+
+    /// Spawns the core's background jobs on `tracker`: the `last_seen` writer and
+    /// the admission memo's watch for commits by other processes. Both stop at
+    /// `cancel`; [`Relay::flush_last_seen`] writes what is left.
+    pub fn spawn_jobs(&self, tracker: &TaskTracker, cancel: &CancellationToken) {
+        let (this, stop) = (self.clone(), cancel.clone());
+        tracker.spawn(async move {
+            last_seen::flush_loop(&this.inner.last_seen, this.inner.store.as_ref(), stop).await;
+        });
+        let (this, stop) = (self.clone(), cancel.clone());
+        tracker.spawn(async move {
+            admissions::watch_foreign_commits(
+                &this.inner.admissions,
+                this.inner.store.as_ref(),
+                stop,
+            )
+            .await;
+        });
+    }
+
+    /// Writes the `last_seen` times recorded and not yet written (at shutdown, once
+    /// the sessions are gone).
+    pub async fn flush_last_seen(&self) {
+        self.inner.last_seen.flush(self.inner.store.as_ref()).await;
+    }
+
+    /// Which database the store runs on.
+    pub fn backend(&self) -> Backend {
+        self.inner.store.backend()
+    }
+
+    /// A cheap query proving the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.store.ping().await
+    }
+
+    /// The migration state of the database `url` names (on a connection of its own,
+    /// so a stuck pool does not hide it).
+    pub async fn migrate_status(&self, url: &str) -> Result<MigrationStatus, StoreError> {
+        crate::store::migrate_status(url).await
+    }
+
+    /// Connections of the store's pool(s) `(in use, idle)`, for metrics.
+    pub fn pool_stats(&self) -> (u32, u32) {
+        self.inner.store.pool_stats()
+    }
+
+    /// Number of live sessions on this instance.
+    pub fn live_sessions(&self) -> usize {
+        self.inner.hub.len()
+    }
+
+    /// Whether the admission memo is on (a single SQLite instance).
+    pub fn admission_memo_enabled(&self) -> bool {
+        self.inner.admissions.is_enabled()
+    }
+}

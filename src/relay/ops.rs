@@ -1,6 +1,6 @@
 //! What a device can do to its user's log and devices, whichever way it asks: the
-//! WebSocket session (`session::requests`) and the REST API (`api`) both call these,
-//! so `publish`, `sync`, `devices` and `revoke` follow the same rules everywhere
+//! WebSocket session (`session::requests`) and the REST API (`api`) both call these
+//! methods of [`Relay`], so `publish`, `sync`, `devices` and `revoke` follow the same rules everywhere
 //! (limits, rate limit, group commit and relay, revocation window and single use).
 //!
 //! Every function acts for the `user` it is given, which callers take from the
@@ -8,16 +8,16 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_proto::b64u;
 use ferry_proto::keys;
-use ferry_proto::message::{Publish, ServerMessage};
+use ferry_proto::message::Publish;
 
+use super::Relay;
 use super::writer::event_json;
-use crate::app::App;
-use crate::store::{
-    AppendOutcome, DeviceId, DeviceRecord, EventPage, NewEvent, RevokeOutcome, StoreError, UnixMs,
-    UserId,
+use crate::clock::unix_ms;
+use crate::model::{
+    AppendOutcome, DeviceId, DeviceRecord, EventPage, NewEvent, RevokeOutcome, UnixMs, UserId,
 };
+use crate::store::StoreError;
 
 /// How far a revocation's `ts` may be from the server clock.
 pub const REVOKE_WINDOW_MS: i64 = 5 * 60 * 1000;
@@ -41,81 +41,180 @@ pub enum Prepared {
         /// Sessions it was queued for.
         delivered: u64,
     },
-    /// An event to store: hand it to [`commit`].
+    /// An event to store: hand it to [`Relay::commit`].
     Durable(NewEvent),
 }
 
-/// Checks a publish of `device` (size, TTL, rate) and either relays it at once
-/// (ephemeral) or returns the event to commit. The rate-limit refusal is counted in
-/// metrics here.
-pub fn prepare_publish(
-    app: &App,
-    user: UserId,
-    device: DeviceId,
-    p: Publish,
-    now: Instant,
-) -> Result<Prepared, PublishRefusal> {
-    let limits = &app.config.limits;
-    if p.payload.len() > limits.max_payload {
-        return Err(PublishRefusal::PayloadTooLarge(limits.max_payload));
+impl Relay {
+    /// Checks a publish of `device` (size, TTL, rate) and either relays it at once
+    /// (ephemeral) or returns the event to commit. The rate-limit refusal is counted
+    /// in metrics here.
+    pub fn prepare_publish(
+        &self,
+        user: UserId,
+        device: DeviceId,
+        p: Publish,
+        now: Instant,
+    ) -> Result<Prepared, PublishRefusal> {
+        let inner = &self.inner;
+        let limits = &inner.limits;
+        if p.payload.len() > limits.max_payload {
+            return Err(PublishRefusal::PayloadTooLarge(limits.max_payload));
+        }
+        if p.ttl.is_some_and(|t| t == 0 || t > limits.max_ttl_secs) {
+            return Err(PublishRefusal::BadTtl(limits.max_ttl_secs));
+        }
+        if let Err(wait) = inner.publish_rate.check(&device, now) {
+            inner.metrics.rate_limited.inc();
+            return Err(PublishRefusal::RateLimited(wait));
+        }
+        let ev = NewEvent {
+            user,
+            id: uuid::Uuid::from_bytes(p.id),
+            device,
+            payload: p.payload,
+            key: p.key,
+            base: p.base,
+            ttl: p.ttl,
+            ts: unix_ms(),
+        };
+        if p.ephemeral {
+            let delivered = self.relay_ephemeral(&ev, p.to.as_deref());
+            return Ok(Prepared::Ephemeral { delivered });
+        }
+        Ok(Prepared::Durable(ev))
     }
-    if p.ttl
-        .is_some_and(|t| t == 0 || t > limits.max_ttl.as_secs())
-    {
-        return Err(PublishRefusal::BadTtl(limits.max_ttl.as_secs()));
+
+    /// Appends a prepared event through the group-commit writer; the outcome is
+    /// durable (and the event relayed to the user's other sessions) when this
+    /// returns `Ok`.
+    pub async fn commit(&self, ev: NewEvent) -> Result<AppendOutcome, StoreError> {
+        self.inner.writer.append(ev).await
     }
-    if let Err(wait) = app.publish_rate.check(&device, now) {
-        app.metrics.rate_limited.inc();
-        return Err(PublishRefusal::RateLimited(wait));
+
+    /// Relays an ephemeral event to the user's live sessions other than its
+    /// origin's (or only to those in `to`); returns how many it was queued for.
+    fn relay_ephemeral(&self, ev: &NewEvent, to: Option<&[[u8; 32]]>) -> u64 {
+        let inner = &self.inner;
+        let out = inner.hub.fanout(&ev.user, Some(&ev.device), to, || {
+            event_json(ev, None, ev.ts)
+        });
+        inner.metrics.deliveries.inc_by(out.delivered);
+        inner.metrics.queue_overflows.inc_by(out.overflowed);
+        out.delivered
     }
-    let ev = NewEvent {
-        user,
-        id: uuid::Uuid::from_bytes(p.id),
-        device,
-        payload: p.payload,
-        key: p.key,
-        base: p.base,
-        ttl: p.ttl,
-        ts: crate::app::unix_ms(),
-    };
-    if p.ephemeral {
-        let delivered = relay_ephemeral(app, &ev, p.to.as_deref());
-        return Ok(Prepared::Ephemeral { delivered });
+
+    /// Up to `limit` of the user's events after `after` (the semantics of `sync`).
+    pub async fn sync(
+        &self,
+        user: &UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<EventPage, StoreError> {
+        let inner = &self.inner;
+        let mut page = inner
+            .store
+            .events_after(user, after, limit, unix_ms())
+            .await?;
+        fit_page(&mut page, inner.limits.max_message_size);
+        inner.metrics.sync_pages.inc();
+        Ok(page)
     }
-    Ok(Prepared::Durable(ev))
+
+    /// Moves the device's cursor forward to `seq` (see the store's `set_cursor`).
+    pub async fn set_cursor(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.store.set_cursor(user, device, seq).await
+    }
+
+    /// The user's head: the highest assigned seq (0 for a new user).
+    pub async fn head(&self, user: &UserId) -> Result<u64, StoreError> {
+        self.inner.store.head(user).await
+    }
+
+    /// Whether the user has this device (active or revoked).
+    pub async fn has_device(&self, user: &UserId, device: &DeviceId) -> Result<bool, StoreError> {
+        Ok(self.inner.store.device(user, device).await?.is_some())
+    }
+
+    /// Every device of the user, with whether a session of it is live now.
+    pub async fn devices(&self, user: &UserId) -> Result<Vec<(DeviceRecord, bool)>, StoreError> {
+        let inner = &self.inner;
+        let records = inner.store.devices(user).await?;
+        let online: Vec<DeviceId> = inner
+            .hub
+            .sessions(user)
+            .iter()
+            .map(|s| *s.device())
+            .collect();
+        Ok(records
+            .into_iter()
+            .map(|d| {
+                let live = online.contains(&d.device);
+                (d, live)
+            })
+            .collect())
+    }
+
+    /// Revokes `device` of `user` on the user key's signature `sig` over `ts` (§4):
+    /// the device's sessions close with 4003 and its tokens stop working.
+    pub async fn revoke(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        ts: u64,
+        sig: &[u8; 64],
+    ) -> Result<(), RevokeError> {
+        let now = unix_ms();
+        let user_key = keys::parse_identity_key(&user.0).map_err(|_| RevokeError::Refused)?;
+        let in_window = i64::try_from(ts).is_ok_and(|ts| (ts - now).abs() <= REVOKE_WINDOW_MS);
+        if !in_window || keys::verify_revocation(&user_key, &device.0, ts, sig).is_err() {
+            return Err(RevokeError::Refused);
+        }
+        match self
+            .inner
+            .store
+            .revoke_device(user, device, ts as i64, sig, now)
+            .await
+        {
+            Ok(RevokeOutcome::Revoked) => {
+                self.revoked(user, device, now);
+                Ok(())
+            }
+            Ok(RevokeOutcome::Replayed) => Err(RevokeError::Replayed),
+            Ok(RevokeOutcome::UnknownDevice) => Err(RevokeError::UnknownDevice),
+            Err(e) => Err(RevokeError::Store(e)),
+        }
+    }
+
+    /// After a revocation is stored: forget the device's admission, close its
+    /// sessions with 4003 and tell the user's other sessions.
+    pub(super) fn revoked(&self, user: &UserId, device: &DeviceId, now: UnixMs) {
+        let inner = &self.inner;
+        // Before the sessions close: a handshake from here on reads the store.
+        inner.admissions.forget(user, device);
+        inner
+            .hub
+            .close_device(user, device, ferry_proto::CloseCode::Revoked);
+        self.presence(user, device, false, true, now);
+    }
 }
 
-/// Appends a prepared event through the group-commit writer; the outcome is durable
-/// (and the event relayed to the user's other sessions) when this returns `Ok`.
-pub async fn commit(app: &App, ev: NewEvent) -> Result<AppendOutcome, StoreError> {
-    app.writer.append(ev).await
-}
-
-/// Relays an ephemeral event to the user's live sessions other than its origin's
-/// (or only to those in `to`); returns how many it was queued for.
-fn relay_ephemeral(app: &App, ev: &NewEvent, to: Option<&[[u8; 32]]>) -> u64 {
-    let out = app.hub.fanout(&ev.user, Some(&ev.device), to, || {
-        event_json(ev, None, ev.ts)
-    });
-    app.metrics.deliveries.inc_by(out.delivered);
-    app.metrics.queue_overflows.inc_by(out.overflowed);
-    out.delivered
-}
-
-/// Up to `limit` of the user's events after `after` (the semantics of `sync`).
-pub async fn sync(
-    app: &App,
-    user: &UserId,
-    after: u64,
-    limit: u32,
-) -> Result<EventPage, StoreError> {
-    let mut page = app
-        .store
-        .events_after(user, after, limit, crate::app::unix_ms())
-        .await?;
-    fit_page(&mut page, app.config.limits.max_message_size);
-    app.metrics.sync_pages.inc();
-    Ok(page)
+/// Why a revocation was not carried out.
+#[derive(Debug)]
+pub enum RevokeError {
+    /// Bad signature, or `ts` outside ±[`REVOKE_WINDOW_MS`].
+    Refused,
+    /// This signed revocation was used before.
+    Replayed,
+    /// The user has no such device.
+    UnknownDevice,
+    /// Storage failed.
+    Store(StoreError),
 }
 
 /// Room kept in a page for the envelope (`type`, `rid`, `head`, `more`, …) and the
@@ -147,92 +246,4 @@ fn fit_page(page: &mut EventPage, max_message_size: usize) {
         page.events.truncate(keep);
         page.more = true;
     }
-}
-
-/// Every device of the user, with whether a session of it is live now.
-pub async fn devices(app: &App, user: &UserId) -> Result<Vec<(DeviceRecord, bool)>, StoreError> {
-    let records = app.store.devices(user).await?;
-    let online: Vec<DeviceId> = app.hub.sessions(user).iter().map(|s| *s.device()).collect();
-    Ok(records
-        .into_iter()
-        .map(|d| {
-            let live = online.contains(&d.device);
-            (d, live)
-        })
-        .collect())
-}
-
-/// Why a revocation was not carried out.
-#[derive(Debug)]
-pub enum RevokeError {
-    /// Bad signature, or `ts` outside ±[`REVOKE_WINDOW_MS`].
-    Refused,
-    /// This signed revocation was used before.
-    Replayed,
-    /// The user has no such device.
-    UnknownDevice,
-    /// Storage failed.
-    Store(StoreError),
-}
-
-/// Revokes `device` of `user` on the user key's signature `sig` over `ts` (§4): the
-/// device's sessions close with 4003 and its tokens stop working.
-pub async fn revoke(
-    app: &App,
-    user: &UserId,
-    device: &DeviceId,
-    ts: u64,
-    sig: &[u8; 64],
-) -> Result<(), RevokeError> {
-    let now = crate::app::unix_ms();
-    let user_key = keys::parse_identity_key(&user.0).map_err(|_| RevokeError::Refused)?;
-    let in_window = i64::try_from(ts).is_ok_and(|ts| (ts - now).abs() <= REVOKE_WINDOW_MS);
-    if !in_window || keys::verify_revocation(&user_key, &device.0, ts, sig).is_err() {
-        return Err(RevokeError::Refused);
-    }
-    match app
-        .store
-        .revoke_device(user, device, ts as i64, sig, now)
-        .await
-    {
-        Ok(RevokeOutcome::Revoked) => {
-            revoked(app, user, device, now);
-            Ok(())
-        }
-        Ok(RevokeOutcome::Replayed) => Err(RevokeError::Replayed),
-        Ok(RevokeOutcome::UnknownDevice) => Err(RevokeError::UnknownDevice),
-        Err(e) => Err(RevokeError::Store(e)),
-    }
-}
-
-/// After a revocation is stored: forget the device's admission, close its sessions
-/// with 4003 and tell the user's other sessions.
-pub fn revoked(app: &App, user: &UserId, device: &DeviceId, now: UnixMs) {
-    // Before the sessions close: a handshake from here on reads the store.
-    app.admissions.forget(user, device);
-    app.hub
-        .close_device(user, device, ferry_proto::CloseCode::Revoked);
-    presence(app, user, device, false, true, now);
-}
-
-/// Sends `presence` to every live session of `user` except `device`'s own.
-pub fn presence(
-    app: &App,
-    user: &UserId,
-    device: &DeviceId,
-    online: bool,
-    revoked: bool,
-    ts: UnixMs,
-) {
-    app.hub.fanout(user, Some(device), None, || {
-        std::sync::Arc::<[u8]>::from(
-            ServerMessage::Presence {
-                device: b64u::encode(&device.0),
-                online,
-                ts,
-                revoked,
-            }
-            .to_json(),
-        )
-    });
 }

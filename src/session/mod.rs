@@ -6,7 +6,6 @@
 //! revocation, slow consumer, shutdown). Nothing inside a frame that fails to open
 //! is ever acted on.
 
-pub mod last_seen;
 pub(crate) mod requests;
 
 use std::collections::VecDeque;
@@ -28,11 +27,11 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{Instrument as _, debug, info_span, warn};
 
-use crate::app::{App, unix_ms};
-use crate::auth::admissions::Admitted;
+use crate::app::App;
+use crate::clock::unix_ms;
+use crate::model::{DeviceCert, DeviceId, UserId};
 use crate::net::ConnSlot;
-use crate::relay::{SessionHandle, SessionLink};
-use crate::store::{DeviceCert, DeviceId, UserId};
+use crate::relay::{Admission, Joined, Outbound, SessionHandle};
 
 /// How long a close frame may take to go out before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -70,32 +69,12 @@ struct Conn<S> {
     app: App,
 }
 
-/// The head read with the device while admitting it (or remembered with the
-/// admission), and the hub's generation for the user taken before that read: the
-/// greeting sends this head, without reading it again, when the generation has not
-/// moved by then (see [`Hub::generation`]).
-///
-/// [`Hub::generation`]: crate::relay::Hub::generation
-type HeadHint = Admitted;
-
-/// What admitting the device leaves for the greeting.
-#[derive(Clone, Copy, Debug)]
-struct Admission {
-    /// The head to greet with, if it may still hold.
-    hint: Option<HeadHint>,
-    /// The admission memo's epoch taken before the device was admitted (see
-    /// [`crate::auth::admissions::Admissions::put`]).
-    epoch: u64,
-}
-
 /// How [`Conn::greet`] went.
 enum Greeting {
     /// `auth_ok` is out: the session is live.
     Sent,
     /// `auth_ok` could not be written; the session counted as live and ends so.
     Failed(End),
-    /// The head could not be read: nothing was announced or counted.
-    NoHead,
 }
 
 /// How a session loop ended.
@@ -126,10 +105,7 @@ where
 {
     async fn handshake(&mut self) -> Option<(Box<Established>, Admission)> {
         let started = Instant::now();
-        let mut admission = Admission {
-            hint: None,
-            epoch: 0,
-        };
+        let mut admission = None;
         let limits = &self.app.config.limits;
         let mut hs = ServerHandshake::new(
             self.app.key.signing_key().clone(),
@@ -157,7 +133,7 @@ where
                         };
                         match check_device(&self.app, &user, &device, &cert).await {
                             Ok((status, a)) => {
-                                admission = a;
+                                admission = Some(a);
                                 let _ = hs.device_checked(status);
                             }
                             Err(code) => {
@@ -173,6 +149,12 @@ where
                     }
                     ServerOutput::Established => {
                         let est = hs.into_established()?;
+                        // The state machine asks for the device check before it
+                        // establishes; without a verdict there is nothing to admit.
+                        let Some(admission) = admission else {
+                            self.close(End::Close(CloseCode::Internal)).await;
+                            return None;
+                        };
                         self.app
                             .metrics
                             .handshake_seconds
@@ -222,7 +204,7 @@ where
     ///
     /// This future lives as long as the session, in every idle session's task, so it
     /// keeps only what the whole session needs (the sealing state, boxed, and the
-    /// session loop's own state): the greeting and the goodbye run boxed, and their
+    /// session loop's own state): joining and the greeting run boxed, and their
     /// state is freed once they are done.
     async fn established(&mut self, mut est: Box<Established>, admission: Admission) {
         let user = UserId(*est.identity.user());
@@ -230,63 +212,52 @@ where
         let span = tracing::Span::current();
         span.record("session", est.session_id.as_str());
         span.record("device", tracing::field::display(&device));
-        // Register before taking the head: an event committed in between is then
-        // relayed (the device drops seqs it already has) instead of missed. The
-        // admission's head stands in for a fresh read only if the hub's generation
-        // shows that no delivery to the user happened since that read began.
-        let SessionLink { handle, mut rx } =
-            self.app.hub.register(user, device, &self.app.shutdown);
-        let end = match Box::pin(self.greet(&mut est, &handle, user, device, admission)).await {
-            Greeting::Sent => {
-                requests::presence(&self.app, &user, &device, true, false, unix_ms());
-                self.session_loop(&mut est, &handle, &mut rx, user, device)
-                    .await
-            }
-            Greeting::Failed(end) => end,
-            Greeting::NoHead => {
-                self.app.hub.unregister(&handle);
+        let relay = self.app.relay.clone();
+        let joined = Box::pin(relay.join(user, device, admission, &self.app.shutdown)).await;
+        let Joined { link, head } = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(error = %e, "head lookup failed");
                 Box::pin(self.close(End::Close(CloseCode::Internal))).await;
                 return;
             }
         };
-        Box::pin(self.goodbye(end, &handle, user, device)).await;
+        let (handle, mut rx) = (link.handle, link.rx);
+        let end = match Box::pin(self.greet(&mut est, &handle, head)).await {
+            Greeting::Sent => {
+                relay.announce_online(&handle);
+                self.session_loop(&mut est, &handle, &mut rx, user, device)
+                    .await
+            }
+            Greeting::Failed(end) => end,
+        };
+        // Leaves the hub, announces the device offline (unless a successor keeps it
+        // online or its revocation was announced) and records `last_seen`.
+        let closed_with = match end {
+            End::Close(code) => Some(code),
+            _ => None,
+        };
+        relay.leave(&handle, closed_with);
+        self.app.metrics.sessions_live.dec();
+        Box::pin(self.close(end)).await;
     }
 
-    /// Sends `auth_ok` with the head (the admission's, when `hint` still holds, else
-    /// read now); the session counts as live from here.
+    /// Sends `auth_ok` with the head [`Relay::join`] found; the session counts as
+    /// live from here.
+    ///
+    /// [`Relay::join`]: crate::relay::Relay::join
     async fn greet(
         &mut self,
         est: &mut Established,
         handle: &SessionHandle,
-        user: UserId,
-        device: DeviceId,
-        admission: Admission,
+        head: u64,
     ) -> Greeting {
-        let head = match admission.hint {
-            Some(h) if self.app.hub.generation(&user) == h.generation => h.head,
-            _ => {
-                // Taken before the read: see `HeadHint`.
-                let generation = self.app.hub.generation(&user);
-                match self.app.store.head(&user).await {
-                    Ok(head) => {
-                        let fresh = HeadHint { generation, head };
-                        let epoch = admission.epoch;
-                        self.app.admissions.put(&user, &device, epoch, fresh);
-                        head
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "head lookup failed");
-                        return Greeting::NoHead;
-                    }
-                }
-            }
-        };
         self.app.metrics.sessions_live.inc();
         let limits = &self.app.config.limits;
         let auth_ok = ServerMessage::AuthOk {
             session: est.session_id.clone(),
-            user: user.to_string(),
-            device: device.to_string(),
+            user: handle.user().to_string(),
+            device: handle.device().to_string(),
             head,
             server_time: unix_ms(),
             limits: WireLimits {
@@ -302,25 +273,11 @@ where
         }
     }
 
-    /// Leaves the hub, announces the device offline, records `last_seen` (written in
-    /// the background, see [`last_seen`]) and closes.
-    async fn goodbye(&mut self, end: End, handle: &SessionHandle, user: UserId, device: DeviceId) {
-        self.app.hub.unregister(handle);
-        // A replaced session's device is still online through its successor; a
-        // revoked one was announced already.
-        if !matches!(end, End::Close(CloseCode::Replaced | CloseCode::Revoked)) {
-            requests::presence(&self.app, &user, &device, false, false, unix_ms());
-        }
-        self.app.metrics.sessions_live.dec();
-        self.app.last_seen.record(user, device, unix_ms());
-        self.close(end).await;
-    }
-
     async fn session_loop(
         &mut self,
         est: &mut Established,
         link: &SessionHandle,
-        rx: &mut tokio::sync::mpsc::Receiver<crate::relay::Outbound>,
+        rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
         user: UserId,
         device: DeviceId,
     ) -> End {
@@ -422,7 +379,7 @@ where
         &mut self,
         est: &mut Established,
         acks: &[Vec<u8>],
-        queued: &[crate::relay::Outbound],
+        queued: &[Outbound],
         link: &SessionHandle,
     ) -> Result<(), End> {
         let parts: Vec<&[u8]> = acks
@@ -514,36 +471,17 @@ where
     }
 }
 
-/// The verdict on an authenticated device: active when the admission memo has it
-/// (see [`crate::auth::admissions`]); otherwise the store's, registered on first
-/// sight and refused when revoked (the same rule as a REST login,
-/// [`crate::auth::admit_device`]). Comes with the user's head when the memo or the
-/// read brought it.
+/// The verdict on an authenticated device (see [`crate::relay::Relay::admit`]); a
+/// storage failure closes the handshake with 1011.
 async fn check_device(
     app: &App,
     user: &UserId,
     device: &DeviceId,
     cert: &DeviceCert,
 ) -> Result<(DeviceStatus, Admission), CloseCode> {
-    let epoch = app.admissions.epoch();
-    let source = |s: &str| app.metrics.device_checks.with_label_values(&[s]).inc();
-    if let Some(a) = app.admissions.get(user, device) {
-        source("memo");
-        let hint = Some(a);
-        return Ok((DeviceStatus::Active, Admission { hint, epoch }));
-    }
-    source("store");
-    // Taken before the store read: see `HeadHint`.
-    let generation = app.hub.generation(user);
-    match crate::auth::admit_device(app.store.as_ref(), user, device, cert, unix_ms()).await {
-        Ok(a) if a.active => {
-            let hint = a.head.map(|head| HeadHint { generation, head });
-            if let Some(h) = hint {
-                app.admissions.put(user, device, epoch, h);
-            }
-            Ok((DeviceStatus::Active, Admission { hint, epoch }))
-        }
-        Ok(_) => Ok((DeviceStatus::Revoked, Admission { hint: None, epoch })),
+    match app.relay.admit(user, device, cert).await {
+        Ok((true, a)) => Ok((DeviceStatus::Active, a)),
+        Ok((false, a)) => Ok((DeviceStatus::Revoked, a)),
         Err(e) => {
             warn!(error = %e, "device check failed");
             Err(CloseCode::Internal)
@@ -555,9 +493,9 @@ async fn check_device(
 /// whose commit has finished (in order), and queued events up to [`MAX_BATCH`].
 fn gather_ready(
     pending: &mut FuturesOrdered<BoxFuture<'static, requests::Replies>>,
-    rx: &mut tokio::sync::mpsc::Receiver<crate::relay::Outbound>,
+    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
     acks: &mut Vec<Vec<u8>>,
-    queued: &mut Vec<crate::relay::Outbound>,
+    queued: &mut Vec<Outbound>,
 ) {
     while let Some(Some(more)) = pending.next().now_or_never() {
         acks.extend(more.messages);

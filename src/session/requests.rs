@@ -15,11 +15,10 @@ use ferry_proto::message::{
 use futures_util::future::BoxFuture;
 use tracing::warn;
 
-use crate::app::{App, unix_ms};
-use crate::relay::ops::{self, Prepared, PublishRefusal, RevokeError};
-use crate::store::{AppendOutcome, DeviceId, UserId};
-
-pub(crate) use crate::relay::ops::presence;
+use crate::app::App;
+use crate::clock::unix_ms;
+use crate::model::{AppendOutcome, DeviceId, UserId};
+use crate::relay::{Prepared, PublishRefusal, RevokeError};
 
 /// Rate-limit refusals tolerated in [`ABUSE_WINDOW`] beyond the burst before 4008.
 const ABUSE_SLACK: usize = 20;
@@ -114,7 +113,7 @@ impl Ctx {
         let app = &self.app;
         let now = Instant::now();
         let id = format_uuid(&p.id);
-        let ev = match ops::prepare_publish(app, self.user, self.device, p, now) {
+        let ev = match app.relay.prepare_publish(self.user, self.device, p, now) {
             Ok(Prepared::Durable(ev)) => ev,
             Ok(Prepared::Ephemeral { delivered }) => {
                 return Action::Now(Replies::one(ServerMessage::Ack {
@@ -167,7 +166,7 @@ impl Ctx {
         let app = app.clone();
         let key = ev.key.clone();
         Action::Later(Box::pin(async move {
-            match ops::commit(&app, ev).await {
+            match app.relay.commit(ev).await {
                 Ok(AppendOutcome::Stored { seq, ts }) => Replies::one(ack(rid, id, seq, ts, false)),
                 Ok(AppendOutcome::Duplicate { seq, ts }) => {
                     Replies::one(ack(rid, id, seq, ts, true))
@@ -194,7 +193,7 @@ impl Ctx {
     }
 
     async fn sync(&self, rid: Option<Rid>, after: u64, limit: u32) -> Replies {
-        match ops::sync(&self.app, &self.user, after, limit).await {
+        match self.app.relay.sync(&self.user, after, limit).await {
             Ok(page) => {
                 let events = page
                     .events
@@ -230,7 +229,7 @@ impl Ctx {
     async fn cursor(&self, rid: Option<Rid>, seq: u64) -> Replies {
         match self
             .app
-            .store
+            .relay
             .set_cursor(&self.user, &self.device, seq)
             .await
         {
@@ -245,7 +244,7 @@ impl Ctx {
     }
 
     async fn devices(&self, rid: Option<Rid>) -> Replies {
-        let records = match ops::devices(&self.app, &self.user).await {
+        let records = match self.app.relay.devices(&self.user).await {
             Ok(r) => r,
             Err(_) => {
                 return error(
@@ -272,7 +271,7 @@ impl Ctx {
 
     async fn revoke(&self, rid: Option<Rid>, device: DeviceId, ts: u64, sig: [u8; 64]) -> Replies {
         let app = &self.app;
-        match ops::revoke(app, &self.user, &device, ts, &sig).await {
+        match app.relay.revoke(&self.user, &device, ts, &sig).await {
             Ok(()) => Replies::one(ServerMessage::Ok { rid }),
             Err(RevokeError::Refused) => {
                 error(app, rid, ErrorCode::Forbidden, "revocation refused")
@@ -298,7 +297,7 @@ impl Ctx {
         let app = &self.app;
         match app
             .auth
-            .issue_pair(app.store.as_ref(), &self.user, &self.device, unix_ms())
+            .issue_pair(&self.user, &self.device, unix_ms())
             .await
         {
             Ok(pair) => {

@@ -342,11 +342,11 @@ impl Migrator {
         let connecting = async {
             Ok::<_, StoreError>(match Backend::from_url(url)? {
                 Backend::Sqlite => {
-                    let opts = super::sqlite::connect_options(url, open != Open::ReadOnly)?;
+                    let opts = super::options::sqlite_options(url, open != Open::ReadOnly)?;
                     Conn::Sqlite(opts.connect().await?)
                 }
                 Backend::Postgres => {
-                    Conn::Postgres(super::postgres::connect_options(url)?.connect().await?)
+                    Conn::Postgres(super::options::postgres_options(url)?.connect().await?)
                 }
             })
         };

@@ -4,7 +4,7 @@
 //! from the database URL at run time (`sqlite:` or `postgres://`).
 //!
 //! # Layout
-//! - [`model`]: the plain data the store reads and writes.
+//! - `crate::model`: the plain data the store reads and writes (re-exported here).
 //! - `sqlite` / `postgres`: the two backends ([`SqliteStore`], [`PgStore`]).
 //! - `migrate`: refinery driven through sqlx, down scripts, and the
 //!   `ferry migrate` operations ([`migrate_status`], [`migrate_up`], [`migrate_down`]).
@@ -18,8 +18,9 @@
 
 mod append;
 mod migrate;
-pub mod model;
+mod options;
 mod postgres;
+mod shared;
 mod sqlite;
 
 use std::sync::Arc;
@@ -27,10 +28,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use crate::model::*;
 pub use migrate::{
     KnownMigration, MigrationStatus, UnknownMigration, migrate_down, migrate_status, migrate_up,
 };
-pub use model::*;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -216,15 +217,44 @@ fn db_error_is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
         || matches!(&*code, "57014" | "55P03" | "40001" | "40P01" | "25006")
 }
 
-/// What the relay needs from durable storage.
+/// The per-user event log: sequencing, reading, retention.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Which backend this is.
-    fn backend(&self) -> Backend;
+pub trait EventLog: Send + Sync + 'static {
+    /// The user's head: the highest assigned seq (0 for a new user).
+    async fn head(&self, user: &UserId) -> Result<u64, StoreError>;
 
-    /// A cheap query proving the database answers.
-    async fn ping(&self) -> Result<(), StoreError>;
+    /// Appends a batch (events of any users) in one durable transaction.
+    /// Returns one outcome per input, in input order. Seq is assigned here and
+    /// nowhere else: gap-free per user, correct with several server instances.
+    async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError>;
 
+    /// Up to `limit` events with `seq > after`, ascending, leaving out events
+    /// expired at `now` (`expires_at <= now`; they still hold their seq).
+    ///
+    /// `more` says whether an unexpired event after the last returned one exists, so a
+    /// page of only expired events never makes a client loop. `truncated_oldest` is set
+    /// when retention removed events after `after` ([`Store::prune_before`]): it is the
+    /// oldest seq retention kept. An unknown user has an empty log with head 0.
+    async fn events_after(
+        &self,
+        user: &UserId,
+        after: u64,
+        limit: u32,
+        now: UnixMs,
+    ) -> Result<EventPage, StoreError>;
+
+    /// Retention: removes up to `limit` of the user's oldest events with
+    /// `seq < before` and returns how many were removed. The user's retention watermark
+    /// moves up with them, so a later [`Store::events_after`] from below it reports
+    /// `truncated_oldest`. Seqs are never reused. Idempotent; call again while it
+    /// returns `limit` to delete in bounded batches.
+    async fn prune_before(&self, user: &UserId, before: u64, limit: u32)
+    -> Result<u64, StoreError>;
+}
+
+/// Devices: registration, lookup, cursors, `last_seen`, signed revocation.
+#[async_trait]
+pub trait Devices: Send + Sync + 'static {
     /// Registers the user and the device on first sight (keeping `cert` for audit),
     /// or updates `last_seen` of a known one. Returns the device as stored, including
     /// `revoked_at` so the caller can refuse a revoked device.
@@ -254,29 +284,6 @@ pub trait Store: Send + Sync + 'static {
     /// Every device of the user, oldest first.
     async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError>;
 
-    /// The user's head: the highest assigned seq (0 for a new user).
-    async fn head(&self, user: &UserId) -> Result<u64, StoreError>;
-
-    /// Appends a batch (events of any users) in one durable transaction.
-    /// Returns one outcome per input, in input order. Seq is assigned here and
-    /// nowhere else: gap-free per user, correct with several server instances.
-    async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError>;
-
-    /// Up to `limit` events with `seq > after`, ascending, leaving out events
-    /// expired at `now` (`expires_at <= now`; they still hold their seq).
-    ///
-    /// `more` says whether an unexpired event after the last returned one exists, so a
-    /// page of only expired events never makes a client loop. `truncated_oldest` is set
-    /// when retention removed events after `after` ([`Store::prune_before`]): it is the
-    /// oldest seq retention kept. An unknown user has an empty log with head 0.
-    async fn events_after(
-        &self,
-        user: &UserId,
-        after: u64,
-        limit: u32,
-        now: UnixMs,
-    ) -> Result<EventPage, StoreError>;
-
     /// Moves the device's cursor forward to `seq` (never backwards, and never past the
     /// user's head, so a bogus cursor cannot make retention drop unread events).
     /// [`StoreError::NotFound`] for an unknown device.
@@ -303,17 +310,12 @@ pub trait Store: Send + Sync + 'static {
         sig: &[u8; 64],
         now: UnixMs,
     ) -> Result<RevokeOutcome, StoreError>;
+}
 
-    /// Retention: removes up to `limit` of the user's oldest events with
-    /// `seq < before` and returns how many were removed. The user's retention watermark
-    /// moves up with them, so a later [`Store::events_after`] from below it reports
-    /// `truncated_oldest`. Seqs are never reused. Idempotent; call again while it
-    /// returns `limit` to delete in bounded batches.
-    async fn prune_before(&self, user: &UserId, before: u64, limit: u32)
-    -> Result<u64, StoreError>;
-
-    // ---- REST authentication (SQL in `sqlite_auth.rs` / `postgres_auth.rs`) ----
-
+/// REST authentication: login challenges, refresh-token families, the access-token
+/// denylist.
+#[async_trait]
+pub trait AuthStore: Send + Sync + 'static {
     /// Stores a login challenge until it is taken or expires.
     async fn put_challenge(&self, challenge: &AuthChallenge) -> Result<(), StoreError>;
 
@@ -361,9 +363,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes expired challenges, expired refresh tokens and denylisted `jti`s whose
     /// tokens have expired anyway; returns how many rows went.
     async fn purge_expired_auth(&self, now: UnixMs) -> Result<u64, StoreError>;
+}
 
-    // ---- administration ----
-
+/// Administration: totals, users, an operator's revocation, erasure.
+#[async_trait]
+pub trait AdminStore: Send + Sync + 'static {
     /// Totals for the admin API.
     async fn stats(&self) -> Result<StoreStats, StoreError>;
 
@@ -390,6 +394,19 @@ pub trait Store: Send + Sync + 'static {
     /// Erases everything stored for a user (events, devices, tokens, challenges, the
     /// user row) in one transaction; `None` when nothing was stored for it.
     async fn erase_user(&self, user: &UserId) -> Result<Option<ErasedCounts>, StoreError>;
+}
+
+/// What the relay needs from durable storage: every concern below, on one database.
+///
+/// Each concern is a trait of its own, so a part of the server can be handed only
+/// the one it needs (REST authentication gets an [`AuthStore`]).
+#[async_trait]
+pub trait Store: EventLog + Devices + AuthStore + AdminStore + Send + Sync + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+
+    /// A cheap query proving the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// A number that moves whenever another process commits to the database, where
     /// the backend can tell (SQLite: `PRAGMA data_version` on the write connection,
@@ -397,6 +414,10 @@ pub trait Store: Send + Sync + 'static {
     async fn foreign_commits(&self) -> Result<Option<i64>, StoreError> {
         Ok(None)
     }
+
+    /// The database's size on disk in bytes, where the backend can tell (SQLite:
+    /// pages × page size; PostgreSQL: `pg_database_size`).
+    async fn database_bytes(&self) -> Result<Option<u64>, StoreError>;
 
     /// Connections of the pool(s) `(in use, idle)`, for metrics.
     fn pool_stats(&self) -> (u32, u32) {

@@ -12,29 +12,20 @@
 //! failure mode that rules the latter out.
 
 use std::ops::{Deref, DerefMut};
-use std::str::FromStr;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{
-    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
+use sqlx::sqlite::{Sqlite, SqlitePool, SqlitePoolOptions};
 use sqlx::{Executor, QueryBuilder};
 
-#[path = "sqlite_auth.rs"]
-mod auth;
-
 use super::append::{self, Snapshot};
+use super::options::sqlite_options as connect_options;
 use super::{
-    AppendOutcome, Backend, DeviceCert, DeviceHeadRow, DeviceId, DeviceRecord, DeviceRow,
-    EventPage, EventRow, NewEvent, RevokeOutcome, Store, StoreError, StoreOptions, UnixMs, UserId,
-    device_and_head, device_record, event_id, from_db, key32, migrate, page, to_db, watermark,
+    AppendOutcome, Backend, DeviceCert, DeviceHeadRow, DeviceId, DeviceRecord, DeviceRow, Devices,
+    EventLog, EventPage, EventRow, NewEvent, RevokeOutcome, Store, StoreError, StoreOptions,
+    UnixMs, UserId, device_and_head, device_record, event_id, from_db, key32, migrate, page, to_db,
+    watermark,
 };
-
-/// How long a statement waits for another process's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` (since 3.32): multi-row statements
 /// are chunked to stay under it.
@@ -73,37 +64,6 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 /// WAL pages after which the writer checkpoints by itself (about 40 MiB): only when
 /// the background checkpointer falls far behind.
 const WRITER_AUTOCHECKPOINT_PAGES: &str = "10000";
-
-/// Connection options for a `sqlite:` URL: WAL, `synchronous = FULL`, busy timeout,
-/// foreign keys. With `create`, a missing file and its parent directory are created.
-pub(super) fn connect_options(url: &str, create: bool) -> Result<SqliteConnectOptions, StoreError> {
-    if url.contains(":memory:") || url.contains("mode=memory") {
-        return Err(StoreError::Other(
-            "in-memory SQLite is not supported (acked events must be durable, and each \
-             pooled connection would see its own database); use a file"
-                .into(),
-        ));
-    }
-    let opts = SqliteConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Other(format!("invalid SQLite URL: {e}")))?
-        .create_if_missing(create)
-        .journal_mode(SqliteJournalMode::Wal)
-        // Durability: in WAL mode FULL syncs the log on every commit, so an event that
-        // was acked after its commit survives a power loss. NORMAL would only protect
-        // against a crash of the process and could lose the last acked events.
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(true);
-    if create
-        && let Some(parent) = opts.get_filename().parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
-        })?;
-    }
-    Ok(opts)
-}
 
 impl SqliteStore {
     /// Opens (creating if missing) the SQLite database a `sqlite:` URL names and
@@ -274,6 +234,14 @@ struct WriteTx {
     finished: bool,
 }
 
+impl SqliteStore {
+    /// A write transaction on the one writer connection (what the shared SQL in
+    /// `super::shared` writes through).
+    async fn write_tx(&self) -> Result<WriteTx, StoreError> {
+        WriteTx::begin(&self.writer).await
+    }
+}
+
 impl WriteTx {
     async fn begin(pool: &SqlitePool) -> Result<Self, StoreError> {
         let mut tx = Self {
@@ -321,6 +289,17 @@ impl DerefMut for WriteTx {
     }
 }
 
+super::shared::auth_and_admin_sql! {
+    store: SqliteStore,
+    db: Sqlite,
+    conn: sqlx::SqliteConnection,
+    reader: reader,
+    writer: writer,
+    // `BEGIN IMMEDIATE` holds the write lock for the whole transaction.
+    for_update: "",
+    lock_user: None,
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -341,77 +320,24 @@ impl Store for SqliteStore {
         Ok(Some(v))
     }
 
-    async fn register_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        cert: &DeviceCert,
-        now: UnixMs,
-    ) -> Result<DeviceRecord, StoreError> {
-        let stopped = || StoreError::Unavailable("registrations stopped".into());
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let r = Registration {
-            user: *user,
-            device: *device,
-            cert: cert.clone(),
-            now,
-            reply,
-        };
-        self.registrations.send(r).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-
-    async fn device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<Option<DeviceRecord>, StoreError> {
-        let row: Option<DeviceRow> = sqlx::query_as(
-            "SELECT created_at, last_seen, cursor_seq, revoked_at FROM devices \
-             WHERE user_id = ? AND device_id = ?",
+    async fn database_bytes(&self) -> Result<Option<u64>, StoreError> {
+        let bytes: Option<i64> = sqlx::query_scalar(
+            "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
         )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
         .fetch_optional(&self.reader)
         .await?;
-        Ok(row.map(|r| device_record(*user, *device, r)))
+        Ok(bytes.map(from_db))
     }
 
-    async fn device_and_head(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<Option<(DeviceRecord, u64)>, StoreError> {
-        // Every device row has its users row (registration writes both in one
-        // transaction, and a user goes with its devices).
-        let row: Option<DeviceHeadRow> = sqlx::query_as(
-            "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
-             FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
-             WHERE d.user_id = ? AND d.device_id = ?",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.map(|r| device_and_head(*user, *device, r)))
+    fn pool_stats(&self) -> (u32, u32) {
+        let size = self.writer.size() + self.reader.size();
+        let idle = (self.writer.num_idle() + self.reader.num_idle()) as u32;
+        (size.saturating_sub(idle), idle)
     }
+}
 
-    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
-        let rows: Vec<(Vec<u8>, i64, i64, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT device_id, created_at, last_seen, cursor_seq, revoked_at FROM devices \
-             WHERE user_id = ? ORDER BY created_at, device_id",
-        )
-        .bind(&user.0[..])
-        .fetch_all(&self.reader)
-        .await?;
-        rows.into_iter()
-            .map(|(d, c, l, cur, r)| {
-                let device = DeviceId(key32(&d, "devices.device_id")?);
-                Ok(device_record(*user, device, (c, l, cur, r)))
-            })
-            .collect()
-    }
-
+#[async_trait]
+impl EventLog for SqliteStore {
     async fn head(&self, user: &UserId) -> Result<u64, StoreError> {
         let head: Option<i64> = sqlx::query_scalar("SELECT head FROM users WHERE user_id = ?")
             .bind(&user.0[..])
@@ -566,6 +492,122 @@ impl Store for SqliteStore {
         page(rows, limit, after, counters)
     }
 
+    async fn prune_before(
+        &self,
+        user: &UserId,
+        before: u64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let mut tx = WriteTx::begin(&self.writer).await?;
+        let Some((head, _)): Option<(i64, i64)> =
+            sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = ?")
+                .bind(&user.0[..])
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            tx.rollback().await?;
+            return Ok(0);
+        };
+        let (upper, count): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT max(seq), count(*) FROM \
+                 (SELECT seq FROM events WHERE user_id = ? AND seq < ? ORDER BY seq LIMIT ?)",
+        )
+        .bind(&user.0[..])
+        .bind(to_db(before))
+        .bind(i64::from(limit))
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(upper) = upper {
+            sqlx::query("DELETE FROM events WHERE user_id = ? AND seq <= ?")
+                .bind(&user.0[..])
+                .bind(upper)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let watermark = watermark(head, before, limit, upper, count);
+        sqlx::query("UPDATE users SET pruned_through = max(pruned_through, ?) WHERE user_id = ?")
+            .bind(watermark)
+            .bind(&user.0[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(from_db(count))
+    }
+}
+
+#[async_trait]
+impl Devices for SqliteStore {
+    async fn register_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        cert: &DeviceCert,
+        now: UnixMs,
+    ) -> Result<DeviceRecord, StoreError> {
+        let stopped = || StoreError::Unavailable("registrations stopped".into());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let r = Registration {
+            user: *user,
+            device: *device,
+            cert: cert.clone(),
+            now,
+            reply,
+        };
+        self.registrations.send(r).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    async fn device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let row: Option<DeviceRow> = sqlx::query_as(
+            "SELECT created_at, last_seen, cursor_seq, revoked_at FROM devices \
+             WHERE user_id = ? AND device_id = ?",
+        )
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| device_record(*user, *device, r)))
+    }
+
+    async fn device_and_head(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<(DeviceRecord, u64)>, StoreError> {
+        // Every device row has its users row (registration writes both in one
+        // transaction, and a user goes with its devices).
+        let row: Option<DeviceHeadRow> = sqlx::query_as(
+            "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
+             FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
+             WHERE d.user_id = ? AND d.device_id = ?",
+        )
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|r| device_and_head(*user, *device, r)))
+    }
+
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows: Vec<(Vec<u8>, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT device_id, created_at, last_seen, cursor_seq, revoked_at FROM devices \
+             WHERE user_id = ? ORDER BY created_at, device_id",
+        )
+        .bind(&user.0[..])
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(d, c, l, cur, r)| {
+                let device = DeviceId(key32(&d, "devices.device_id")?);
+                Ok(device_record(*user, device, (c, l, cur, r)))
+            })
+            .collect()
+    }
+
     async fn set_cursor(
         &self,
         user: &UserId,
@@ -657,132 +699,6 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(RevokeOutcome::Revoked)
     }
-
-    async fn prune_before(
-        &self,
-        user: &UserId,
-        before: u64,
-        limit: u32,
-    ) -> Result<u64, StoreError> {
-        let mut tx = WriteTx::begin(&self.writer).await?;
-        let Some((head, _)): Option<(i64, i64)> =
-            sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = ?")
-                .bind(&user.0[..])
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            tx.rollback().await?;
-            return Ok(0);
-        };
-        let (upper, count): (Option<i64>, i64) = sqlx::query_as(
-            "SELECT max(seq), count(*) FROM \
-                 (SELECT seq FROM events WHERE user_id = ? AND seq < ? ORDER BY seq LIMIT ?)",
-        )
-        .bind(&user.0[..])
-        .bind(to_db(before))
-        .bind(i64::from(limit))
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(upper) = upper {
-            sqlx::query("DELETE FROM events WHERE user_id = ? AND seq <= ?")
-                .bind(&user.0[..])
-                .bind(upper)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let watermark = watermark(head, before, limit, upper, count);
-        sqlx::query("UPDATE users SET pruned_through = max(pruned_through, ?) WHERE user_id = ?")
-            .bind(watermark)
-            .bind(&user.0[..])
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(from_db(count))
-    }
-
-    // REST authentication and administration: SQL in the `auth` submodule.
-
-    async fn put_challenge(&self, c: &super::AuthChallenge) -> Result<(), StoreError> {
-        self.do_put_challenge(c).await
-    }
-
-    async fn take_challenge(
-        &self,
-        challenge: &[u8; 32],
-        user: &UserId,
-        device: &DeviceId,
-        now: UnixMs,
-    ) -> Result<bool, StoreError> {
-        self.do_take_challenge(challenge, user, device, now).await
-    }
-
-    async fn put_refresh_token(&self, t: &super::NewRefreshToken) -> Result<(), StoreError> {
-        self.do_put_refresh_token(t).await
-    }
-
-    async fn rotate_refresh_token(
-        &self,
-        presented: &[u8; 32],
-        next: &super::RefreshSuccessor,
-        now: UnixMs,
-    ) -> Result<super::RefreshRotation, StoreError> {
-        self.do_rotate_refresh_token(presented, next, now).await
-    }
-
-    async fn revoke_access_token(
-        &self,
-        jti: &str,
-        expires_at: UnixMs,
-        now: UnixMs,
-    ) -> Result<(), StoreError> {
-        self.do_revoke_access_token(jti, expires_at, now).await
-    }
-
-    async fn access_status(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        jti: &str,
-    ) -> Result<super::AccessStatus, StoreError> {
-        self.do_access_status(user, device, jti).await
-    }
-
-    async fn purge_expired_auth(&self, now: UnixMs) -> Result<u64, StoreError> {
-        self.do_purge_expired_auth(now).await
-    }
-
-    async fn stats(&self) -> Result<super::StoreStats, StoreError> {
-        self.do_stats().await
-    }
-
-    async fn users_page(
-        &self,
-        after: Option<&UserId>,
-        limit: u32,
-    ) -> Result<Vec<super::UserSummary>, StoreError> {
-        self.do_users_page(after, limit).await
-    }
-
-    async fn user_summary(&self, user: &UserId) -> Result<Option<super::UserSummary>, StoreError> {
-        self.do_user_summary(user).await
-    }
-
-    async fn force_revoke_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        now: UnixMs,
-    ) -> Result<RevokeOutcome, StoreError> {
-        self.do_force_revoke_device(user, device, now).await
-    }
-
-    async fn erase_user(&self, user: &UserId) -> Result<Option<super::ErasedCounts>, StoreError> {
-        self.do_erase_user(user).await
-    }
-
-    fn pool_stats(&self) -> (u32, u32) {
-        self.do_pool_stats()
-    }
 }
 
 #[cfg(test)]
@@ -792,7 +708,9 @@ mod tests {
 
     use super::*;
     use crate::store::MigrateMode;
+    use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::{Connection, SqliteConnection};
+    use std::time::Duration;
 
     const USER: UserId = UserId([3; 32]);
 

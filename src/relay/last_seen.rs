@@ -2,20 +2,21 @@
 //!
 //! A session that ends records its device here instead of writing to the store:
 //! [`flush_loop`] writes everything recorded in one transaction every
-//! [`FLUSH_EVERY`], and the server flushes once more after the last session is gone
+//! [`FLUSH_EVERY`], and [`super::Relay::flush_last_seen`] flushes once more after the last session is gone
 //! at shutdown. Under a storm of short sessions this is one write a second instead of
 //! one durable transaction per session on the store's single writer. `last_seen` is
 //! informational (the `devices` list), so a crash may lose at most the last second of
 //! it; nothing else depends on it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::store::{DeviceId, Store, UnixMs, UserId};
+use crate::model::{DeviceId, UnixMs, UserId};
+use crate::store::Store;
 
 /// How often recorded `last_seen` times are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -68,17 +69,13 @@ impl LastSeen {
 }
 
 /// Flushes `last_seen` every [`FLUSH_EVERY`] until `cancel`. The final flush, after
-/// the sessions have ended, is the server's (see `server::run`).
-pub async fn flush_loop(
-    last_seen: Arc<LastSeen>,
-    store: Arc<dyn Store>,
-    cancel: CancellationToken,
-) {
+/// the sessions have ended, is [`super::Relay::flush_last_seen`].
+pub async fn flush_loop(last_seen: &LastSeen, store: &dyn Store, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(FLUSH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => last_seen.flush(store.as_ref()).await,
+            _ = tick.tick() => last_seen.flush(store).await,
             _ = cancel.cancelled() => return,
         }
     }

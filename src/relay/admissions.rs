@@ -10,7 +10,7 @@
 //!   while admitting or greeting it and the hub's generation for the user taken
 //!   before that read;
 //! - a revocation forgets the device before its sessions are closed
-//!   ([`crate::relay::ops::revoked`]), and erasing a user forgets every entry;
+//!   (`Relay::revoke` and `Relay::force_revoke`), and erasing a user forgets every entry;
 //! - forgetting moves an epoch, and an entry is written only with the epoch taken
 //!   before the device was admitted: a handshake that was admitted just before a
 //!   revocation can never write the revoked device back;
@@ -30,10 +30,10 @@
 //! entry with its value), bounded like the certificate memo: two generations of at
 //! most `capacity` entries each.
 //!
-//! [`Hub::generation`]: crate::relay::Hub::generation
+//! [`Hub::generation`]: crate::relay::hub::Hub::generation
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -196,8 +196,8 @@ impl Admissions {
 /// [`Store::foreign_commits`]), every [`FOREIGN_COMMIT_CHECK`] until `cancel`. When
 /// the store cannot say, the memo is cleared each time it asks.
 pub async fn watch_foreign_commits(
-    memo: Arc<Admissions>,
-    store: Arc<dyn Store>,
+    memo: &Admissions,
+    store: &dyn Store,
     cancel: CancellationToken,
 ) {
     if !memo.is_enabled() {

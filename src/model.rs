@@ -1,5 +1,6 @@
-//! Plain data the store reads and writes. No SQL here, no serde: `api` and `session`
-//! convert these to wire types at their boundary.
+//! The domain's plain data: ids, events, devices, tokens, and what storage reports.
+//! No SQL here, no serde: `api` and `session` convert these to wire types at their
+//! boundary.
 
 use std::fmt;
 

@@ -10,21 +10,19 @@
 //! Batch statements pass columns as arrays and `UNNEST` them, so one statement (with
 //! one cached plan) serves any batch size without bind-parameter limits.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Executor;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-#[path = "postgres_auth.rs"]
-mod auth;
-
 use super::append::{self, Snapshot};
+use super::options::postgres_options as connect_options;
 use super::{
-    AppendOutcome, Backend, DeviceCert, DeviceHeadRow, DeviceId, DeviceRecord, DeviceRow,
-    EventPage, EventRow, NewEvent, RevokeOutcome, Store, StoreError, StoreOptions, UnixMs, UserId,
-    device_and_head, device_record, event_id, from_db, key32, migrate, page, to_db, watermark,
+    AppendOutcome, Backend, DeviceCert, DeviceHeadRow, DeviceId, DeviceRecord, DeviceRow, Devices,
+    EventLog, EventPage, EventRow, NewEvent, RevokeOutcome, Store, StoreError, StoreOptions,
+    UnixMs, UserId, device_and_head, device_record, event_id, from_db, key32, migrate, page, to_db,
+    watermark,
 };
 
 /// Upper bound for any one statement of the server's pool, so a stuck lock or a slow
@@ -48,12 +46,6 @@ const PLAN_CACHE_MODE: &str = "force_custom_plan";
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
-}
-
-/// Connection options for a `postgres://` URL.
-pub(super) fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
-    PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))
 }
 
 /// Connection options of the server's pool: [`connect_options`] plus the session
@@ -84,6 +76,25 @@ impl PgStore {
     }
 }
 
+super::shared::auth_and_admin_sql! {
+    store: PgStore,
+    db: sqlx::Postgres,
+    conn: sqlx::PgConnection,
+    reader: pool,
+    writer: pool,
+    // Two instances presenting the same refresh token at once: one waits.
+    for_update: " FOR UPDATE",
+    // The user's counter row, locked first as `append` does.
+    lock_user: Some("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE"),
+}
+
+impl PgStore {
+    /// A write transaction (what the shared SQL in `super::shared` writes through).
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> Backend {
@@ -95,90 +106,22 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn register_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        cert: &DeviceCert,
-        now: UnixMs,
-    ) -> Result<DeviceRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO users (user_id, created_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
-            .bind(&user.0[..])
-            .bind(now)
-            .execute(&mut *tx)
+    async fn database_bytes(&self) -> Result<Option<u64>, StoreError> {
+        let bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+            .fetch_one(&self.pool)
             .await?;
-        let row: DeviceRow = sqlx::query_as(
-            "INSERT INTO devices (user_id, device_id, cert_issued_at, cert_expires_at, cert_sig, \
-                                  created_at, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) \
-             ON CONFLICT (user_id, device_id) \
-                 DO UPDATE SET last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen) \
-             RETURNING created_at, last_seen, cursor_seq, revoked_at",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .bind(to_db(cert.issued_at))
-        .bind(to_db(cert.expires_at))
-        .bind(&cert.sig[..])
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(device_record(*user, *device, row))
+        Ok(Some(from_db(bytes)))
     }
 
-    async fn device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<Option<DeviceRecord>, StoreError> {
-        let row: Option<DeviceRow> = sqlx::query_as(
-            "SELECT created_at, last_seen, cursor_seq, revoked_at FROM devices \
-             WHERE user_id = $1 AND device_id = $2",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| device_record(*user, *device, r)))
+    fn pool_stats(&self) -> (u32, u32) {
+        let size = self.pool.size();
+        let idle = self.pool.num_idle() as u32;
+        (size.saturating_sub(idle), idle)
     }
+}
 
-    async fn device_and_head(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<Option<(DeviceRecord, u64)>, StoreError> {
-        // Every device row has its users row (registration writes both in one
-        // transaction, and a user goes with its devices).
-        let row: Option<DeviceHeadRow> = sqlx::query_as(
-            "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
-             FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
-             WHERE d.user_id = $1 AND d.device_id = $2",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| device_and_head(*user, *device, r)))
-    }
-
-    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
-        let rows: Vec<(Vec<u8>, i64, i64, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT device_id, created_at, last_seen, cursor_seq, revoked_at FROM devices \
-             WHERE user_id = $1 ORDER BY created_at, device_id",
-        )
-        .bind(&user.0[..])
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(d, c, l, cur, r)| {
-                let device = DeviceId(key32(&d, "devices.device_id")?);
-                Ok(device_record(*user, device, (c, l, cur, r)))
-            })
-            .collect()
-    }
-
+#[async_trait]
+impl EventLog for PgStore {
     async fn head(&self, user: &UserId) -> Result<u64, StoreError> {
         let head: Option<i64> = sqlx::query_scalar("SELECT head FROM users WHERE user_id = $1")
             .bind(&user.0[..])
@@ -360,6 +303,135 @@ impl Store for PgStore {
         page(rows, limit, after, counters)
     }
 
+    async fn prune_before(
+        &self,
+        user: &UserId,
+        before: u64,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(head): Option<i64> =
+            sqlx::query_scalar("SELECT head FROM users WHERE user_id = $1 FOR NO KEY UPDATE")
+                .bind(&user.0[..])
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(0);
+        };
+        let (upper, count): (Option<i64>, i64) = sqlx::query_as(
+            "SELECT max(seq), count(*) FROM \
+                 (SELECT seq FROM events WHERE user_id = $1 AND seq < $2 ORDER BY seq LIMIT $3) AS p",
+        )
+        .bind(&user.0[..])
+        .bind(to_db(before))
+        .bind(i64::from(limit))
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(upper) = upper {
+            sqlx::query("DELETE FROM events WHERE user_id = $1 AND seq <= $2")
+                .bind(&user.0[..])
+                .bind(upper)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE users SET pruned_through = GREATEST(pruned_through, $2) WHERE user_id = $1",
+        )
+        .bind(&user.0[..])
+        .bind(watermark(head, before, limit, upper, count))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(from_db(count))
+    }
+}
+
+#[async_trait]
+impl Devices for PgStore {
+    async fn register_device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        cert: &DeviceCert,
+        now: UnixMs,
+    ) -> Result<DeviceRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO users (user_id, created_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
+            .bind(&user.0[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let row: DeviceRow = sqlx::query_as(
+            "INSERT INTO devices (user_id, device_id, cert_issued_at, cert_expires_at, cert_sig, \
+                                  created_at, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) \
+             ON CONFLICT (user_id, device_id) \
+                 DO UPDATE SET last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen) \
+             RETURNING created_at, last_seen, cursor_seq, revoked_at",
+        )
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .bind(to_db(cert.issued_at))
+        .bind(to_db(cert.expires_at))
+        .bind(&cert.sig[..])
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(device_record(*user, *device, row))
+    }
+
+    async fn device(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<DeviceRecord>, StoreError> {
+        let row: Option<DeviceRow> = sqlx::query_as(
+            "SELECT created_at, last_seen, cursor_seq, revoked_at FROM devices \
+             WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| device_record(*user, *device, r)))
+    }
+
+    async fn device_and_head(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+    ) -> Result<Option<(DeviceRecord, u64)>, StoreError> {
+        // Every device row has its users row (registration writes both in one
+        // transaction, and a user goes with its devices).
+        let row: Option<DeviceHeadRow> = sqlx::query_as(
+            "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
+             FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
+             WHERE d.user_id = $1 AND d.device_id = $2",
+        )
+        .bind(&user.0[..])
+        .bind(&device.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| device_and_head(*user, *device, r)))
+    }
+
+    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
+        let rows: Vec<(Vec<u8>, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT device_id, created_at, last_seen, cursor_seq, revoked_at FROM devices \
+             WHERE user_id = $1 ORDER BY created_at, device_id",
+        )
+        .bind(&user.0[..])
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(d, c, l, cur, r)| {
+                let device = DeviceId(key32(&d, "devices.device_id")?);
+                Ok(device_record(*user, device, (c, l, cur, r)))
+            })
+            .collect()
+    }
+
     async fn set_cursor(
         &self,
         user: &UserId,
@@ -453,132 +525,6 @@ impl Store for PgStore {
         .await?;
         tx.commit().await?;
         Ok(RevokeOutcome::Revoked)
-    }
-
-    async fn prune_before(
-        &self,
-        user: &UserId,
-        before: u64,
-        limit: u32,
-    ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(head): Option<i64> =
-            sqlx::query_scalar("SELECT head FROM users WHERE user_id = $1 FOR NO KEY UPDATE")
-                .bind(&user.0[..])
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(0);
-        };
-        let (upper, count): (Option<i64>, i64) = sqlx::query_as(
-            "SELECT max(seq), count(*) FROM \
-                 (SELECT seq FROM events WHERE user_id = $1 AND seq < $2 ORDER BY seq LIMIT $3) AS p",
-        )
-        .bind(&user.0[..])
-        .bind(to_db(before))
-        .bind(i64::from(limit))
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(upper) = upper {
-            sqlx::query("DELETE FROM events WHERE user_id = $1 AND seq <= $2")
-                .bind(&user.0[..])
-                .bind(upper)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "UPDATE users SET pruned_through = GREATEST(pruned_through, $2) WHERE user_id = $1",
-        )
-        .bind(&user.0[..])
-        .bind(watermark(head, before, limit, upper, count))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(from_db(count))
-    }
-
-    // REST authentication and administration: SQL in the `auth` submodule.
-
-    async fn put_challenge(&self, c: &super::AuthChallenge) -> Result<(), StoreError> {
-        self.do_put_challenge(c).await
-    }
-
-    async fn take_challenge(
-        &self,
-        challenge: &[u8; 32],
-        user: &UserId,
-        device: &DeviceId,
-        now: UnixMs,
-    ) -> Result<bool, StoreError> {
-        self.do_take_challenge(challenge, user, device, now).await
-    }
-
-    async fn put_refresh_token(&self, t: &super::NewRefreshToken) -> Result<(), StoreError> {
-        self.do_put_refresh_token(t).await
-    }
-
-    async fn rotate_refresh_token(
-        &self,
-        presented: &[u8; 32],
-        next: &super::RefreshSuccessor,
-        now: UnixMs,
-    ) -> Result<super::RefreshRotation, StoreError> {
-        self.do_rotate_refresh_token(presented, next, now).await
-    }
-
-    async fn revoke_access_token(
-        &self,
-        jti: &str,
-        expires_at: UnixMs,
-        now: UnixMs,
-    ) -> Result<(), StoreError> {
-        self.do_revoke_access_token(jti, expires_at, now).await
-    }
-
-    async fn access_status(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        jti: &str,
-    ) -> Result<super::AccessStatus, StoreError> {
-        self.do_access_status(user, device, jti).await
-    }
-
-    async fn purge_expired_auth(&self, now: UnixMs) -> Result<u64, StoreError> {
-        self.do_purge_expired_auth(now).await
-    }
-
-    async fn stats(&self) -> Result<super::StoreStats, StoreError> {
-        self.do_stats().await
-    }
-
-    async fn users_page(
-        &self,
-        after: Option<&UserId>,
-        limit: u32,
-    ) -> Result<Vec<super::UserSummary>, StoreError> {
-        self.do_users_page(after, limit).await
-    }
-
-    async fn user_summary(&self, user: &UserId) -> Result<Option<super::UserSummary>, StoreError> {
-        self.do_user_summary(user).await
-    }
-
-    async fn force_revoke_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        now: UnixMs,
-    ) -> Result<RevokeOutcome, StoreError> {
-        self.do_force_revoke_device(user, device, now).await
-    }
-
-    async fn erase_user(&self, user: &UserId) -> Result<Option<super::ErasedCounts>, StoreError> {
-        self.do_erase_user(user).await
-    }
-
-    fn pool_stats(&self) -> (u32, u32) {
-        self.do_pool_stats()
     }
 }
 
