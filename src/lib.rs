@@ -25,7 +25,6 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
-mod client_cli;
 pub mod config;
 pub mod keys;
 pub mod limits;
