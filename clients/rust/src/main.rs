@@ -803,6 +803,13 @@ async fn resolve_prefix(client: &Client, prefix: &str) -> Result<[u8; 32], Failu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory as _;
+
+    /// clap's own consistency checks of the argument definitions.
+    #[test]
+    fn cli_definition_is_consistent() {
+        ClientArgs::command().debug_assert();
+    }
 
     #[test]
     fn payloads_print_as_text_or_b64u() {
