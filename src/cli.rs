@@ -6,7 +6,6 @@
 //! ferry config check [--config PATH]
 //! ferry config example
 //! ferry migrate status | up [--to N] | down --to N  [--config PATH]
-//! ferry client init|link|accept|publish|tail|sync|devices|revoke|token|show …  (see `client_cli`)
 //! ferry admin key-hash [--name NAME] [--scope read|write] [--stdin]
 //! ```
 //!
@@ -59,7 +58,6 @@ where
             ExitCode::SUCCESS
         }
         Command::Migrate(args) => migrate(&args),
-        Command::Client(args) => crate::client_cli::run(&args),
         Command::Admin(AdminCommand::KeyHash(args)) => admin_key_hash(&args),
     }
 }
@@ -83,8 +81,6 @@ enum Command {
     Config(ConfigCommand),
     /// Inspect or apply database migrations.
     Migrate(MigrateArgs),
-    /// A command-line sync client, for trying a server out (`ferry client --help`).
-    Client(crate::client_cli::ClientArgs),
     /// Admin API helpers.
     #[command(subcommand)]
     Admin(AdminCommand),

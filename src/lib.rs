@@ -30,7 +30,6 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod cli;
-mod client_cli;
 pub mod clock;
 pub mod config;
 pub mod keys;

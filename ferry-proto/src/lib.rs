@@ -2,9 +2,10 @@
 //!
 //! This crate is **sans-IO**: it never opens a socket, never reads a clock and never
 //! draws randomness by itself. Time and random bytes are passed in; decisions come
-//! back as values. The optional `client` feature adds an async client (tokio +
-//! tokio-tungstenite) on top, for applications and the load generator; the server
-//! uses the same types, so both ends share one implementation of the contract.
+//! back as values. The async client SDK (tokio + tokio-tungstenite) is built on top
+//! of it in its own crate, `ferry-client`, for applications and the load generator;
+//! the server uses the same types, so both ends share one implementation of the
+//! contract.
 //!
 //! # Layout
 //! - [`b64u`]: strict base64url without padding.
@@ -13,14 +14,10 @@
 //! - [`seal`]: sealed frames with per-direction counters (§3).
 //! - [`message`]: the JSON messages inside the sealed channel (§4).
 //! - [`close`]: close codes.
-//! - `client` (feature `client`): the async client SDK — connection, reconnects,
-//!   retries, gap-free event streams, profiles.
 
 #![warn(missing_docs)]
 
 pub mod b64u;
-#[cfg(feature = "client")]
-pub mod client;
 pub mod close;
 pub mod handshake;
 pub mod keys;

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
+use ferry_client::{DeviceKey, UserKey};
 use ferry_proto::b64u;
-use ferry_proto::client::{DeviceKey, UserKey};
 use ferry_proto::handshake::{ClientEphemeral, ClientHandshake, DeviceCredentials, ServerPin};
 use ferry_proto::keys::DeviceCertificate;
 use ferry_proto::seal::{Opener, Sealer};

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::close::CloseCode;
-use crate::handshake::HandshakeError;
-use crate::message::ErrorCode;
+use ferry_proto::close::CloseCode;
+use ferry_proto::handshake::HandshakeError;
+use ferry_proto::message::ErrorCode;
 
 /// Everything that can go wrong in the client.
 ///

@@ -10,12 +10,12 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::connection::{AuthOk, Connection, Incoming, Presence, Requester};
-use super::identity::{Profile, UserKey};
-use super::{Backoff, ClientError, now_ms};
-use crate::b64u;
-use crate::handshake::{DeviceCredentials, ServerPin};
-use crate::message::{
+use crate::connection::{AuthOk, Connection, Incoming, Presence, Requester};
+use crate::identity::{Profile, UserKey};
+use crate::{Backoff, ClientError, now_ms};
+use ferry_proto::b64u;
+use ferry_proto::handshake::{DeviceCredentials, ServerPin};
+use ferry_proto::message::{
     self, ClientMessage, DEFAULT_SYNC_LIMIT, DeviceInfo, ErrorCode, EventMsg, MAX_KEY_LEN,
     MAX_SYNC_LIMIT, Publish, ServerMessage,
 };
@@ -37,7 +37,7 @@ pub struct ClientOptions {
     pub pin: ServerPin,
     /// The user key, for [`Client::revoke`]; only on devices that hold it.
     pub user_key: Option<UserKey>,
-    /// TLS configuration, required for `wss://` (see [`super::tls_config`]).
+    /// TLS configuration, required for `wss://` (see [`crate::tls_config`]).
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Reconnect and retry delays.
     pub backoff: Backoff,
@@ -63,8 +63,8 @@ impl ClientOptions {
             user_key: None,
             tls: None,
             backoff: Backoff::default(),
-            connect_timeout: super::connection::CONNECT_TIMEOUT,
-            request_timeout: super::connection::REQUEST_TIMEOUT,
+            connect_timeout: crate::connection::CONNECT_TIMEOUT,
+            request_timeout: crate::connection::REQUEST_TIMEOUT,
             retry_deadline: Duration::from_secs(120),
             sync_limit: DEFAULT_SYNC_LIMIT,
         }
@@ -257,9 +257,9 @@ impl Drop for Inner {
 /// not match the pin; every call then fails with that error ([`Self::closed`]).
 ///
 /// ```no_run
-/// use ferry_proto::client::{Client, ClientOptions, Profile, PublishOptions};
+/// use ferry_client::{Client, ClientOptions, Profile, PublishOptions};
 ///
-/// # async fn demo() -> Result<(), ferry_proto::client::ClientError> {
+/// # async fn demo() -> Result<(), ferry_client::ClientError> {
 /// let profile = Profile::load("ferry-client/profile.json")?;
 /// let client = Client::connect(ClientOptions::from_profile(&profile)).await?;
 ///

@@ -1,7 +1,15 @@
-//! The client SDK (`ferry_proto::client`) and the `ferry client` command line
-//! against a real server on port 0, on SQLite and (when configured) PostgreSQL.
+//! The client SDK (`ferry_client`) and the `ferry-client` command line against a
+//! real server on port 0, on SQLite and (when configured) PostgreSQL.
 
-mod common;
+/// The server crate's test harness (`tests/common` at the workspace root): a real
+/// server on port 0 and the test databases.
+#[path = "../../../tests/common"]
+mod common {
+    #![allow(dead_code, unreachable_pub)]
+
+    pub mod db;
+    pub mod server;
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,11 +17,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use common::server::{TestServer, server_key};
-use ferry_proto::b64u;
-use ferry_proto::client::{
+use ferry_client::{
     Client, ClientError, ClientOptions, Connection, DeviceKey, Event, EventStream, Profile,
     PublishOptions, ServerPin, UserKey,
 };
+use ferry_proto::b64u;
 use ferry_proto::handshake::HandshakeError;
 use ferry_proto::message::{ClientMessage, ServerMessage};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
@@ -495,7 +503,7 @@ each_backend!(cli_init_link_publish_sync_devices_revoke, &[], |srv| {
     let first = dir.path().join("first");
     let second = dir.path().join("second");
     let url = srv.ws_url();
-    let out = ferry(&["client", "init", "--server", &url], &first, None).await;
+    let out = cli(&["init", "--server", &url], &first, None).await;
     assert!(out.ok, "{out:?}");
     let profile_file = first.join("profile.json");
     #[cfg(unix)]
@@ -509,7 +517,7 @@ each_backend!(cli_init_link_publish_sync_devices_revoke, &[], |srv| {
     }
     assert!(Profile::load(&profile_file).unwrap().server_key.is_none());
 
-    let out = ferry(&["client", "publish", "hello"], &first, None).await;
+    let out = cli(&["publish", "hello"], &first, None).await;
     assert!(out.ok, "{out:?}");
     assert!(out.stdout.starts_with("seq 1 id "), "{out:?}");
     assert!(out.stderr.contains("trust on first use"), "{out:?}");
@@ -520,30 +528,25 @@ each_backend!(cli_init_link_publish_sync_devices_revoke, &[], |srv| {
         profile.server_key,
         Some(server_key().verifying_key().to_bytes())
     );
-    let out = ferry(&["client", "publish", "-"], &first, Some(&[0xff, 0])).await;
+    let out = cli(&["publish", "-"], &first, Some(&[0xff, 0])).await;
     assert!(out.stdout.starts_with("seq 2 "), "{out:?}");
 
     let me = &b64u::encode(&profile.device_public())[..8];
-    let out = ferry(&["client", "sync"], &first, None).await;
+    let out = cli(&["sync"], &first, None).await;
     assert!(out.ok, "{out:?}");
     assert_eq!(out.stdout, format!("1 {me} hello\n2 {me} b64u:_wA\n"));
-    let out = ferry(&["client", "sync", "--after", "1"], &first, None).await;
+    let out = cli(&["sync", "--after", "1"], &first, None).await;
     assert_eq!(out.stdout, format!("2 {me} b64u:_wA\n"));
 
     // Link a second device.
-    let out = ferry(
-        &["client", "init", "--join", "--server", &url],
-        &second,
-        None,
-    )
-    .await;
+    let out = cli(&["init", "--join", "--server", &url], &second, None).await;
     assert!(out.ok, "{out:?}");
     let new_key = out.stdout.trim().to_string();
     assert_eq!(new_key.len(), 43);
-    let out = ferry(&["client", "link", "--device-key", &new_key], &first, None).await;
+    let out = cli(&["link", "--device-key", &new_key], &first, None).await;
     assert!(out.ok, "{out:?}");
     let blob = out.stdout.trim().to_string();
-    let out = ferry(&["client", "accept", "--cert", &blob], &second, None).await;
+    let out = cli(&["accept", "--cert", &blob], &second, None).await;
     assert!(out.ok, "{out:?}");
     let joined = Profile::load(second.join("profile.json")).unwrap();
     assert_eq!(joined.user_public, profile.user_public);
@@ -552,48 +555,48 @@ each_backend!(cli_init_link_publish_sync_devices_revoke, &[], |srv| {
         joined.server_key, profile.server_key,
         "the pin travels along"
     );
-    let out = ferry(&["client", "sync"], &second, None).await;
+    let out = cli(&["sync"], &second, None).await;
     assert_eq!(out.stdout, format!("1 {me} hello\n2 {me} b64u:_wA\n"));
 
     // `tail` on the new device prints what the first one publishes.
-    let mut tail = spawn_ferry(&["client", "tail"], &second);
+    let mut tail = spawn_cli(&["tail"], &second);
     let mut lines = tokio::io::BufReader::new(tail.stdout.take().unwrap()).lines();
     let mut errs = tokio::io::BufReader::new(tail.stderr.take().unwrap()).lines();
     let ready = within(errs.next_line()).await.unwrap().unwrap_or_default();
     assert!(ready.contains("tailing after seq 2"), "{ready}");
-    let out = ferry(&["client", "publish", "live!"], &first, None).await;
+    let out = cli(&["publish", "live!"], &first, None).await;
     assert!(out.stdout.starts_with("seq 3 "), "{out:?}");
     let line = within(lines.next_line()).await.unwrap();
     assert_eq!(line.as_deref(), Some(format!("3 {me} live!").as_str()));
     tail.kill().await.unwrap();
 
-    let out = ferry(&["client", "devices"], &first, None).await;
+    let out = cli(&["devices"], &first, None).await;
     assert!(out.ok, "{out:?}");
     assert_eq!(out.stdout.lines().count(), 2, "{out:?}");
     assert!(out.stdout.contains(&new_key), "{out:?}");
     assert!(out.stdout.contains("(this device)"), "{out:?}");
 
     // The linked device holds no user key; the first one revokes it by prefix.
-    let out = ferry(&["client", "revoke", &new_key[..12]], &second, None).await;
+    let out = cli(&["revoke", &new_key[..12]], &second, None).await;
     assert!(!out.ok, "{out:?}");
-    let out = ferry(&["client", "revoke", &new_key[..12]], &first, None).await;
+    let out = cli(&["revoke", &new_key[..12]], &first, None).await;
     assert!(out.ok, "{out:?}");
     assert_eq!(out.stdout.trim(), format!("revoked {new_key}"));
-    let out = ferry(&["client", "sync"], &second, None).await;
+    let out = cli(&["sync"], &second, None).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("4002"), "{out:?}");
 
     // A wrong pinned key is refused.
     let third = dir.path().join("third");
     let wrong = b64u::encode(&[5u8; 32]);
-    let out = ferry(
-        &["client", "init", "--server", &url, "--server-key", &wrong],
+    let out = cli(
+        &["init", "--server", &url, "--server-key", &wrong],
         &third,
         None,
     )
     .await;
     assert!(out.ok, "{out:?}");
-    let out = ferry(&["client", "publish", "x"], &third, None).await;
+    let out = cli(&["publish", "x"], &third, None).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("pinned"), "{out:?}");
 });
@@ -606,9 +609,9 @@ struct Output {
     stderr: String,
 }
 
-/// Starts the `ferry` binary with `--profile dir`, every stream piped.
-fn spawn_ferry(args: &[&str], profile: &std::path::Path) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+/// Starts the `ferry-client` binary with `--profile dir`, every stream piped.
+fn spawn_cli(args: &[&str], profile: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry-client"))
         .args(args)
         .arg("--profile")
         .arg(profile)
@@ -619,12 +622,12 @@ fn spawn_ferry(args: &[&str], profile: &std::path::Path) -> tokio::process::Chil
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("ferry runs")
+        .expect("ferry-client runs")
 }
 
-/// Runs the `ferry` binary with `--profile dir` to the end.
-async fn ferry(args: &[&str], profile: &std::path::Path, stdin: Option<&[u8]>) -> Output {
-    let mut child = spawn_ferry(args, profile);
+/// Runs the `ferry-client` binary with `--profile dir` to the end.
+async fn cli(args: &[&str], profile: &std::path::Path, stdin: Option<&[u8]>) -> Output {
+    let mut child = spawn_cli(args, profile);
     let mut input = child.stdin.take().unwrap();
     if let Some(bytes) = stdin {
         input.write_all(bytes).await.unwrap();
@@ -632,7 +635,7 @@ async fn ferry(args: &[&str], profile: &std::path::Path, stdin: Option<&[u8]>) -
     drop(input);
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
-        .expect("ferry finishes")
+        .expect("ferry-client finishes")
         .unwrap();
     Output {
         ok: out.status.success(),
@@ -770,13 +773,13 @@ async fn wss_needs_and_uses_the_given_roots() {
     ));
     // Roots that do not include the server's certificate: the TLS handshake fails.
     let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
-    let untrusted = ferry_proto::client::tls_config([other.cert.der().clone()]).unwrap();
+    let untrusted = ferry_client::tls_config([other.cert.der().clone()]).unwrap();
     match within(Client::connect(opts.clone().with_tls(untrusted))).await {
         Err(e @ ClientError::Tls(_)) => assert!(e.is_final()),
         other => panic!("expected a TLS failure, got {other:?}"),
     }
     // The right root.
-    let trusted = ferry_proto::client::tls_config([ck.cert.der().clone()]).unwrap();
+    let trusted = ferry_client::tls_config([ck.cert.der().clone()]).unwrap();
     let client = within(Client::connect(opts.with_tls(trusted)))
         .await
         .unwrap();
@@ -786,17 +789,12 @@ async fn wss_needs_and_uses_the_given_roots() {
     // The CLI takes the roots as a PEM file.
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("p");
-    let out = ferry(&["client", "init", "--server", &wss], &profile, None).await;
+    let out = cli(&["init", "--server", &wss], &profile, None).await;
     assert!(out.ok, "{out:?}");
-    let out = ferry(&["client", "publish", "x"], &profile, None).await;
+    let out = cli(&["publish", "x"], &profile, None).await;
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("wss://"), "{out:?}");
-    let out = ferry(
-        &["client", "publish", "x", "--ca-file", &cert],
-        &profile,
-        None,
-    )
-    .await;
+    let out = cli(&["publish", "x", "--ca-file", &cert], &profile, None).await;
     assert!(out.ok, "{out:?}");
     assert!(out.stdout.starts_with("seq 1 "), "{out:?}");
     srv.stop().await;

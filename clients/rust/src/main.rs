@@ -1,21 +1,23 @@
-//! `ferry client …`: a command-line sync client for trying a server out, built on
-//! the SDK in `ferry_proto::client`.
+//! `ferry-client …`: a command-line sync client for trying a server out, built on
+//! the SDK in this crate (`ferry_client`).
 //!
 //! ```text
-//! ferry client init --server URL [--server-key B64U] [--join] [--force]
-//! ferry client link --device-key B64U [--expires-days N]
-//! ferry client accept --cert BLOB|-
-//! ferry client publish [--key K] [--base N] [--ttl S] [--ephemeral] [--to DEVICE]… [--id UUID] TEXT|-
-//! ferry client tail [--after N]
-//! ferry client sync [--after N] [--limit N]
-//! ferry client devices
-//! ferry client revoke DEVICE
-//! ferry client token [--json]
-//! ferry client show
+//! ferry-client init --server URL [--server-key B64U] [--join] [--force]
+//! ferry-client link --device-key B64U [--expires-days N]
+//! ferry-client accept --cert BLOB|-
+//! ferry-client publish [--key K] [--base N] [--ttl S] [--ephemeral] [--to DEVICE]… [--id UUID] TEXT|-
+//! ferry-client tail [--after N]
+//! ferry-client sync [--after N] [--limit N]
+//! ferry-client devices
+//! ferry-client revoke DEVICE
+//! ferry-client token [--json]
+//! ferry-client show
 //! ```
 //!
 //! Every command takes `--profile DIR` (default `./ferry-client`). The server key is
 //! pinned on first use and saved in the profile.
+//!
+//! Exit codes: 0 success, 1 failure at run time, 2 invalid usage.
 
 use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -23,31 +25,47 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Subcommand};
-use ferry_proto::b64u;
-use ferry_proto::client::{
+use clap::{Args, Parser, Subcommand};
+use ferry_client::{
     Client, ClientOptions, DeviceKey, Event, LinkGrant, Profile, PublishOptions, tls_config,
     write_private,
 };
+use ferry_proto::b64u;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{EXIT_CONFIG, EXIT_FAILURE};
+/// Exit code for invalid usage (the same as clap's usage errors).
+const EXIT_CONFIG: u8 = 2;
+
+/// Exit code for a failure at run time.
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let args = match ClientArgs::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // Prints help and version to stdout, usage errors to stderr.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_CONFIG));
+        }
+    };
+    run(&args)
+}
 
 const PROFILE_FILE: &str = "profile.json";
 const PENDING_FILE: &str = "pending-device.json";
 
 const CLIENT_HELP: &str = "\
 Starting out (a new user whose first device is this one):
-  ferry client init --server ws://127.0.0.1:8080/v1/ws
-  ferry client publish 'hello'
-  ferry client sync
+  ferry-client init --server ws://127.0.0.1:8080/v1/ws
+  ferry-client publish 'hello'
+  ferry-client sync
 
 Linking another device to the same user:
-  1. on the new device:          ferry client init --join --server URL --profile DIR
+  1. on the new device:          ferry-client init --join --server URL --profile DIR
                                  (prints the new device's key)
-  2. on a device that holds      ferry client link --device-key KEY
+  2. on a device that holds      ferry-client link --device-key KEY
      the user key:               (prints a certificate blob on one line)
-  3. on the new device:          ferry client accept --cert BLOB --profile DIR
+  3. on the new device:          ferry-client accept --cert BLOB --profile DIR
 The blob holds only public values (the certificate, the server URL and the pinned
 server key), so any channel you can see both ends of will do.
 
@@ -57,10 +75,15 @@ The server key is pinned the first time a profile connects (unless given with
 Payloads are published exactly as given: this tool is for trying a server out.
 Real applications encrypt payloads end to end before they publish them.";
 
-/// `ferry client`'s arguments.
-#[derive(Debug, Args)]
-#[command(after_long_help = CLIENT_HELP)]
-pub(crate) struct ClientArgs {
+/// A command-line sync client for trying a Ferry server out.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferry-client",
+    version,
+    propagate_version = true,
+    after_long_help = CLIENT_HELP
+)]
+struct ClientArgs {
     #[command(subcommand)]
     command: ClientCommand,
     /// Profile directory (holds profile.json, mode 0600).
@@ -83,14 +106,14 @@ pub(crate) struct ClientArgs {
 enum ClientCommand {
     /// Create a profile: a new user key, this device's key and its certificate.
     /// With --join: only a device key, to be linked to an existing user (see
-    /// `ferry client --help`).
+    /// `ferry-client --help`).
     Init(InitArgs),
     /// On a device that holds the user key: certify a new device's key and print the
     /// certificate blob for it.
     Link(LinkArgs),
     /// On a new device, after `init --join`: store the certificate blob from `link`.
     Accept {
-        /// The blob `ferry client link` printed, or `-` to read it from stdin.
+        /// The blob `ferry-client link` printed, or `-` to read it from stdin.
         #[arg(long, value_name = "BLOB")]
         cert: String,
     },
@@ -122,9 +145,9 @@ enum ClientCommand {
         device: String,
     },
     /// Print a REST API access token for this device (asked for over the
-    /// WebSocket with the `token` message): `curl -H "Authorization: Bearer $(ferry
-    /// client token)" …`. With --json: the access token, its expiry and the refresh
-    /// token.
+    /// WebSocket with the `token` message): `curl -H "Authorization: Bearer
+    /// $(ferry-client token)" …`. With --json: the access token, its expiry and the
+    /// refresh token.
     Token {
         /// Print `{"access_token","expires_at","refresh_token"}` instead.
         #[arg(long)]
@@ -207,7 +230,7 @@ fn usage(message: impl std::fmt::Display) -> Failure {
     Failure(EXIT_CONFIG, message.to_string())
 }
 
-/// Runs `ferry client …`.
+/// Runs `ferry-client …`.
 pub(crate) fn run(args: &ClientArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -300,11 +323,11 @@ fn load_profile(args: &ClientArgs) -> Result<Profile, Failure> {
     let path = profile_path(args);
     match Profile::load(&path) {
         Ok(p) => Ok(p),
-        Err(ferry_proto::client::ClientError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+        Err(ferry_client::ClientError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
             let hint = if pending_path(args).exists() {
-                "this device waits for its certificate: run `ferry client accept --cert BLOB`"
+                "this device waits for its certificate: run `ferry-client accept --cert BLOB`"
             } else {
-                "run `ferry client init --server URL` first"
+                "run `ferry-client init --server URL` first"
             };
             Err(fail(format_args!(
                 "no profile at {}; {hint}",
@@ -352,9 +375,9 @@ fn init(args: &ClientArgs, a: &InitArgs) -> Outcome {
         note(&format!(
             "created a device key in {dir}.\n\
              On a device that holds the user key, run:\n    \
-             ferry client link --device-key {key}\n\
+             ferry-client link --device-key {key}\n\
              then here:\n    \
-             ferry client accept --profile {dir} --cert BLOB",
+             ferry-client accept --profile {dir} --cert BLOB",
             dir = args.profile.display(),
             key = device.public_b64u()
         ));
@@ -422,7 +445,7 @@ fn link(args: &ClientArgs, a: &LinkArgs) -> Outcome {
         profile.server_key,
     );
     out(&grant.encode());
-    note("on the new device, run: ferry client accept --cert BLOB  (BLOB is the line above)");
+    note("on the new device, run: ferry-client accept --cert BLOB  (BLOB is the line above)");
     Ok(())
 }
 
@@ -430,7 +453,7 @@ fn accept(args: &ClientArgs, cert: &str) -> Outcome {
     let pending_file = pending_path(args);
     let text = std::fs::read_to_string(&pending_file).map_err(|e| {
         fail(format_args!(
-            "cannot read {}: {e}; run `ferry client init --join --server URL` first",
+            "cannot read {}: {e}; run `ferry-client init --join --server URL` first",
             pending_file.display()
         ))
     })?;
@@ -587,10 +610,10 @@ async fn tail(args: &ClientArgs, after: Option<u64>) -> Outcome {
         tokio::select! {
             item = events.next() => match item {
                 Some(Ok(e)) => out(&event_line(&e)),
-                Some(Err(ferry_proto::client::ClientError::Truncated { oldest })) => {
+                Some(Err(ferry_client::ClientError::Truncated { oldest })) => {
                     note(&format!("# events before seq {oldest} were removed by retention"));
                 }
-                Some(Err(e @ ferry_proto::client::ClientError::Protocol(_))) => {
+                Some(Err(e @ ferry_client::ClientError::Protocol(_))) => {
                     note(&format!("# skipped an event: {e}"));
                 }
                 Some(Err(e)) => break Err(fail(e)),
@@ -702,7 +725,7 @@ async fn revoke(args: &ClientArgs, device: &str) -> Outcome {
 }
 
 async fn token(args: &ClientArgs, json: bool) -> Outcome {
-    use ferry_proto::client::Connection;
+    use ferry_client::Connection;
     use ferry_proto::message::{ClientMessage, ServerMessage};
     let mut profile = load_profile(args)?;
     let tls = match &args.ca_file {
@@ -780,6 +803,13 @@ async fn resolve_prefix(client: &Client, prefix: &str) -> Result<[u8; 32], Failu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory as _;
+
+    /// clap's own consistency checks of the argument definitions.
+    #[test]
+    fn cli_definition_is_consistent() {
+        ClientArgs::command().debug_assert();
+    }
 
     #[test]
     fn payloads_print_as_text_or_b64u() {

@@ -1,5 +1,5 @@
-//! The async client SDK (feature `client`): tokio, tokio-tungstenite and rustls on
-//! top of the sans-IO protocol. Unlike the rest of the crate, this module does IO,
+//! The async client SDK for Ferry: tokio, tokio-tungstenite and rustls on top of the
+//! sans-IO protocol crate, `ferry-proto`. Unlike `ferry-proto`, this crate does IO,
 //! reads the clock and draws randomness from the operating system.
 //!
 //! - Identities: [`UserKey`], [`DeviceKey`], certificates, linking a new device
@@ -16,9 +16,9 @@
 //! # Example
 //!
 //! ```no_run
-//! use ferry_proto::client::{Client, ClientOptions, Profile, PublishOptions};
+//! use ferry_client::{Client, ClientOptions, Profile, PublishOptions};
 //!
-//! # async fn demo() -> Result<(), ferry_proto::client::ClientError> {
+//! # async fn demo() -> Result<(), ferry_client::ClientError> {
 //! // A new user whose first device is this one; the server key is pinned on first use.
 //! let mut profile = Profile::create("ws://127.0.0.1:8080/v1/ws", None);
 //! let client = Client::connect(ClientOptions::from_profile(&profile)).await?;
@@ -45,6 +45,14 @@
 //! needs a [`rustls::ClientConfig`] ([`ClientOptions::tls`]), for example from
 //! [`tls_config`] with the roots the application trusts. Server authenticity does not
 //! rest on TLS alone: the handshake checks the server's Ed25519 key against the pin.
+//!
+//! # The command line
+//!
+//! The crate's binary, `ferry-client` (feature `cli`, on by default), is a sync client
+//! for trying a server out, built on this SDK (`ferry-client --help`). Applications
+//! that only use the library can turn it off with `default-features = false`.
+
+#![warn(missing_docs)]
 
 mod backoff;
 mod connection;
@@ -67,7 +75,7 @@ pub use sync_client::{
     SyncPage,
 };
 
-pub use crate::handshake::{DeviceCredentials, ServerPin};
+pub use ferry_proto::handshake::{DeviceCredentials, ServerPin};
 
 /// A rustls client configuration (ring provider, TLS 1.2 and 1.3) that trusts
 /// exactly `roots`.

@@ -9,16 +9,16 @@ use ed25519_dalek::SigningKey;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize as _;
 
-use super::{ClientError, now_secs};
-use crate::b64u;
-use crate::handshake::{DeviceCredentials, ServerPin};
-use crate::keys::{self, DeviceCertificate};
+use crate::{ClientError, now_secs};
+use ferry_proto::b64u;
+use ferry_proto::handshake::{DeviceCredentials, ServerPin};
+use ferry_proto::keys::{self, DeviceCertificate};
 
 /// The user (account) key. Whoever holds it can certify devices and revoke them;
 /// keep it on as few devices as possible.
 ///
 /// ```
-/// use ferry_proto::client::{DeviceKey, UserKey};
+/// use ferry_client::{DeviceKey, UserKey};
 ///
 /// let user = UserKey::generate();
 /// let device = DeviceKey::generate();
@@ -150,7 +150,7 @@ impl DeviceKey {
 /// can see both ends of (copy and paste, a QR code).
 ///
 /// ```
-/// use ferry_proto::client::{DeviceKey, LinkGrant, Profile, UserKey};
+/// use ferry_client::{DeviceKey, LinkGrant, Profile, UserKey};
 ///
 /// let user = UserKey::generate(); // on the existing device
 /// let new_device = DeviceKey::generate(); // on the new device
@@ -162,7 +162,7 @@ impl DeviceKey {
 /// let profile = Profile::join(grant.server_url.clone().unwrap(), None, &new_device, &grant)?;
 /// assert_eq!(profile.user_public, user.public());
 /// assert!(profile.user_secret.is_none());
-/// # Ok::<(), ferry_proto::client::ClientError>(())
+/// # Ok::<(), ferry_client::ClientError>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkGrant {
@@ -277,9 +277,9 @@ impl LinkGrant {
 /// Everything one device needs to connect, as stored in its profile file.
 ///
 /// ```no_run
-/// use ferry_proto::client::{Client, ClientOptions, Profile};
+/// use ferry_client::{Client, ClientOptions, Profile};
 ///
-/// # async fn demo() -> Result<(), ferry_proto::client::ClientError> {
+/// # async fn demo() -> Result<(), ferry_client::ClientError> {
 /// let path = std::path::Path::new("ferry-client/profile.json");
 /// // First run: a new user with this device; the server key is pinned on first use.
 /// let mut profile = match Profile::load(path) {

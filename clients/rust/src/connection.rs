@@ -16,12 +16,12 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
 
-use super::ClientError;
-use crate::b64u;
-use crate::close::CloseCode;
-use crate::handshake::{ClientEphemeral, ClientHandshake, DeviceCredentials, ServerPin};
-use crate::message::{self, ClientMessage, ErrorCode, EventMsg, Limits, Rid, ServerMessage};
-use crate::seal::{Opener, Sealer};
+use crate::ClientError;
+use ferry_proto::b64u;
+use ferry_proto::close::CloseCode;
+use ferry_proto::handshake::{ClientEphemeral, ClientHandshake, DeviceCredentials, ServerPin};
+use ferry_proto::message::{self, ClientMessage, ErrorCode, EventMsg, Limits, Rid, ServerMessage};
+use ferry_proto::seal::{Opener, Sealer};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -104,14 +104,14 @@ enum Command {
 /// requests, matches replies to them by `rid`, answers WebSocket pings, and queues
 /// everything unsolicited (live events, presence) for [`Self::recv`].
 ///
-/// This is the low-level API: it never reconnects. [`super::Client`] builds
+/// This is the low-level API: it never reconnects. [`crate::Client`] builds
 /// reconnection, retries and gap-free event streams on top of it.
 ///
 /// ```no_run
-/// use ferry_proto::client::{Connection, Incoming, Profile};
+/// use ferry_client::{Connection, Incoming, Profile};
 /// use ferry_proto::message::{ClientMessage, ServerMessage};
 ///
-/// # async fn demo(profile: Profile) -> Result<(), ferry_proto::client::ClientError> {
+/// # async fn demo(profile: Profile) -> Result<(), ferry_client::ClientError> {
 /// let (mut conn, auth_ok) =
 ///     Connection::connect(&profile.server_url, profile.credentials(), profile.pin(), None).await?;
 /// println!("connected; the log's head is {}", auth_ok.head);
@@ -165,7 +165,7 @@ impl Connection {
     /// the server key as `pin` says, and reads `auth_ok`.
     ///
     /// `wss://` needs `tls`: this crate bundles no root certificates (see
-    /// [`super::tls_config`]). A close frame instead of `auth_ok` is
+    /// [`crate::tls_config`]). A close frame instead of `auth_ok` is
     /// [`ClientError::Closed`] (4002: authentication failed, which includes a
     /// revoked device).
     pub async fn connect(
@@ -352,7 +352,7 @@ fn connector_for(
             Some(cfg) => Ok(Some(Connector::Rustls(cfg))),
             None => Err(ClientError::Tls(
                 "wss:// needs a rustls ClientConfig with the roots to trust \
-                 (see ferry_proto::client::tls_config); none are built in"
+                 (see ferry_client::tls_config); none are built in"
                     .into(),
             )),
         },
@@ -379,7 +379,15 @@ async fn handshake(
     creds: DeviceCredentials,
     pin: ServerPin,
     connector: Option<Connector>,
-) -> Result<(Ws, crate::handshake::Established, [u8; 32], ServerMessage), ClientError> {
+) -> Result<
+    (
+        Ws,
+        ferry_proto::handshake::Established,
+        [u8; 32],
+        ServerMessage,
+    ),
+    ClientError,
+> {
     let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(url, None, true, connector)
         .await
         .map_err(ws_error)?;
@@ -527,6 +535,9 @@ pub fn encode_request(msg: &ClientMessage, rid: Option<&Rid>) -> Vec<u8> {
         }
         ClientMessage::Token => "token",
         ClientMessage::Ping => "ping",
+        // `ClientMessage` is non-exhaustive: a request added to ferry-proto needs its
+        // encoding here before the SDK can send it.
+        other => unreachable!("a request this SDK cannot encode: {other:?}"),
     };
     m.insert("type".into(), json!(ty));
     if let Some(rid) = rid {
@@ -551,6 +562,9 @@ fn rid_of(msg: &ServerMessage) -> Option<&Rid> {
         ServerMessage::AuthOk { .. } | ServerMessage::Event(_) | ServerMessage::Presence { .. } => {
             None
         }
+        // `ServerMessage` is non-exhaustive: a message this SDK does not know answers
+        // no request of its own.
+        _ => None,
     }
 }
 
@@ -747,7 +761,7 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::{Publish, Request};
+    use ferry_proto::message::{Publish, Request};
 
     #[test]
     fn encoded_requests_decode_as_the_server_reads_them() {
