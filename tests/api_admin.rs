@@ -9,8 +9,7 @@ use std::io::Write as _;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use common::client::{Closed, TestUser, connect, expect_close, try_connect};
-use common::http::{Api, admin_keys_env, login};
-use common::server::TestServer;
+use common::http::{admin_keys_env, login};
 use ferry_proto::b64u;
 use ferry_proto::message::ServerMessage;
 use reqwest::Method;
@@ -45,37 +44,43 @@ impl std::io::Write for Sink {
     }
 }
 
-/// Fresh random keys for one test: (read, write).
-fn keys() -> (String, String) {
-    let k = || b64u::encode(&rand::random::<[u8; 32]>());
-    (k(), k())
+/// The admin keys of this test binary: (read, write), random once.
+fn keys() -> &'static (String, String) {
+    static KEYS: OnceLock<(String, String)> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let k = || b64u::encode(&rand::random::<[u8; 32]>());
+        (k(), k())
+    })
 }
 
-macro_rules! each_backend {
+/// `FERRY_ADMIN_KEYS` for [`keys`]; installs the log capture first, so everything
+/// the server logs is in [`logs`].
+fn admin_env() -> String {
+    logs();
+    let (read, write) = keys();
+    admin_keys_env(read, write)
+}
+
+/// A test on every backend with the admin keys configured; after each run, the
+/// capture holds the key's name and no key.
+macro_rules! admin_test {
     ($name:ident, |$srv:ident, $api:ident, $read:ident, $write:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            let logs = logs();
-            for db in common::db::databases().await {
-                let ($read, $write) = keys();
-                let env = admin_keys_env(&$read, &$write);
-                let $srv = TestServer::start(db.url(), &[("FERRY_ADMIN_KEYS", env.as_str())]).await;
-                let $api = Api::new(&$srv);
-                $body
-                $srv.stop().await;
-                db.finish(stringify!($name)).await;
-                let text = String::from_utf8_lossy(&logs.lock().unwrap()).to_string();
-                // The capture works (the key's name is logged), and no key is in it.
-                assert!(text.contains("key=writer") || text.contains("key=reader"));
-                for key in [&$read, &$write] {
-                    assert!(!text.contains(key.as_str()), "an admin key was logged");
-                }
+        each_backend!($name, &[("FERRY_ADMIN_KEYS", admin_env().as_str())], |$srv, $api| {
+            let ($read, $write) = keys().clone();
+            $body
+        }, then {
+            let text = String::from_utf8_lossy(&logs().lock().unwrap()).to_string();
+            // The capture works (the key's name is logged), and no key is in it.
+            assert!(text.contains("key=writer") || text.contains("key=reader"));
+            let (read, write) = keys();
+            for key in [read, write] {
+                assert!(!text.contains(key.as_str()), "an admin key was logged");
             }
-        }
+        });
     };
 }
 
-each_backend!(stats_users_pages_and_config, |srv, api, read, write| {
+admin_test!(stats_users_pages_and_config, |srv, api, read, write| {
     let users: Vec<TestUser> = (0..3).map(|_| TestUser::random()).collect();
     for u in &users {
         let t = login(&api, &u.device()).await;
@@ -182,7 +187,7 @@ each_backend!(stats_users_pages_and_config, |srv, api, read, write| {
     assert!(doc.ok()["paths"]["/admin/v1/users/{user}"]["delete"].is_object());
 });
 
-each_backend!(disconnect_revoke_and_erase, |srv, api, read, write| {
+admin_test!(disconnect_revoke_and_erase, |srv, api, read, write| {
     let user = TestUser::random();
     let a = user.device();
     let b = user.device();
@@ -289,7 +294,7 @@ each_backend!(disconnect_revoke_and_erase, |srv, api, read, write| {
     assert_eq!(r.json["user"]["head"], 0);
 });
 
-each_backend!(admin_key_checks, |srv, api, read, write| {
+admin_test!(admin_key_checks, |srv, api, read, write| {
     let u = b64u::encode(&[4u8; 32]);
     let endpoints: [(Method, String, bool); 7] = [
         (Method::GET, "/admin/v1/stats".into(), false),

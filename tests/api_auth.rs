@@ -14,21 +14,6 @@ use ferry_proto::message::ServerMessage;
 use hmac::Mac as _;
 use serde_json::{Value, json};
 
-macro_rules! each_backend {
-    ($name:ident, $extra:expr, |$srv:ident, $api:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for db in common::db::databases().await {
-                let $srv = TestServer::start(db.url(), $extra).await;
-                let $api = Api::new(&$srv);
-                $body
-                $srv.stop().await;
-                db.finish(stringify!($name)).await;
-            }
-        }
-    };
-}
-
 // ---- crafting tokens by hand ----
 
 fn part(v: &Value) -> String {

@@ -17,21 +17,6 @@ use ferry_proto::message::ServerMessage;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-macro_rules! each_backend {
-    ($name:ident, $extra:expr, |$srv:ident, $api:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for db in common::db::databases().await {
-                let $srv = TestServer::start(db.url(), $extra).await;
-                let $api = Api::new(&$srv);
-                $body
-                $srv.stop().await;
-                db.finish(stringify!($name)).await;
-            }
-        }
-    };
-}
-
 fn uuid(n: u128) -> String {
     ferry_proto::message::format_uuid(&n.to_be_bytes())
 }

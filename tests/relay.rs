@@ -11,20 +11,6 @@ use common::server::TestServer;
 use ferry_proto::b64u;
 use ferry_proto::message::{ErrorCode, ServerMessage};
 
-macro_rules! each_backend {
-    ($name:ident, $extra:expr, |$srv:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for db in common::db::databases().await {
-                let $srv = TestServer::start(db.url(), $extra).await;
-                $body
-                $srv.stop().await;
-                db.finish(stringify!($name)).await;
-            }
-        }
-    };
-}
-
 fn uuid(n: u128) -> String {
     ferry_proto::message::format_uuid(&n.to_be_bytes())
 }

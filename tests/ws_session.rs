@@ -12,21 +12,6 @@ use ferry_proto::message::{ErrorCode, ServerMessage};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Runs `body` once per available backend with a fresh database each time.
-macro_rules! each_backend {
-    ($name:ident, $extra:expr, |$srv:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for db in common::db::databases().await {
-                let $srv = TestServer::start(db.url(), $extra).await;
-                $body
-                $srv.stop().await;
-                db.finish(stringify!($name)).await;
-            }
-        }
-    };
-}
-
 each_backend!(handshake_succeeds_and_ping_answers, &[], |srv| {
     let user = TestUser::random();
     let creds = user.device();

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod backends;
 pub mod client;
 pub mod db;
 pub mod http;

@@ -7,6 +7,7 @@
 mod common {
     #![allow(dead_code, unreachable_pub)]
 
+    pub mod backends;
     pub mod db;
     pub mod server;
 }
@@ -26,21 +27,6 @@ use ferry_proto::handshake::HandshakeError;
 use ferry_proto::message::{ClientMessage, ServerMessage};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-
-/// Runs `body` once per available backend with a fresh database each time.
-macro_rules! each_backend {
-    ($name:ident, $extra:expr, |$srv:ident| $body:block) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            for db in common::db::databases().await {
-                let $srv = TestServer::start(db.url(), $extra).await;
-                $body
-                $srv.stop().await;
-                db.finish(stringify!($name)).await;
-            }
-        }
-    };
-}
 
 const T: Duration = Duration::from_secs(15);
 
