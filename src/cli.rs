@@ -55,7 +55,7 @@ where
         Command::Keygen(args) => keygen(&args),
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Config(ConfigCommand::Example) => {
-            print_stdout(config::EXAMPLE);
+            print_stdout(&config::example());
             ExitCode::SUCCESS
         }
         Command::Migrate(args) => migrate(&args),

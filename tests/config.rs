@@ -687,3 +687,29 @@ fn redacted_printout_of_defaults_round_trips() {
     let printed = config.to_redacted_toml();
     assert_eq!(load(&printed, &[]).unwrap(), config);
 }
+
+// ---- the example ---------------------------------------------------------------
+
+#[test]
+fn the_example_file_is_generated_from_the_declarations() {
+    // Regenerate with `ferry config example > ferry.example.toml`.
+    let generated = config::example();
+    if generated != config::EXAMPLE {
+        let first = generated
+            .lines()
+            .zip(config::EXAMPLE.lines())
+            .position(|(g, f)| g != f)
+            .unwrap_or(
+                generated
+                    .lines()
+                    .count()
+                    .min(config::EXAMPLE.lines().count()),
+            );
+        panic!(
+            "ferry.example.toml differs from `ferry config example` at line {}:\n  generated: {:?}\n  file:      {:?}",
+            first + 1,
+            generated.lines().nth(first),
+            config::EXAMPLE.lines().nth(first)
+        );
+    }
+}
