@@ -78,7 +78,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let (key, origin) = keys::load_or_create(&config)?;
+    let (key, origin) = keys::load_or_create(config.key_settings())?;
     if let KeyOrigin::Generated(path) = &origin {
         info!(path = %path.display(), public_key = %key.public_b64u(), "created a new server key");
     }

@@ -161,9 +161,21 @@ fn full_production_config_with_key_file_and_tls_is_valid() {
     );
     assert_eq!(config.limits.idle_timeout, Duration::from_secs(60));
 
-    let (loaded, origin) = keys::load_or_create(&config).unwrap();
+    let (loaded, origin) = keys::load_or_create(config.key_settings()).unwrap();
     assert_eq!(loaded, key);
     assert_eq!(origin, keys::KeyOrigin::File(key_path));
+}
+
+#[test]
+fn the_key_file_is_read_once_at_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = write_private_key_file(dir.path());
+    let config = load(&format!("[server]\nkey_file = {}", toml_path(&path)), &[]).unwrap();
+    // Gone after validation: the server uses the key validation read.
+    std::fs::remove_file(&path).unwrap();
+    let (loaded, origin) = keys::load_or_create(config.key_settings()).unwrap();
+    assert_eq!(loaded, key);
+    assert_eq!(origin, keys::KeyOrigin::File(path));
 }
 
 #[test]

@@ -22,8 +22,10 @@
 //!
 //! Each setting is declared once, in `settings` (name, type, default, range, comment,
 //! printout); the example, the environment variables, validation and the printout
-//! all come from there. `settings` and `validate` use `types` (the typed
-//! [`Config`]), `validate` uses `settings`, and this module ties them together.
+//! all come from there. The modules depend in one direction: `settings` and
+//! `validate` use `types` (the typed [`Config`]); `validate` uses `settings` and
+//! [`crate::keys`] (which knows nothing of the configuration); this module ties
+//! them together.
 
 mod duration;
 mod settings;

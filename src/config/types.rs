@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::keys::ServerKey;
+use crate::keys::{KeySettings, ServerKey};
 
 /// The value that replaces secrets in printed configuration.
 pub const REDACTED: &str = "REDACTED";
@@ -28,7 +28,8 @@ pub struct Config {
     /// Listeners and HTTP-level settings.
     pub server: ServerConfig,
     /// Where the server identity key comes from (`server.key` / `server.key_file`).
-    /// Load it with [`crate::keys::load_or_create`].
+    /// Load it with `keys::load_or_create(config.key_settings())`
+    /// ([`crate::keys::load_or_create`], [`Config::key_settings`]).
     pub server_key: ServerKeySource,
     /// TLS for the main listener; `None` serves plain `ws://` (development, or behind a
     /// TLS-terminating proxy with `server.allow_insecure_ws`).
@@ -44,6 +45,28 @@ pub struct Config {
     pub redis_url: Option<RedisUrl>,
     /// The admin API.
     pub admin: AdminConfig,
+    /// The key of `server.key`, or the file of `server.key_file` as read (once) at
+    /// validation; `None` when neither is set. Handed to [`crate::keys::load_or_create`]
+    /// through [`Config::key_settings`].
+    pub(super) loaded_key: Option<ServerKey>,
+}
+
+impl Config {
+    /// What [`crate::keys::load_or_create`] needs: the key already read at validation,
+    /// or where development keeps its generated key.
+    pub fn key_settings(&self) -> KeySettings<'_> {
+        match (&self.loaded_key, &self.server_key) {
+            (Some(key), ServerKeySource::File(path)) => KeySettings::Configured {
+                key,
+                file: Some(path),
+            },
+            (Some(key), _) => KeySettings::Configured { key, file: None },
+            (None, _) => KeySettings::Default {
+                data_dir: &self.data_dir,
+                production: self.env == Environment::Production,
+            },
+        }
+    }
 }
 
 /// A Redis URL (`redis://` or `rediss://`); `Debug` hides its password.

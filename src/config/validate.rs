@@ -394,7 +394,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
             format!("{m} overlaps server.listen {a}; the admin listener needs its own port"),
         );
     }
-    let server_key = server_key(c, production);
+    let key = server_key(c, production);
     let origins = c.list(&server::cors_origins);
     let cors_origins = cors_origins(c, &origins, production);
     let shutdown_deadline = c.duration(&server::shutdown_deadline);
@@ -422,6 +422,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
     if c.issues.len() > before {
         return None;
     }
+    let (server_key, loaded_key) = key?;
     Some(Config {
         env: env?,
         data_dir,
@@ -432,7 +433,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
             cors_origins: cors_origins?,
             shutdown_deadline: shutdown_deadline?,
         },
-        server_key: server_key?,
+        server_key,
         tls: tls?,
         database: DatabaseConfig {
             url,
@@ -444,10 +445,16 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
         auth: auth?,
         admin: admin?,
         redis_url: redis_url?,
+        loaded_key,
     })
 }
 
-fn server_key(c: &mut Checker<'_>, production: bool) -> Option<ServerKeySource> {
+/// `server.key` or `server.key_file`, and the key itself (a key file is read here,
+/// once; `keys::load_or_create` gets the key from the `Config`).
+fn server_key(
+    c: &mut Checker<'_>,
+    production: bool,
+) -> Option<(ServerKeySource, Option<ServerKey>)> {
     let inline = c.secret(&server::key);
     let inline = inline.trim();
     let file = c.text(&server::key_file);
@@ -461,7 +468,7 @@ fn server_key(c: &mut Checker<'_>, production: bool) -> Option<ServerKeySource> 
             None
         }
         (false, true) => match ServerKey::from_base64(inline) {
-            Ok(key) => Some(ServerKeySource::Inline(key)),
+            Ok(key) => Some((ServerKeySource::Inline(key.clone()), Some(key))),
             Err(e) => {
                 c.err("server.key", format!("the key {e}"));
                 None
@@ -470,7 +477,7 @@ fn server_key(c: &mut Checker<'_>, production: bool) -> Option<ServerKeySource> 
         (true, false) => {
             let path = PathBuf::from(file);
             match keys::read_key_file(&path) {
-                Ok(_) => Some(ServerKeySource::File(path)),
+                Ok(key) => Some((ServerKeySource::File(path), Some(key))),
                 Err(e) => {
                     c.err("server.key_file", e);
                     None
@@ -485,7 +492,7 @@ fn server_key(c: &mut Checker<'_>, production: bool) -> Option<ServerKeySource> 
             );
             None
         }
-        (true, true) => Some(ServerKeySource::None),
+        (true, true) => Some((ServerKeySource::None, None)),
     }
 }
 
