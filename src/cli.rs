@@ -269,7 +269,7 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    crate::telemetry::init(config.env == config::Environment::Production);
+    crate::telemetry::init(config.log.format);
     let url = config.database.url.as_str();
     let result: Result<String, String> = runtime.block_on(async {
         match args.action {

@@ -725,3 +725,30 @@ fn the_example_file_is_generated_from_the_declarations() {
         );
     }
 }
+
+#[test]
+fn log_format_setting() {
+    let dev = Config::load(None, &env(&[])).unwrap();
+    assert_eq!(dev.log.format, config::LogFormat::Text);
+    let json = load("", &[("FERRY_LOG_FORMAT", "json")]).unwrap();
+    assert_eq!(json.log.format, config::LogFormat::Json);
+    let seed = seed_b64u([5; 32]);
+    let production = load(
+        "env = 'production'\n[server]\nallow_insecure_ws = true",
+        &[("FERRY_SERVER_KEY", &seed)],
+    )
+    .unwrap();
+    assert_eq!(production.log.format, config::LogFormat::Json);
+    let text = load(
+        "[log]\nformat = 'text'",
+        &[
+            ("FERRY_ENV", "production"),
+            ("FERRY_SERVER_KEY", &seed),
+            ("FERRY_SERVER_ALLOW_INSECURE_WS", "true"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(text.log.format, config::LogFormat::Text);
+    let err = rejects("[log]\nformat = 'xml'", &[], "log.format");
+    assert!(err.to_string().contains("(FERRY_LOG_FORMAT)"), "{err}");
+}

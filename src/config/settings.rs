@@ -462,6 +462,16 @@ settings! {
         dump: |c| text(c.redis_url.as_ref().map(RedisUrl::redacted).unwrap_or_default()),
     }
 
+    [log]
+    /// Log lines on stderr: "text" (for people; coloured only on a terminal), "json"
+    /// (one JSON object per line, for log collectors), or "auto": json in production,
+    /// text in development. FERRY_LOG sets the level filter, e.g. FERRY_LOG=debug.
+    format {
+        ty: Str,
+        default: Text("auto"),
+        // The resolved format ("auto" is never printed).
+        dump: |c| text(c.log.format.as_str()),
+    }
 }
 
 /// The sections of the file, in order.
@@ -691,7 +701,7 @@ mod tests {
         assert_eq!(
             sections().collect::<Vec<_>>(),
             [
-                "server", "tls", "database", "limits", "auth", "admin", "redis"
+                "server", "tls", "database", "limits", "auth", "admin", "redis", "log"
             ]
         );
         assert_eq!(

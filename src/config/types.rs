@@ -45,6 +45,8 @@ pub struct Config {
     pub redis_url: Option<RedisUrl>,
     /// The admin API.
     pub admin: AdminConfig,
+    /// The `[log]` section: how log lines are written.
+    pub log: LogConfig,
     /// The key of `server.key`, or the file of `server.key_file` as read (once) at
     /// validation; `None` when neither is set. Handed to [`crate::keys::load_or_create`]
     /// through [`Config::key_settings`].
@@ -65,6 +67,32 @@ impl Config {
                 data_dir: &self.data_dir,
                 production: self.env == Environment::Production,
             },
+        }
+    }
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    /// How each log line is written (`log.format = "auto"` is resolved at validation).
+    pub format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `message` and the event's fields).
+    Json,
+}
+
+impl LogFormat {
+    /// The name used in the configuration: `"text"` or `"json"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
         }
     }
 }

@@ -16,11 +16,11 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 use super::duration;
 use super::settings::{self, SETTINGS, Setting, Type};
-use super::settings::{admin, auth, database, limits, redis, server, tls, top};
+use super::settings::{admin, auth, database, limits, log, redis, server, tls, top};
 use super::types::{
     AdminConfig, AdminKey, AdminScope, AuthConfig, Config, ConfigError, CorsOrigins,
-    DatabaseConfig, Environment, Issue, Limits, NON_SETTING_ENV_VARS, RedisUrl, ServerConfig,
-    ServerKeySource, TEST_ENV_PREFIX, TlsConfig, redact_db_url,
+    DatabaseConfig, Environment, Issue, Limits, LogConfig, LogFormat, NON_SETTING_ENV_VARS,
+    RedisUrl, ServerConfig, ServerKeySource, TEST_ENV_PREFIX, TlsConfig, redact_db_url,
 };
 use crate::keys::{self, ServerKey};
 
@@ -418,6 +418,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
     let auth = auth(c);
     let admin = admin(c);
     let redis_url = redis_url(c);
+    let log = log(c, production);
 
     if c.issues.len() > before {
         return None;
@@ -445,8 +446,26 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
         auth: auth?,
         admin: admin?,
         redis_url: redis_url?,
+        log: log?,
         loaded_key,
     })
+}
+
+fn log(c: &mut Checker<'_>, production: bool) -> Option<LogConfig> {
+    let format = match c.text(&log::format).trim() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        "auto" if production => LogFormat::Json,
+        "auto" => LogFormat::Text,
+        other => {
+            c.err(
+                "log.format",
+                format!("{other:?} is not a log format (use \"text\", \"json\" or \"auto\")"),
+            );
+            return None;
+        }
+    };
+    Some(LogConfig { format })
 }
 
 /// `server.key` or `server.key_file`, and the key itself (a key file is read here,
