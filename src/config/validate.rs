@@ -227,26 +227,37 @@ impl Checker<'_> {
         });
     }
 
-    /// The value from the file or the environment, else the declared default.
-    fn value(&self, s: &Setting) -> toml::Value {
-        let found = match s.section {
+    /// The value from the file or the environment, if either sets it.
+    fn given(&self, s: &Setting) -> Option<&toml::Value> {
+        match s.section {
             None => self.values.get(s.key),
             Some(section) => self
                 .values
                 .get(section)
                 .and_then(toml::Value::as_table)
                 .and_then(|t| t.get(s.key)),
-        };
-        found.cloned().unwrap_or_else(|| s.default.to_toml())
+        }
+    }
+
+    /// The value from the file or the environment, else the declared default.
+    fn value(&self, s: &Setting) -> toml::Value {
+        self.given(s)
+            .cloned()
+            .unwrap_or_else(|| s.default.to_toml())
     }
 
     fn text(&self, s: &Setting) -> String {
         self.value(s).as_str().unwrap_or_default().to_string()
     }
 
-    /// A secret string: zeroed when dropped (the merged values are zeroed at the end).
+    /// A secret string (its setting's default is empty), copied once, into memory that
+    /// is zeroed when dropped; the merged values are zeroed after validation.
     fn secret(&self, s: &Setting) -> Zeroizing<String> {
-        Zeroizing::new(self.text(s))
+        let text = self
+            .given(s)
+            .and_then(toml::Value::as_str)
+            .unwrap_or_default();
+        Zeroizing::new(text.to_string())
     }
 
     fn flag(&self, s: &Setting) -> bool {
