@@ -54,7 +54,7 @@ where
         Command::Keygen(args) => keygen(&args),
         Command::Config(ConfigCommand::Check(args)) => config_check(&args),
         Command::Config(ConfigCommand::Example) => {
-            print_stdout(config::EXAMPLE);
+            print_stdout(&config::example());
             ExitCode::SUCCESS
         }
         Command::Migrate(args) => migrate(&args),
@@ -265,7 +265,7 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    crate::telemetry::init(config.env == config::Environment::Production);
+    crate::telemetry::init(config.log.format);
     let url = config.database.url.as_str();
     let result: Result<String, String> = runtime.block_on(async {
         match args.action {

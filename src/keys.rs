@@ -25,8 +25,6 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use rand::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
-use crate::config::{Config, Environment, ServerKeySource};
-
 /// Name of the key file that development mode creates inside `data_dir`.
 pub const DEFAULT_KEY_FILE_NAME: &str = "server.key";
 
@@ -236,21 +234,50 @@ pub fn read_key_file(path: &Path) -> Result<ServerKey, KeyError> {
     })
 }
 
+/// What [`load_or_create`] needs to know about the server key, as the configuration
+/// says (`crate::config::Config::key_settings` makes one). Keeps this module free of
+/// the configuration types: validation reads key files through [`read_key_file`], and
+/// hands the key it read on here, so a key file is read once.
+#[derive(Debug, Clone, Copy)]
+pub enum KeySettings<'a> {
+    /// `server.key`, or the file named by `server.key_file` (already read and checked).
+    Configured {
+        /// The key.
+        key: &'a ServerKey,
+        /// The key file it was read from; `None` for `server.key`.
+        file: Option<&'a Path>,
+    },
+    /// Neither `server.key` nor `server.key_file` is set.
+    Default {
+        /// Where development keeps its generated key ([`DEFAULT_KEY_FILE_NAME`]).
+        data_dir: &'a Path,
+        /// Production refuses to run without a configured key.
+        production: bool,
+    },
+}
+
 /// Finds the server key the configuration asks for.
 ///
-/// - `server.key` → parsed.
-/// - `server.key_file` → [`read_key_file`].
+/// - `server.key` or `server.key_file` → the key validation already read.
 /// - neither, in development → `data_dir/server.key`, reused if it exists, otherwise
 ///   generated and written with mode `0600` ([`KeyOrigin::Generated`]).
 /// - neither, in production → [`KeyError::Missing`] (config validation already
 ///   refuses this).
-pub fn load_or_create(config: &Config) -> Result<(ServerKey, KeyOrigin), KeyError> {
-    match &config.server_key {
-        ServerKeySource::Inline(key) => Ok((key.clone(), KeyOrigin::Inline)),
-        ServerKeySource::File(path) => Ok((read_key_file(path)?, KeyOrigin::File(path.clone()))),
-        ServerKeySource::None if config.env == Environment::Production => Err(KeyError::Missing),
-        ServerKeySource::None => {
-            let path = config.data_dir.join(DEFAULT_KEY_FILE_NAME);
+pub fn load_or_create(settings: KeySettings<'_>) -> Result<(ServerKey, KeyOrigin), KeyError> {
+    match settings {
+        KeySettings::Configured { key, file: None } => Ok((key.clone(), KeyOrigin::Inline)),
+        KeySettings::Configured {
+            key,
+            file: Some(path),
+        } => Ok((key.clone(), KeyOrigin::File(path.to_path_buf()))),
+        KeySettings::Default {
+            production: true, ..
+        } => Err(KeyError::Missing),
+        KeySettings::Default {
+            data_dir,
+            production: false,
+        } => {
+            let path = data_dir.join(DEFAULT_KEY_FILE_NAME);
             if fs::symlink_metadata(&path).is_ok() {
                 return Ok((read_key_file(&path)?, KeyOrigin::Reused(path)));
             }

@@ -58,7 +58,7 @@ pub struct Listeners {
 
 /// Binds the configured addresses and runs until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), ServerError> {
-    crate::telemetry::init(config.env == crate::config::Environment::Production);
+    crate::telemetry::init(config.log.format);
     let bind = |what: &'static str, addr| async move {
         TcpListener::bind(addr)
             .await
@@ -78,7 +78,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
-    let (key, origin) = keys::load_or_create(&config)?;
+    let (key, origin) = keys::load_or_create(config.key_settings())?;
     if let KeyOrigin::Generated(path) = &origin {
         info!(path = %path.display(), public_key = %key.public_b64u(), "created a new server key");
     }
@@ -115,7 +115,7 @@ pub async fn run(
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let public_addr = listeners.public.local_addr().ok();
     info!(
-        addr = ?public_addr,
+        addr = public_addr.map(tracing::field::display),
         scheme,
         database = %app.relay.backend(),
         server_key = %app.key.public_b64u(),
@@ -132,7 +132,10 @@ pub async fn run(
         true,
     ));
     if let Some(admin) = listeners.admin {
-        info!(addr = ?admin.local_addr().ok(), "admin listener (metrics, admin API)");
+        info!(
+            addr = admin.local_addr().ok().map(tracing::field::display),
+            "admin listener (metrics, admin API)"
+        );
         app.tracker.spawn(crate::net::serve(
             admin,
             crate::api::admin_router(app.clone()),

@@ -161,9 +161,21 @@ fn full_production_config_with_key_file_and_tls_is_valid() {
     );
     assert_eq!(config.limits.idle_timeout, Duration::from_secs(60));
 
-    let (loaded, origin) = keys::load_or_create(&config).unwrap();
+    let (loaded, origin) = keys::load_or_create(config.key_settings()).unwrap();
     assert_eq!(loaded, key);
     assert_eq!(origin, keys::KeyOrigin::File(key_path));
+}
+
+#[test]
+fn the_key_file_is_read_once_at_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, key) = write_private_key_file(dir.path());
+    let config = load(&format!("[server]\nkey_file = {}", toml_path(&path)), &[]).unwrap();
+    // Gone after validation: the server uses the key validation read.
+    std::fs::remove_file(&path).unwrap();
+    let (loaded, origin) = keys::load_or_create(config.key_settings()).unwrap();
+    assert_eq!(loaded, key);
+    assert_eq!(origin, keys::KeyOrigin::File(path));
 }
 
 #[test]
@@ -686,4 +698,57 @@ fn redacted_printout_of_defaults_round_trips() {
     let config = Config::load(None, &env(&[])).unwrap();
     let printed = config.to_redacted_toml();
     assert_eq!(load(&printed, &[]).unwrap(), config);
+}
+
+// ---- the example ---------------------------------------------------------------
+
+#[test]
+fn the_example_file_is_generated_from_the_declarations() {
+    // Regenerate with `ferry config example > ferry.example.toml`.
+    let generated = config::example();
+    if generated != config::EXAMPLE {
+        let first = generated
+            .lines()
+            .zip(config::EXAMPLE.lines())
+            .position(|(g, f)| g != f)
+            .unwrap_or(
+                generated
+                    .lines()
+                    .count()
+                    .min(config::EXAMPLE.lines().count()),
+            );
+        panic!(
+            "ferry.example.toml differs from `ferry config example` at line {}:\n  generated: {:?}\n  file:      {:?}",
+            first + 1,
+            generated.lines().nth(first),
+            config::EXAMPLE.lines().nth(first)
+        );
+    }
+}
+
+#[test]
+fn log_format_setting() {
+    let dev = Config::load(None, &env(&[])).unwrap();
+    assert_eq!(dev.log.format, config::LogFormat::Text);
+    let json = load("", &[("FERRY_LOG_FORMAT", "json")]).unwrap();
+    assert_eq!(json.log.format, config::LogFormat::Json);
+    let seed = seed_b64u([5; 32]);
+    let production = load(
+        "env = 'production'\n[server]\nallow_insecure_ws = true",
+        &[("FERRY_SERVER_KEY", &seed)],
+    )
+    .unwrap();
+    assert_eq!(production.log.format, config::LogFormat::Json);
+    let text = load(
+        "[log]\nformat = 'text'",
+        &[
+            ("FERRY_ENV", "production"),
+            ("FERRY_SERVER_KEY", &seed),
+            ("FERRY_SERVER_ALLOW_INSECURE_WS", "true"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(text.log.format, config::LogFormat::Text);
+    let err = rejects("[log]\nformat = 'xml'", &[], "log.format");
+    assert!(err.to_string().contains("(FERRY_LOG_FORMAT)"), "{err}");
 }

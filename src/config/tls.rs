@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::TlsConfig;
+use super::types::TlsConfig;
 
 /// Why the TLS certificate or key could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,9 @@
-//! Merging the layers and turning a [`RawConfig`] into a [`Config`], collecting every
-//! problem instead of stopping at the first.
+//! Merging the layers and turning them into a [`Config`], collecting every problem
+//! instead of stopping at the first.
+//!
+//! Types, defaults, environment variables and ranges come from the declarations in
+//! [`settings`](super::settings); this module adds the rules that need more than one
+//! value (or a file) and assembles the typed sections.
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -8,19 +12,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use zeroize::Zeroize as _;
+use zeroize::{Zeroize as _, Zeroizing};
 
-use super::raw::{self, RawConfig, SECTIONS, SETTINGS};
-use super::{
-    AdminConfig, AdminKey, AdminScope, AuthConfig, ConfigError, CorsOrigins, DatabaseConfig,
-    Environment, Issue, Limits, NON_SETTING_ENV_VARS, REDACTED, ServerConfig, ServerKeySource,
-    TEST_ENV_PREFIX, TlsConfig, duration,
+use super::duration;
+use super::settings::{self, SETTINGS, Setting, Type};
+use super::settings::{admin, auth, database, limits, log, redis, server, tls, top};
+use super::types::{
+    AdminConfig, AdminKey, AdminScope, AuthConfig, Config, ConfigError, CorsOrigins,
+    DatabaseConfig, Environment, Issue, Limits, LogConfig, LogFormat, NON_SETTING_ENV_VARS,
+    RedisUrl, ServerConfig, ServerKeySource, TEST_ENV_PREFIX, TlsConfig, redact_db_url,
 };
-use crate::config::Config;
 use crate::keys::{self, ServerKey};
-
-const KIB: u64 = 1024;
-const MIB: u64 = 1024 * KIB;
 
 /// Defaults ← `file` (text and a name for messages) ← `env`, then validation.
 pub(super) fn load_layers(
@@ -44,24 +46,15 @@ pub(super) fn load_layers(
         // Without the file's values, checking the rest would only mislead.
         return Err(ConfigError { issues });
     }
-    match toml::Value::Table(table).try_into::<RawConfig>() {
-        Ok(raw) => {
-            let config = validate(raw, &mut issues);
-            match config {
-                Some(config) if issues.is_empty() => Ok(config),
-                _ => Err(ConfigError { issues }),
-            }
-        }
-        Err(e) => {
-            // Unreachable unless the settings table and the structs disagree (a unit
-            // test checks they don't).
-            issues.push(Issue {
-                setting: "configuration".into(),
-                env_var: None,
-                message: e.message().to_string(),
-            });
-            Err(ConfigError { issues })
-        }
+    let mut c = Checker {
+        issues: &mut issues,
+        values: table,
+    };
+    let config = validate(&mut c);
+    c.values.zeroize_strings();
+    match config {
+        Some(config) if issues.is_empty() => Ok(config),
+        _ => Err(ConfigError { issues }),
     }
 }
 
@@ -86,12 +79,12 @@ fn syntax_issue(e: &toml::de::Error, text: &str, name: &str) -> Issue {
 }
 
 /// Reports unknown keys and mistyped values of the file, and drops them so the rest can
-/// still be checked. serde's `deny_unknown_fields` on the raw structs is the backstop;
-/// this pass exists to name *every* bad key, with its section, instead of the first.
+/// still be checked. Only what passes is
+/// merged, so validation sees every value in the type its setting declares.
 fn checked_file_table(parsed: toml::Table, name: &str, issues: &mut Vec<Issue>) -> toml::Table {
     let mut out = toml::Table::new();
     for (key, value) in parsed {
-        if SECTIONS.contains(&key.as_str()) {
+        if settings::sections().any(|s| s == key) {
             let toml::Value::Table(section) = value else {
                 issues.push(file_issue(&key, false, name, "expected a table".into()));
                 continue;
@@ -99,9 +92,9 @@ fn checked_file_table(parsed: toml::Table, name: &str, issues: &mut Vec<Issue>) 
             let mut kept = toml::Table::new();
             for (k, v) in section {
                 let path = format!("{key}.{k}");
-                match raw::find(Some(&key), &k) {
+                match settings::find(Some(&key), &k) {
                     None => issues.push(unknown_key(&path, name)),
-                    Some(setting) => match raw::check_file_value(setting.kind, &v) {
+                    Some(setting) => match settings::check_file_value(setting.ty, &v) {
                         Ok(()) => {
                             kept.insert(k, v);
                         }
@@ -111,9 +104,9 @@ fn checked_file_table(parsed: toml::Table, name: &str, issues: &mut Vec<Issue>) 
             }
             out.insert(key, toml::Value::Table(kept));
         } else {
-            match raw::find(None, &key) {
+            match settings::find(None, &key) {
                 None => issues.push(unknown_key(&key, name)),
-                Some(setting) => match raw::check_file_value(setting.kind, &value) {
+                Some(setting) => match settings::check_file_value(setting.ty, &value) {
                     Ok(()) => {
                         out.insert(key, value);
                     }
@@ -128,13 +121,13 @@ fn checked_file_table(parsed: toml::Table, name: &str, issues: &mut Vec<Issue>) 
 fn file_issue(path: &str, has_env: bool, name: &str, message: String) -> Issue {
     Issue {
         setting: path.to_string(),
-        env_var: has_env.then(|| raw::env_var_for(path)),
+        env_var: has_env.then(|| settings::env_var_for(path)),
         message: format!("{message} (in {name})"),
     }
 }
 
 fn unknown_key(path: &str, name: &str) -> Issue {
-    let all: Vec<String> = SETTINGS.iter().map(raw::Setting::path).collect();
+    let all: Vec<String> = SETTINGS.iter().map(|s| s.path()).collect();
     let hint = suggest(path, all.iter().map(String::as_str))
         .map(|s| format!("; did you mean {s}?"))
         .unwrap_or_default();
@@ -158,7 +151,7 @@ fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>, issues: &mu
     vars.sort();
     for (name, value) in vars {
         let Some(setting) = SETTINGS.iter().find(|s| s.env_var() == *name) else {
-            let all: Vec<String> = SETTINGS.iter().map(raw::Setting::env_var).collect();
+            let all: Vec<String> = SETTINGS.iter().map(|s| s.env_var()).collect();
             let hint = suggest(name, all.iter().map(String::as_str))
                 .map(|s| format!("; did you mean {s}?"))
                 .unwrap_or_default();
@@ -169,7 +162,7 @@ fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>, issues: &mu
             });
             continue;
         };
-        match raw::env_value(setting.kind, value) {
+        match settings::env_value(setting.ty, value) {
             Ok(v) => {
                 let target = match setting.section {
                     None => &mut *table,
@@ -218,26 +211,75 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Collects issues for one validation pass.
+/// The merged values (every one already of its setting's type), and the issues found
+/// so far.
 struct Checker<'a> {
     issues: &'a mut Vec<Issue>,
+    values: toml::Table,
 }
 
 impl Checker<'_> {
     fn err(&mut self, setting: &str, message: impl Display) {
         self.issues.push(Issue {
             setting: setting.to_string(),
-            env_var: Some(raw::env_var_for(setting)),
+            env_var: Some(settings::env_var_for(setting)),
             message: message.to_string(),
         });
     }
 
-    fn socket_addr(&mut self, setting: &str, text: &str) -> Option<SocketAddr> {
+    /// The value from the file or the environment, if either sets it.
+    fn given(&self, s: &Setting) -> Option<&toml::Value> {
+        match s.section {
+            None => self.values.get(s.key),
+            Some(section) => self
+                .values
+                .get(section)
+                .and_then(toml::Value::as_table)
+                .and_then(|t| t.get(s.key)),
+        }
+    }
+
+    /// The value from the file or the environment, else the declared default.
+    fn value(&self, s: &Setting) -> toml::Value {
+        self.given(s)
+            .cloned()
+            .unwrap_or_else(|| s.default.to_toml())
+    }
+
+    fn text(&self, s: &Setting) -> String {
+        self.value(s).as_str().unwrap_or_default().to_string()
+    }
+
+    /// A secret string (its setting's default is empty), copied once, into memory that
+    /// is zeroed when dropped; the merged values are zeroed after validation.
+    fn secret(&self, s: &Setting) -> Zeroizing<String> {
+        let text = self
+            .given(s)
+            .and_then(toml::Value::as_str)
+            .unwrap_or_default();
+        Zeroizing::new(text.to_string())
+    }
+
+    fn flag(&self, s: &Setting) -> bool {
+        self.value(s).as_bool().unwrap_or_default()
+    }
+
+    fn list(&self, s: &Setting) -> Vec<String> {
+        let value = self.value(s);
+        let items = value.as_array().map(Vec::as_slice).unwrap_or_default();
+        items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    }
+
+    fn socket_addr(&mut self, s: &Setting) -> Option<SocketAddr> {
+        let text = self.text(s);
         text.trim()
             .parse()
             .map_err(|_| {
                 self.err(
-                    setting,
+                    &s.path(),
                     format!(
                         "{text:?} is not a valid socket address (use IP:PORT, e.g. 127.0.0.1:8080)"
                     ),
@@ -246,21 +288,19 @@ impl Checker<'_> {
             .ok()
     }
 
-    fn duration(
-        &mut self,
-        setting: &str,
-        text: &str,
-        min: Duration,
-        max: Duration,
-    ) -> Option<Duration> {
-        match duration::parse(text) {
+    fn duration(&mut self, s: &Setting) -> Option<Duration> {
+        let Type::Duration { min, max } = s.ty else {
+            unreachable!("{} is not a duration", s.path())
+        };
+        let text = self.text(s);
+        match duration::parse(&text) {
             Err(why) => {
-                self.err(setting, format!("{text:?} {why}"));
+                self.err(&s.path(), format!("{text:?} {why}"));
                 None
             }
             Ok(d) if d < min || d > max => {
                 self.err(
-                    setting,
+                    &s.path(),
                     format!(
                         "{text:?} is out of range (allowed: {} to {})",
                         duration::format(min),
@@ -273,27 +313,63 @@ impl Checker<'_> {
         }
     }
 
-    fn int<T: TryFrom<u64>>(&mut self, setting: &str, value: u64, min: u64, max: u64) -> Option<T> {
+    /// An integer within its declared range.
+    fn int<T: TryFrom<u64>>(&mut self, s: &Setting) -> Option<T> {
+        let Type::Int { max, .. } = s.ty else {
+            unreachable!("{} is not an integer", s.path())
+        };
+        self.int_up_to(s, max)
+    }
+
+    /// An integer within its declared minimum and `max` (a bound that depends on
+    /// another setting).
+    fn int_up_to<T: TryFrom<u64>>(&mut self, s: &Setting, max: u64) -> Option<T> {
+        let Type::Int { min, .. } = s.ty else {
+            unreachable!("{} is not an integer", s.path())
+        };
+        let value = self
+            .value(s)
+            .as_integer()
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or_default();
         if value < min || value > max {
             self.err(
-                setting,
+                &s.path(),
                 format!("{value} is out of range (allowed: {min} to {max})"),
             );
             return None;
         }
         T::try_from(value).ok().or_else(|| {
-            self.err(setting, format!("{value} is too large for this platform"));
+            self.err(&s.path(), format!("{value} is too large for this platform"));
             None
         })
     }
 }
 
-/// Checks every setting; returns the config only if no issue was found.
-fn validate(mut raw: RawConfig, issues: &mut Vec<Issue>) -> Option<Config> {
-    let before = issues.len();
-    let mut c = Checker { issues };
+/// Zeroes every string of the merged values (one of them may be the server key).
+trait ZeroizeStrings {
+    fn zeroize_strings(&mut self);
+}
 
-    let env = match raw.env.trim() {
+impl ZeroizeStrings for toml::Table {
+    fn zeroize_strings(&mut self) {
+        fn value(v: &mut toml::Value) {
+            match v {
+                toml::Value::String(s) => s.zeroize(),
+                toml::Value::Array(items) => items.iter_mut().for_each(value),
+                toml::Value::Table(t) => t.zeroize_strings(),
+                _ => {}
+            }
+        }
+        self.iter_mut().for_each(|(_, v)| value(v));
+    }
+}
+
+/// Checks every setting; returns the config only if no issue was found.
+fn validate(c: &mut Checker<'_>) -> Option<Config> {
+    let before = c.issues.len();
+
+    let env = match c.text(&top::env).trim() {
         "development" => Some(Environment::Development),
         "production" => Some(Environment::Production),
         other => {
@@ -306,7 +382,7 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<Issue>) -> Option<Config> {
     };
     let production = env == Some(Environment::Production);
 
-    let data_dir = PathBuf::from(raw.data_dir.trim());
+    let data_dir = PathBuf::from(c.text(&top::data_dir).trim());
     if data_dir.as_os_str().is_empty() {
         c.err("data_dir", "must not be empty");
     } else if fs::metadata(&data_dir).is_ok_and(|m| !m.is_dir()) {
@@ -317,9 +393,8 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<Issue>) -> Option<Config> {
     }
 
     // [server]
-    let s = &raw.server;
-    let listen = c.socket_addr("server.listen", &s.listen);
-    let admin_listen = c.socket_addr("server.admin_listen", &s.admin_listen);
+    let listen = c.socket_addr(&server::listen);
+    let admin_listen = c.socket_addr(&server::admin_listen);
     if let (Some(a), Some(m)) = (listen, admin_listen)
         && a.port() == m.port()
         && a.port() != 0
@@ -330,77 +405,136 @@ fn validate(mut raw: RawConfig, issues: &mut Vec<Issue>) -> Option<Config> {
             format!("{m} overlaps server.listen {a}; the admin listener needs its own port"),
         );
     }
-    let server_key = server_key(&mut c, &raw, production);
-    let cors_origins = cors_origins(&mut c, &raw.server.cors_origins, production);
-    let shutdown_deadline = c.duration(
-        "server.shutdown_deadline",
-        &raw.server.shutdown_deadline,
-        Duration::from_secs(1),
-        Duration::from_secs(300),
-    );
-    // The inline key was parsed into `server_key`; don't keep a second copy around.
-    raw.server.key.zeroize();
+    let key = server_key(c, production);
+    let origins = c.list(&server::cors_origins);
+    let cors_origins = cors_origins(c, &origins, production);
+    let shutdown_deadline = c.duration(&server::shutdown_deadline);
+    let allow_insecure_ws = c.flag(&server::allow_insecure_ws);
 
     // [tls]
-    let tls = tls(&mut c, &raw, production);
+    let tls = tls(c, allow_insecure_ws, production);
 
     // [database]
-    let d = &raw.database;
-    let url = if d.url.trim().is_empty() {
+    let url = c.text(&database::url);
+    let url = if url.trim().is_empty() {
         format!("sqlite://{}", data_dir.join("ferry.db").display())
     } else {
-        d.url.trim().to_string()
+        url.trim().to_string()
     };
-    check_db_url(&mut c, &url);
-    let db_max_connections = c.int("database.max_connections", d.max_connections, 1, 1000);
-    let connect_timeout = c.duration(
-        "database.connect_timeout",
-        &d.connect_timeout,
-        Duration::from_millis(100),
-        Duration::from_secs(300),
-    );
+    check_db_url(c, &url);
+    let db_max_connections = c.int(&database::max_connections);
+    let connect_timeout = c.duration(&database::connect_timeout);
 
-    let limits = limits(&mut c, &raw.limits);
-    let auth = auth(&mut c, &raw.auth);
-    let admin = admin(&mut c, &raw.admin);
-    let redis_url = redis_url(&mut c, &raw.redis.url);
+    let limits = limits(c);
+    let auth = auth(c);
+    let admin = admin(c);
+    let redis_url = redis_url(c);
+    let log = log(c, production);
 
     if c.issues.len() > before {
         return None;
     }
+    let (server_key, loaded_key) = key?;
     Some(Config {
         env: env?,
         data_dir,
         server: ServerConfig {
             listen: listen?,
             admin_listen: admin_listen?,
-            allow_insecure_ws: raw.server.allow_insecure_ws,
+            allow_insecure_ws,
             cors_origins: cors_origins?,
             shutdown_deadline: shutdown_deadline?,
         },
-        server_key: server_key?,
+        server_key,
         tls: tls?,
         database: DatabaseConfig {
             url,
             max_connections: db_max_connections?,
             connect_timeout: connect_timeout?,
-            migrate_on_start: raw.database.migrate_on_start,
+            migrate_on_start: c.flag(&database::migrate_on_start),
         },
         limits: limits?,
         auth: auth?,
         admin: admin?,
         redis_url: redis_url?,
+        log: log?,
+        loaded_key,
     })
 }
 
-fn redis_url(c: &mut Checker<'_>, url: &str) -> Option<Option<super::RedisUrl>> {
+fn log(c: &mut Checker<'_>, production: bool) -> Option<LogConfig> {
+    let format = match c.text(&log::format).trim() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        "auto" if production => LogFormat::Json,
+        "auto" => LogFormat::Text,
+        other => {
+            c.err(
+                "log.format",
+                format!("{other:?} is not a log format (use \"text\", \"json\" or \"auto\")"),
+            );
+            return None;
+        }
+    };
+    Some(LogConfig { format })
+}
+
+/// `server.key` or `server.key_file`, and the key itself (a key file is read here,
+/// once; `keys::load_or_create` gets the key from the `Config`).
+fn server_key(
+    c: &mut Checker<'_>,
+    production: bool,
+) -> Option<(ServerKeySource, Option<ServerKey>)> {
+    let inline = c.secret(&server::key);
+    let inline = inline.trim();
+    let file = c.text(&server::key_file);
+    let file = file.trim();
+    match (inline.is_empty(), file.is_empty()) {
+        (false, false) => {
+            c.err(
+                "server.key",
+                "server.key and server.key_file are mutually exclusive; set only one",
+            );
+            None
+        }
+        (false, true) => match ServerKey::from_base64(inline) {
+            Ok(key) => Some((ServerKeySource::Inline(key.clone()), Some(key))),
+            Err(e) => {
+                c.err("server.key", format!("the key {e}"));
+                None
+            }
+        },
+        (true, false) => {
+            let path = PathBuf::from(file);
+            match keys::read_key_file(&path) {
+                Ok(key) => Some((ServerKeySource::File(path), Some(key))),
+                Err(e) => {
+                    c.err("server.key_file", e);
+                    None
+                }
+            }
+        }
+        (true, true) if production => {
+            c.err(
+                "server.key",
+                "production needs a server key: set server.key, or server.key_file to a \
+                 file made by `ferry keygen`",
+            );
+            None
+        }
+        (true, true) => Some((ServerKeySource::None, None)),
+    }
+}
+
+fn redis_url(c: &mut Checker<'_>) -> Option<Option<RedisUrl>> {
+    let url = c.text(&redis::url);
     let url = url.trim();
     if url.is_empty() {
         return Some(None);
     }
     match url::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => {
-            Some(Some(super::RedisUrl(url.to_string())))
+            Some(Some(RedisUrl(url.to_string())))
         }
         _ => {
             c.err(
@@ -415,8 +549,9 @@ fn redis_url(c: &mut Checker<'_>, url: &str) -> Option<Option<super::RedisUrl>> 
     }
 }
 
-fn auth(c: &mut Checker<'_>, a: &raw::RawAuth) -> Option<AuthConfig> {
-    let issuer = a.issuer.trim();
+fn auth(c: &mut Checker<'_>) -> Option<AuthConfig> {
+    let issuer = c.text(&auth::issuer);
+    let issuer = issuer.trim();
     let issuer_ok =
         !issuer.is_empty() && issuer.len() <= 256 && issuer.chars().all(|ch| ch.is_ascii_graphic());
     if !issuer_ok {
@@ -426,18 +561,8 @@ fn auth(c: &mut Checker<'_>, a: &raw::RawAuth) -> Option<AuthConfig> {
              \"https://relay.example.com\"",
         );
     }
-    let token_ttl = c.duration(
-        "auth.token_ttl",
-        &a.token_ttl,
-        Duration::from_secs(60),
-        Duration::from_secs(86_400),
-    );
-    let refresh_ttl = c.duration(
-        "auth.refresh_ttl",
-        &a.refresh_ttl,
-        Duration::from_secs(3600),
-        Duration::from_secs(365 * 86_400),
-    );
+    let token_ttl = c.duration(&auth::token_ttl);
+    let refresh_ttl = c.duration(&auth::refresh_ttl);
     if let (Some(t), Some(r)) = (token_ttl, refresh_ttl)
         && r <= t
     {
@@ -461,12 +586,20 @@ fn auth(c: &mut Checker<'_>, a: &raw::RawAuth) -> Option<AuthConfig> {
     })
 }
 
-fn admin(c: &mut Checker<'_>, a: &raw::RawAdmin) -> Option<AdminConfig> {
+fn admin(c: &mut Checker<'_>) -> Option<AdminConfig> {
     const SETTING: &str = "admin.keys";
     let before = c.issues.len();
     let mut keys: Vec<AdminKey> = Vec::new();
-    for (i, k) in a.keys.iter().enumerate() {
-        let name = k.name.trim();
+    let entries = c.value(&admin::keys);
+    let entries = entries.as_array().map(Vec::as_slice).unwrap_or_default();
+    for (i, k) in entries.iter().enumerate() {
+        // Each entry was checked to be a table of three strings.
+        let field = |name: &str| {
+            k.get(name)
+                .and_then(toml::Value::as_str)
+                .unwrap_or_default()
+        };
+        let name = field("name").trim();
         let entry = format!("entry {}", i + 1);
         if name.is_empty()
             || name.len() > 64
@@ -484,7 +617,7 @@ fn admin(c: &mut Checker<'_>, a: &raw::RawAdmin) -> Option<AdminConfig> {
             c.err(SETTING, format!("{name}: the name appears twice"));
             continue;
         }
-        let scope = match k.scope.trim() {
+        let scope = match field("scope").trim() {
             "read" => AdminScope::Read,
             "write" => AdminScope::Write,
             _ => {
@@ -496,7 +629,7 @@ fn admin(c: &mut Checker<'_>, a: &raw::RawAdmin) -> Option<AdminConfig> {
             }
         };
         // Never echo the value: a key pasted where its hash belongs is a secret.
-        let Some(sha256) = parse_hex32(k.sha256.trim()) else {
+        let Some(sha256) = parse_hex32(field("sha256").trim()) else {
             c.err(
                 SETTING,
                 format!(
@@ -516,7 +649,7 @@ fn admin(c: &mut Checker<'_>, a: &raw::RawAdmin) -> Option<AdminConfig> {
             sha256,
         });
     }
-    let failure_burst = c.int("admin.failure_burst", a.failure_burst, 1, 1_000_000);
+    let failure_burst = c.int(&admin::failure_burst);
     (c.issues.len() == before).then_some(AdminConfig {
         failure_burst: failure_burst?,
         keys,
@@ -536,46 +669,6 @@ fn parse_hex32(text: &str) -> Option<[u8; 32]> {
         out[i] = (hi * 16 + lo) as u8;
     }
     Some(out)
-}
-
-fn server_key(c: &mut Checker<'_>, raw: &RawConfig, production: bool) -> Option<ServerKeySource> {
-    let inline = raw.server.key.trim();
-    let file = raw.server.key_file.trim();
-    match (inline.is_empty(), file.is_empty()) {
-        (false, false) => {
-            c.err(
-                "server.key",
-                "server.key and server.key_file are mutually exclusive; set only one",
-            );
-            None
-        }
-        (false, true) => match ServerKey::from_base64(inline) {
-            Ok(key) => Some(ServerKeySource::Inline(key)),
-            Err(e) => {
-                c.err("server.key", format!("the key {e}"));
-                None
-            }
-        },
-        (true, false) => {
-            let path = PathBuf::from(file);
-            match keys::read_key_file(&path) {
-                Ok(_) => Some(ServerKeySource::File(path)),
-                Err(e) => {
-                    c.err("server.key_file", e);
-                    None
-                }
-            }
-        }
-        (true, true) if production => {
-            c.err(
-                "server.key",
-                "production needs a server key: set server.key, or server.key_file to a \
-                 file made by `ferry keygen`",
-            );
-            None
-        }
-        (true, true) => Some(ServerKeySource::None),
-    }
 }
 
 fn cors_origins(c: &mut Checker<'_>, list: &[String], production: bool) -> Option<CorsOrigins> {
@@ -632,12 +725,18 @@ fn parse_origin(text: &str) -> Result<String, &'static str> {
     Ok(url.origin().ascii_serialization())
 }
 
-fn tls(c: &mut Checker<'_>, raw: &RawConfig, production: bool) -> Option<Option<TlsConfig>> {
-    let cert = raw.tls.cert.trim();
-    let key = raw.tls.key.trim();
+fn tls(
+    c: &mut Checker<'_>,
+    allow_insecure_ws: bool,
+    production: bool,
+) -> Option<Option<TlsConfig>> {
+    let cert = c.text(&tls::cert);
+    let cert = cert.trim();
+    let key = c.text(&tls::key);
+    let key = key.trim();
     match (cert.is_empty(), key.is_empty()) {
         (true, true) => {
-            if production && !raw.server.allow_insecure_ws {
+            if production && !allow_insecure_ws {
                 c.err(
                     "tls.cert",
                     "production needs TLS: set tls.cert and tls.key, or set \
@@ -709,51 +808,20 @@ fn check_db_url(c: &mut Checker<'_>, url: &str) {
     }
 }
 
-/// The URL with its password (and any `password` query parameter) replaced.
-pub(super) fn redact_db_url(url: &str) -> String {
-    if url.to_ascii_lowercase().starts_with("sqlite:") {
-        return url.to_string();
-    }
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        let scheme = url.split(':').next().unwrap_or("");
-        return format!("{scheme}:{REDACTED}");
+fn limits(c: &mut Checker<'_>) -> Option<Limits> {
+    let max_message_size: Option<usize> = c.int(&limits::max_message_size);
+    let Type::Int {
+        max: payload_max, ..
+    } = limits::max_payload.ty
+    else {
+        unreachable!("limits.max_payload is an integer")
     };
-    if parsed.password().is_some() {
-        let _ = parsed.set_password(Some(REDACTED));
-    }
-    let is_secret = |k: &str| k.to_ascii_lowercase().contains("password");
-    if parsed.query_pairs().any(|(k, _)| is_secret(&k)) {
-        let pairs: Vec<(String, String)> = parsed
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if is_secret(&k) {
-                    REDACTED.into()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        parsed.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    parsed.to_string()
-}
-
-fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Option<Limits> {
-    let secs = Duration::from_secs;
-    let max_message_size: Option<usize> =
-        c.int("limits.max_message_size", l.max_message_size, KIB, 16 * MIB);
-    let payload_max = max_message_size.map_or(8 * MIB, |m| m as u64 / 2);
-    let max_payload = c.int("limits.max_payload", l.max_payload, 1, payload_max);
-    let max_ttl = c.duration("limits.max_ttl", &l.max_ttl, secs(60), secs(365 * 86_400));
-    let handshake_timeout = c.duration(
-        "limits.handshake_timeout",
-        &l.handshake_timeout,
-        secs(1),
-        secs(60),
-    );
-    let ping_interval = c.duration("limits.ping_interval", &l.ping_interval, secs(1), secs(600));
-    let idle_timeout = c.duration("limits.idle_timeout", &l.idle_timeout, secs(2), secs(3600));
+    let payload_max = max_message_size.map_or(payload_max, |m| m as u64 / 2);
+    let max_payload = c.int_up_to(&limits::max_payload, payload_max);
+    let max_ttl = c.duration(&limits::max_ttl);
+    let handshake_timeout = c.duration(&limits::handshake_timeout);
+    let ping_interval = c.duration(&limits::ping_interval);
+    let idle_timeout = c.duration(&limits::idle_timeout);
     if let (Some(ping), Some(idle)) = (ping_interval, idle_timeout)
         && idle <= ping
     {
@@ -766,42 +834,17 @@ fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Option<Limits> {
             ),
         );
     }
-    let max_connections_per_ip = c.int(
-        "limits.max_connections_per_ip",
-        l.max_connections_per_ip,
-        1,
-        100_000,
-    );
-    let max_connections = c.int("limits.max_connections", l.max_connections, 1, 1_000_000);
-    let handshakes_per_ip_per_sec = c.int(
-        "limits.handshakes_per_ip_per_sec",
-        l.handshakes_per_ip_per_sec,
-        1,
-        100_000,
-    );
-    let events_per_sec = c.int("limits.events_per_sec", l.events_per_sec, 1, 1_000_000);
-    let burst = c.int("limits.burst", l.burst, 1, 10_000_000);
-    let outbound_queue = c.int("limits.outbound_queue", l.outbound_queue, 1, 1_000_000);
-    let read_buffer_size = c.int("limits.read_buffer_size", l.read_buffer_size, 256, 16 * MIB);
-    let write_buffer_size = c.int("limits.write_buffer_size", l.write_buffer_size, 0, 16 * MIB);
-    let max_write_buffer_size: Option<usize> = c.int(
-        "limits.max_write_buffer_size",
-        l.max_write_buffer_size,
-        1,
-        1024 * MIB,
-    );
-    let rest_requests_per_ip_per_sec = c.int(
-        "limits.rest_requests_per_ip_per_sec",
-        l.rest_requests_per_ip_per_sec,
-        1,
-        1_000_000,
-    );
-    let rest_requests_per_token_per_sec = c.int(
-        "limits.rest_requests_per_token_per_sec",
-        l.rest_requests_per_token_per_sec,
-        1,
-        1_000_000,
-    );
+    let max_connections_per_ip = c.int(&limits::max_connections_per_ip);
+    let max_connections = c.int(&limits::max_connections);
+    let handshakes_per_ip_per_sec = c.int(&limits::handshakes_per_ip_per_sec);
+    let events_per_sec = c.int(&limits::events_per_sec);
+    let burst = c.int(&limits::burst);
+    let outbound_queue = c.int(&limits::outbound_queue);
+    let read_buffer_size = c.int(&limits::read_buffer_size);
+    let write_buffer_size = c.int(&limits::write_buffer_size);
+    let max_write_buffer_size: Option<usize> = c.int(&limits::max_write_buffer_size);
+    let rest_requests_per_ip_per_sec = c.int(&limits::rest_requests_per_ip_per_sec);
+    let rest_requests_per_token_per_sec = c.int(&limits::rest_requests_per_token_per_sec);
     if let (Some(write), Some(max_write)) = (write_buffer_size, max_write_buffer_size) {
         let write: usize = write;
         if max_write <= write {
@@ -850,24 +893,6 @@ fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Option<Limits> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_database_passwords() {
-        assert_eq!(
-            redact_db_url("postgres://ferry:hunter2@db.internal:5432/ferry"),
-            "postgres://ferry:REDACTED@db.internal:5432/ferry"
-        );
-        let q = redact_db_url("postgresql://db/ferry?user=f&password=hunter2&sslmode=require");
-        assert!(
-            !q.contains("hunter2") && q.contains("sslmode=require"),
-            "{q}"
-        );
-        assert_eq!(
-            redact_db_url("sqlite://./x/ferry.db"),
-            "sqlite://./x/ferry.db"
-        );
-        assert!(!redact_db_url("postgres://a:b@[bad").contains('b'));
-    }
 
     #[test]
     fn origins() {
