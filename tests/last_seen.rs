@@ -1,4 +1,4 @@
-//! `session::last_seen`: the `last_seen` times of ended sessions, written in batches
+//! `relay::last_seen`: the `last_seen` times of ended sessions, written in batches
 //! (`Store::touch_devices`) on a real SQLite file. The end-to-end path (written at
 //! shutdown) is in `tests/ws_session.rs`.
 

@@ -1,5 +1,5 @@
 //! Infrastructure faults (BAD-INPUTS §3.5) at the store boundary. The SQLite faults
-//! (disk full, locked, read-only) are unit tests in `src/store/sqlite.rs`, where the
+//! (disk full, locked, read-only) are unit tests in `src/store/sqlite/mod.rs`, where the
 //! connection options can be tightened.
 
 mod common;

@@ -1,5 +1,5 @@
 //! HTTP surface: the router factories. The only module (with `session`) that knows
-//! HTTP and JSON; handlers parse, call `auth` / `relay::ops` / the store, and map
+//! HTTP and JSON; handlers parse, call the core (`relay::Relay`) or `auth::Auth`, and map
 //! the outcome to a response.
 //!
 //! # Listeners
