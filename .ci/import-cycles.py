@@ -35,10 +35,27 @@ def modules(root):
 
 
 def strip(src):
+    """The code without comments and without `#[cfg(test)]` items."""
     src = re.sub(r"//[^\n]*", "", src)
     src = re.sub(r"/\*.*?\*/", "", src, flags=re.S)
-    cut = src.find("#[cfg(test)]")
-    return src if cut < 0 else src[:cut]
+    while True:
+        start = src.find("#[cfg(test)]")
+        if start < 0:
+            return src
+        # The item ends at its first `;` outside braces, or with its outermost block.
+        i, depth = start + len("#[cfg(test)]"), 0
+        while i < len(src):
+            ch = src[i]
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    break
+            elif ch == ";" and depth == 0:
+                break
+            i += 1
+        src = src[:start] + src[i + 1 :]
 
 
 def expand(tree):
