@@ -411,3 +411,126 @@ macro_rules! auth_and_admin_sql {
 }
 
 pub(super) use auth_and_admin_sql;
+
+/// Implements [`super::EventLog`] for a backend: `head` and `events_after`, whose
+/// SQL is the same on both backends, come from here; the backend writes the rest
+/// (`append`, `prune_before`) in its dialect inside the invocation.
+macro_rules! event_log {
+    (impl EventLog for $store:ty { reader: $reader:ident; $($dialect:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::store::EventLog for $store {
+            async fn head(
+                &self,
+                user: &$crate::model::UserId,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let head: Option<i64> =
+                    sqlx::query_scalar("SELECT head FROM users WHERE user_id = $1")
+                        .bind(&user.0[..])
+                        .fetch_optional(&self.$reader)
+                        .await?;
+                Ok(head.map_or(0, $crate::store::from_db))
+            }
+
+            async fn events_after(
+                &self,
+                user: &$crate::model::UserId,
+                after: u64,
+                limit: u32,
+                now: $crate::model::UnixMs,
+            ) -> Result<$crate::model::EventPage, $crate::store::StoreError> {
+                // Events first, counters second: the head read afterwards is at least
+                // the seq of every event returned (both commit in one transaction).
+                let rows: Vec<$crate::store::EventRow> = sqlx::query_as(
+                    "SELECT seq, event_id, device_id, ts, payload, event_key, ttl FROM events \
+                     WHERE user_id = $1 AND seq > $2 AND (expires_at IS NULL OR expires_at > $3) \
+                     ORDER BY seq LIMIT $4",
+                )
+                .bind(&user.0[..])
+                .bind($crate::store::to_db(after))
+                .bind(now)
+                .bind(i64::from(limit) + 1)
+                .fetch_all(&self.$reader)
+                .await?;
+                let counters: Option<(i64, i64)> =
+                    sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = $1")
+                        .bind(&user.0[..])
+                        .fetch_optional(&self.$reader)
+                        .await?;
+                $crate::store::page(rows, limit, after, counters)
+            }
+
+            $($dialect)*
+        }
+    };
+}
+
+/// Implements [`super::Devices`] for a backend: the reads (`device`,
+/// `device_and_head`, `devices`), whose SQL is the same on both backends, come from
+/// here; the backend writes the rest (registration, cursors, `last_seen`,
+/// revocation) in its dialect inside the invocation.
+macro_rules! devices {
+    (impl Devices for $store:ty { reader: $reader:ident; $($dialect:tt)* }) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Devices for $store {
+            async fn device(
+                &self,
+                user: &$crate::model::UserId,
+                device: &$crate::model::DeviceId,
+            ) -> Result<Option<$crate::model::DeviceRecord>, $crate::store::StoreError> {
+                let row: Option<$crate::store::DeviceRow> = sqlx::query_as(
+                    "SELECT created_at, last_seen, cursor_seq, revoked_at FROM devices \
+                     WHERE user_id = $1 AND device_id = $2",
+                )
+                .bind(&user.0[..])
+                .bind(&device.0[..])
+                .fetch_optional(&self.$reader)
+                .await?;
+                Ok(row.map(|r| $crate::store::device_record(*user, *device, r)))
+            }
+
+            async fn device_and_head(
+                &self,
+                user: &$crate::model::UserId,
+                device: &$crate::model::DeviceId,
+            ) -> Result<Option<($crate::model::DeviceRecord, u64)>, $crate::store::StoreError>
+            {
+                // Every device row has its users row (registration writes both in one
+                // transaction, and a user goes with its devices).
+                let row: Option<$crate::store::DeviceHeadRow> = sqlx::query_as(
+                    "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
+                     FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
+                     WHERE d.user_id = $1 AND d.device_id = $2",
+                )
+                .bind(&user.0[..])
+                .bind(&device.0[..])
+                .fetch_optional(&self.$reader)
+                .await?;
+                Ok(row.map(|r| $crate::store::device_and_head(*user, *device, r)))
+            }
+
+            async fn devices(
+                &self,
+                user: &$crate::model::UserId,
+            ) -> Result<Vec<$crate::model::DeviceRecord>, $crate::store::StoreError> {
+                use $crate::model::DeviceId;
+                let rows: Vec<(Vec<u8>, i64, i64, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT device_id, created_at, last_seen, cursor_seq, revoked_at \
+                     FROM devices WHERE user_id = $1 ORDER BY created_at, device_id",
+                )
+                .bind(&user.0[..])
+                .fetch_all(&self.$reader)
+                .await?;
+                rows.into_iter()
+                    .map(|(d, c, l, cur, r)| {
+                        let device = DeviceId($crate::store::key32(&d, "devices.device_id")?);
+                        Ok($crate::store::device_record(*user, device, (c, l, cur, r)))
+                    })
+                    .collect()
+            }
+
+            $($dialect)*
+        }
+    };
+}
+
+pub(super) use {devices, event_log};

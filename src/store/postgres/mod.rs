@@ -19,10 +19,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::append::{self, Snapshot};
 use super::options::postgres_options as connect_options;
 use super::{
-    AppendOutcome, Backend, DeviceCert, DeviceHeadRow, DeviceId, DeviceRecord, DeviceRow, Devices,
-    EventLog, EventPage, EventRow, NewEvent, RevokeOutcome, Store, StoreError, StoreOptions,
-    UnixMs, UserId, device_and_head, device_record, event_id, from_db, key32, migrate, page, to_db,
-    watermark,
+    AppendOutcome, Backend, DeviceCert, DeviceId, DeviceRecord, DeviceRow, NewEvent, RevokeOutcome,
+    Store, StoreError, StoreOptions, UnixMs, UserId, device_record, event_id, from_db, key32,
+    migrate, to_db, watermark,
 };
 
 /// Upper bound for any one statement of the server's pool, so a stuck lock or a slow
@@ -120,411 +119,332 @@ impl Store for PgStore {
     }
 }
 
-#[async_trait]
-impl EventLog for PgStore {
-    async fn head(&self, user: &UserId) -> Result<u64, StoreError> {
-        let head: Option<i64> = sqlx::query_scalar("SELECT head FROM users WHERE user_id = $1")
-            .bind(&user.0[..])
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(head.map_or(0, from_db))
-    }
+super::shared::event_log! {
+    // The rest of the trait is SQL both backends share (`super::shared`).
+    impl EventLog for PgStore {
+        reader: pool;
 
-    async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let users = append::users(batch);
-        let user_keys: Vec<&[u8]> = users.iter().map(|u| &u.0[..]).collect();
-        let now = batch.iter().map(|e| e.ts).max().unwrap_or_default();
-
-        let mut tx = self.pool.begin().await?;
-
-        // Create missing counter rows, then lock them all. Both in sorted user order:
-        // an instance waiting for another's uncommitted insert or row lock never holds
-        // anything that one needs next, so appends cannot deadlock. NO KEY UPDATE
-        // serialises appenders without blocking foreign-key checks of `devices`.
-        sqlx::query(
-            "INSERT INTO users (user_id, created_at) \
-             SELECT u, $2 FROM UNNEST($1::bytea[]) AS t(u) ORDER BY u \
-             ON CONFLICT (user_id) DO NOTHING",
-        )
-        .bind(&user_keys[..])
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let heads: Vec<(Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT user_id, head FROM users WHERE user_id = ANY($1) \
-             ORDER BY user_id FOR NO KEY UPDATE",
-        )
-        .bind(&user_keys[..])
-        .fetch_all(&mut *tx)
-        .await?;
-
-        // From here on (READ COMMITTED: each statement sees everything committed before
-        // it started) no other transaction can add events for these users.
-        let mut snapshot = Snapshot::default();
-        for (u, head) in heads {
-            snapshot
-                .heads
-                .insert(UserId(key32(&u, "users.user_id")?), from_db(head));
-        }
-
-        let ids = append::ids(batch);
-        let id_users: Vec<&[u8]> = ids.iter().map(|(u, _)| &u.0[..]).collect();
-        let id_ids: Vec<&[u8]> = ids.iter().map(|(_, id)| &id.as_bytes()[..]).collect();
-        let existing: Vec<(Vec<u8>, Vec<u8>, i64, i64)> = sqlx::query_as(
-            "SELECT e.user_id, e.event_id, e.seq, e.ts \
-             FROM UNNEST($1::bytea[], $2::bytea[]) AS v(user_id, event_id) \
-             JOIN events AS e ON e.user_id = v.user_id AND e.event_id = v.event_id",
-        )
-        .bind(&id_users[..])
-        .bind(&id_ids[..])
-        .fetch_all(&mut *tx)
-        .await?;
-        for (u, id, seq, ts) in existing {
-            let key = (UserId(key32(&u, "events.user_id")?), event_id(&id)?);
-            snapshot.ids.insert(key, (from_db(seq), ts));
-        }
-
-        let cas_keys = append::cas_keys(batch);
-        if !cas_keys.is_empty() {
-            let key_users: Vec<&[u8]> = cas_keys.iter().map(|(u, _)| &u.0[..]).collect();
-            let key_keys: Vec<&[u8]> = cas_keys.iter().map(|(_, k)| *k).collect();
-            let key_heads: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> = sqlx::query_as(
-                "SELECT v.user_id, v.event_key, \
-                    (SELECT max(e.seq) FROM events AS e \
-                     WHERE e.user_id = v.user_id AND e.event_key = v.event_key) \
-                 FROM UNNEST($1::bytea[], $2::bytea[]) AS v(user_id, event_key)",
-            )
-            .bind(&key_users[..])
-            .bind(&key_keys[..])
-            .fetch_all(&mut *tx)
-            .await?;
-            for (u, key, seq) in key_heads {
-                if let Some(seq) = seq {
-                    snapshot
-                        .key_heads
-                        .insert((UserId(key32(&u, "events.user_id")?), key), from_db(seq));
-                }
+        async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
+            if batch.is_empty() {
+                return Ok(Vec::new());
             }
-        }
+            let users = append::users(batch);
+            let user_keys: Vec<&[u8]> = users.iter().map(|u| &u.0[..]).collect();
+            let now = batch.iter().map(|e| e.ts).max().unwrap_or_default();
 
-        let plan = append::plan(batch, snapshot);
+            let mut tx = self.pool.begin().await?;
 
-        if !plan.rows.is_empty() {
-            let n = plan.rows.len();
-            let (mut user_col, mut seq_col, mut id_col, mut device_col) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            let (mut ts_col, mut payload_col, mut key_col, mut ttl_col, mut expires_col) = (
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-                Vec::with_capacity(n),
-            );
-            for row in &plan.rows {
-                let e = row.event;
-                user_col.push(&e.user.0[..]);
-                seq_col.push(to_db(row.seq));
-                id_col.push(&e.id.as_bytes()[..]);
-                device_col.push(&e.device.0[..]);
-                ts_col.push(e.ts);
-                payload_col.push(&e.payload[..]);
-                key_col.push(e.key.as_deref());
-                ttl_col.push(e.ttl.map(to_db));
-                expires_col.push(row.expires_at);
-            }
+            // Create missing counter rows, then lock them all. Both in sorted user order:
+            // an instance waiting for another's uncommitted insert or row lock never holds
+            // anything that one needs next, so appends cannot deadlock. NO KEY UPDATE
+            // serialises appenders without blocking foreign-key checks of `devices`.
             sqlx::query(
-                "INSERT INTO events \
-                 (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) \
-                 SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], \
-                                      $5::int8[], $6::bytea[], $7::bytea[], $8::int8[], $9::int8[])",
+                "INSERT INTO users (user_id, created_at) \
+                 SELECT u, $2 FROM UNNEST($1::bytea[]) AS t(u) ORDER BY u \
+                 ON CONFLICT (user_id) DO NOTHING",
             )
-            .bind(&user_col[..])
-            .bind(&seq_col[..])
-            .bind(&id_col[..])
-            .bind(&device_col[..])
-            .bind(&ts_col[..])
-            .bind(&payload_col[..])
-            .bind(&key_col[..])
-            .bind(&ttl_col[..])
-            .bind(&expires_col[..])
-            .execute(&mut *tx)
-            .await?;
-
-            let head_users: Vec<&[u8]> = plan.heads.iter().map(|(u, _)| &u.0[..]).collect();
-            let head_values: Vec<i64> = plan.heads.iter().map(|(_, h)| to_db(*h)).collect();
-            sqlx::query(
-                "UPDATE users AS u SET head = v.head \
-                 FROM UNNEST($1::bytea[], $2::int8[]) AS v(user_id, head) \
-                 WHERE u.user_id = v.user_id",
-            )
-            .bind(&head_users[..])
-            .bind(&head_values[..])
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        // A commit error means the outcome is unknown to us: report it, never ack.
-        tx.commit().await?;
-        Ok(plan.outcomes)
-    }
-
-    async fn events_after(
-        &self,
-        user: &UserId,
-        after: u64,
-        limit: u32,
-        now: UnixMs,
-    ) -> Result<EventPage, StoreError> {
-        // Events first, counters second: the head read afterwards is at least the seq
-        // of every event returned (both commit in one transaction).
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT seq, event_id, device_id, ts, payload, event_key, ttl FROM events \
-             WHERE user_id = $1 AND seq > $2 AND (expires_at IS NULL OR expires_at > $3) \
-             ORDER BY seq LIMIT $4",
-        )
-        .bind(&user.0[..])
-        .bind(to_db(after))
-        .bind(now)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.pool)
-        .await?;
-        let counters: Option<(i64, i64)> =
-            sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = $1")
-                .bind(&user.0[..])
-                .fetch_optional(&self.pool)
-                .await?;
-        page(rows, limit, after, counters)
-    }
-
-    async fn prune_before(
-        &self,
-        user: &UserId,
-        before: u64,
-        limit: u32,
-    ) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(head): Option<i64> =
-            sqlx::query_scalar("SELECT head FROM users WHERE user_id = $1 FOR NO KEY UPDATE")
-                .bind(&user.0[..])
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(0);
-        };
-        let (upper, count): (Option<i64>, i64) = sqlx::query_as(
-            "SELECT max(seq), count(*) FROM \
-                 (SELECT seq FROM events WHERE user_id = $1 AND seq < $2 ORDER BY seq LIMIT $3) AS p",
-        )
-        .bind(&user.0[..])
-        .bind(to_db(before))
-        .bind(i64::from(limit))
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(upper) = upper {
-            sqlx::query("DELETE FROM events WHERE user_id = $1 AND seq <= $2")
-                .bind(&user.0[..])
-                .bind(upper)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "UPDATE users SET pruned_through = GREATEST(pruned_through, $2) WHERE user_id = $1",
-        )
-        .bind(&user.0[..])
-        .bind(watermark(head, before, limit, upper, count))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(from_db(count))
-    }
-}
-
-#[async_trait]
-impl Devices for PgStore {
-    async fn register_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        cert: &DeviceCert,
-        now: UnixMs,
-    ) -> Result<DeviceRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO users (user_id, created_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
-            .bind(&user.0[..])
+            .bind(&user_keys[..])
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let row: DeviceRow = sqlx::query_as(
-            "INSERT INTO devices (user_id, device_id, cert_issued_at, cert_expires_at, cert_sig, \
-                                  created_at, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) \
-             ON CONFLICT (user_id, device_id) \
-                 DO UPDATE SET last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen) \
-             RETURNING created_at, last_seen, cursor_seq, revoked_at",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .bind(to_db(cert.issued_at))
-        .bind(to_db(cert.expires_at))
-        .bind(&cert.sig[..])
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(device_record(*user, *device, row))
-    }
+            let heads: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+                "SELECT user_id, head FROM users WHERE user_id = ANY($1) \
+                 ORDER BY user_id FOR NO KEY UPDATE",
+            )
+            .bind(&user_keys[..])
+            .fetch_all(&mut *tx)
+            .await?;
 
-    async fn device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<Option<DeviceRecord>, StoreError> {
-        let row: Option<DeviceRow> = sqlx::query_as(
-            "SELECT created_at, last_seen, cursor_seq, revoked_at FROM devices \
-             WHERE user_id = $1 AND device_id = $2",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| device_record(*user, *device, r)))
-    }
+            // From here on (READ COMMITTED: each statement sees everything committed before
+            // it started) no other transaction can add events for these users.
+            let mut snapshot = Snapshot::default();
+            for (u, head) in heads {
+                snapshot
+                    .heads
+                    .insert(UserId(key32(&u, "users.user_id")?), from_db(head));
+            }
 
-    async fn device_and_head(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<Option<(DeviceRecord, u64)>, StoreError> {
-        // Every device row has its users row (registration writes both in one
-        // transaction, and a user goes with its devices).
-        let row: Option<DeviceHeadRow> = sqlx::query_as(
-            "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
-             FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
-             WHERE d.user_id = $1 AND d.device_id = $2",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| device_and_head(*user, *device, r)))
-    }
+            let ids = append::ids(batch);
+            let id_users: Vec<&[u8]> = ids.iter().map(|(u, _)| &u.0[..]).collect();
+            let id_ids: Vec<&[u8]> = ids.iter().map(|(_, id)| &id.as_bytes()[..]).collect();
+            let existing: Vec<(Vec<u8>, Vec<u8>, i64, i64)> = sqlx::query_as(
+                "SELECT e.user_id, e.event_id, e.seq, e.ts \
+                 FROM UNNEST($1::bytea[], $2::bytea[]) AS v(user_id, event_id) \
+                 JOIN events AS e ON e.user_id = v.user_id AND e.event_id = v.event_id",
+            )
+            .bind(&id_users[..])
+            .bind(&id_ids[..])
+            .fetch_all(&mut *tx)
+            .await?;
+            for (u, id, seq, ts) in existing {
+                let key = (UserId(key32(&u, "events.user_id")?), event_id(&id)?);
+                snapshot.ids.insert(key, (from_db(seq), ts));
+            }
 
-    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
-        let rows: Vec<(Vec<u8>, i64, i64, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT device_id, created_at, last_seen, cursor_seq, revoked_at FROM devices \
-             WHERE user_id = $1 ORDER BY created_at, device_id",
-        )
-        .bind(&user.0[..])
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(d, c, l, cur, r)| {
-                let device = DeviceId(key32(&d, "devices.device_id")?);
-                Ok(device_record(*user, device, (c, l, cur, r)))
-            })
-            .collect()
-    }
-
-    async fn set_cursor(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        seq: u64,
-    ) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE devices SET cursor_seq = GREATEST(cursor_seq, \
-                 LEAST($3, COALESCE((SELECT head FROM users WHERE users.user_id = $1), 0))) \
-             WHERE user_id = $1 AND device_id = $2",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .bind(to_db(seq))
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
-        }
-        Ok(())
-    }
-
-    async fn touch_devices(&self, seen: &[(UserId, DeviceId, UnixMs)]) -> Result<(), StoreError> {
-        if seen.is_empty() {
-            return Ok(());
-        }
-        // Sorted, so two instances flushing overlapping devices lock rows in the
-        // same order.
-        let mut seen = seen.to_vec();
-        seen.sort_unstable_by_key(|&(u, d, _)| (u, d));
-        let users: Vec<&[u8]> = seen.iter().map(|(u, _, _)| &u.0[..]).collect();
-        let devices: Vec<&[u8]> = seen.iter().map(|(_, d, _)| &d.0[..]).collect();
-        let times: Vec<i64> = seen.iter().map(|(_, _, t)| *t).collect();
-        sqlx::query(
-            "UPDATE devices AS d SET last_seen = GREATEST(d.last_seen, v.at) \
-             FROM UNNEST($1::bytea[], $2::bytea[], $3::int8[]) AS v(user_id, device_id, at) \
-             WHERE d.user_id = v.user_id AND d.device_id = v.device_id",
-        )
-        .bind(&users[..])
-        .bind(&devices[..])
-        .bind(&times[..])
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn revoke_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        ts: UnixMs,
-        sig: &[u8; 64],
-        now: UnixMs,
-    ) -> Result<RevokeOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let known: Option<i32> =
-            sqlx::query_scalar("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
-                .bind(&user.0[..])
-                .bind(&device.0[..])
-                .fetch_optional(&mut *tx)
+            let cas_keys = append::cas_keys(batch);
+            if !cas_keys.is_empty() {
+                let key_users: Vec<&[u8]> = cas_keys.iter().map(|(u, _)| &u.0[..]).collect();
+                let key_keys: Vec<&[u8]> = cas_keys.iter().map(|(_, k)| *k).collect();
+                let key_heads: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> = sqlx::query_as(
+                    "SELECT v.user_id, v.event_key, \
+                        (SELECT max(e.seq) FROM events AS e \
+                         WHERE e.user_id = v.user_id AND e.event_key = v.event_key) \
+                     FROM UNNEST($1::bytea[], $2::bytea[]) AS v(user_id, event_key)",
+                )
+                .bind(&key_users[..])
+                .bind(&key_keys[..])
+                .fetch_all(&mut *tx)
                 .await?;
-        if known.is_none() {
-            return Ok(RevokeOutcome::UnknownDevice);
+                for (u, key, seq) in key_heads {
+                    if let Some(seq) = seq {
+                        snapshot
+                            .key_heads
+                            .insert((UserId(key32(&u, "events.user_id")?), key), from_db(seq));
+                    }
+                }
+            }
+
+            let plan = append::plan(batch, snapshot);
+
+            if !plan.rows.is_empty() {
+                let n = plan.rows.len();
+                let (mut user_col, mut seq_col, mut id_col, mut device_col) = (
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                );
+                let (mut ts_col, mut payload_col, mut key_col, mut ttl_col, mut expires_col) = (
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                    Vec::with_capacity(n),
+                );
+                for row in &plan.rows {
+                    let e = row.event;
+                    user_col.push(&e.user.0[..]);
+                    seq_col.push(to_db(row.seq));
+                    id_col.push(&e.id.as_bytes()[..]);
+                    device_col.push(&e.device.0[..]);
+                    ts_col.push(e.ts);
+                    payload_col.push(&e.payload[..]);
+                    key_col.push(e.key.as_deref());
+                    ttl_col.push(e.ttl.map(to_db));
+                    expires_col.push(row.expires_at);
+                }
+                sqlx::query(
+                    "INSERT INTO events \
+                     (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) \
+                     SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], \
+                                          $5::int8[], $6::bytea[], $7::bytea[], $8::int8[], $9::int8[])",
+                )
+                .bind(&user_col[..])
+                .bind(&seq_col[..])
+                .bind(&id_col[..])
+                .bind(&device_col[..])
+                .bind(&ts_col[..])
+                .bind(&payload_col[..])
+                .bind(&key_col[..])
+                .bind(&ttl_col[..])
+                .bind(&expires_col[..])
+                .execute(&mut *tx)
+                .await?;
+
+                let head_users: Vec<&[u8]> = plan.heads.iter().map(|(u, _)| &u.0[..]).collect();
+                let head_values: Vec<i64> = plan.heads.iter().map(|(_, h)| to_db(*h)).collect();
+                sqlx::query(
+                    "UPDATE users AS u SET head = v.head \
+                     FROM UNNEST($1::bytea[], $2::int8[]) AS v(user_id, head) \
+                     WHERE u.user_id = v.user_id",
+                )
+                .bind(&head_users[..])
+                .bind(&head_values[..])
+                .execute(&mut *tx)
+                .await?;
+            }
+
+            // A commit error means the outcome is unknown to us: report it, never ack.
+            tx.commit().await?;
+            Ok(plan.outcomes)
         }
-        // A concurrent use of the same revocation waits on the primary key here and
-        // then sees the conflict: exactly one caller gets `Revoked`.
-        let first_use = sqlx::query(
-            "INSERT INTO used_revocations (user_id, device_id, ts, sig, used_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .bind(ts)
-        .bind(&sig[..])
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !first_use {
-            return Ok(RevokeOutcome::Replayed);
+
+        async fn prune_before(
+            &self,
+            user: &UserId,
+            before: u64,
+            limit: u32,
+        ) -> Result<u64, StoreError> {
+            let mut tx = self.pool.begin().await?;
+            let Some(head): Option<i64> =
+                sqlx::query_scalar("SELECT head FROM users WHERE user_id = $1 FOR NO KEY UPDATE")
+                    .bind(&user.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+            else {
+                return Ok(0);
+            };
+            let (upper, count): (Option<i64>, i64) = sqlx::query_as(
+                "SELECT max(seq), count(*) FROM \
+                     (SELECT seq FROM events WHERE user_id = $1 AND seq < $2 ORDER BY seq LIMIT $3) AS p",
+            )
+            .bind(&user.0[..])
+            .bind(to_db(before))
+            .bind(i64::from(limit))
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(upper) = upper {
+                sqlx::query("DELETE FROM events WHERE user_id = $1 AND seq <= $2")
+                    .bind(&user.0[..])
+                    .bind(upper)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE users SET pruned_through = GREATEST(pruned_through, $2) WHERE user_id = $1",
+            )
+            .bind(&user.0[..])
+            .bind(watermark(head, before, limit, upper, count))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(from_db(count))
         }
-        sqlx::query(
-            "UPDATE devices SET revoked_at = COALESCE(revoked_at, $3) \
-             WHERE user_id = $1 AND device_id = $2",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(RevokeOutcome::Revoked)
+    }
+}
+
+super::shared::devices! {
+    // The rest of the trait is SQL both backends share (`super::shared`).
+    impl Devices for PgStore {
+        reader: pool;
+
+        async fn register_device(
+            &self,
+            user: &UserId,
+            device: &DeviceId,
+            cert: &DeviceCert,
+            now: UnixMs,
+        ) -> Result<DeviceRecord, StoreError> {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("INSERT INTO users (user_id, created_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING")
+                .bind(&user.0[..])
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let row: DeviceRow = sqlx::query_as(
+                "INSERT INTO devices (user_id, device_id, cert_issued_at, cert_expires_at, cert_sig, \
+                                      created_at, last_seen) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6) \
+                 ON CONFLICT (user_id, device_id) \
+                     DO UPDATE SET last_seen = GREATEST(devices.last_seen, EXCLUDED.last_seen) \
+                 RETURNING created_at, last_seen, cursor_seq, revoked_at",
+            )
+            .bind(&user.0[..])
+            .bind(&device.0[..])
+            .bind(to_db(cert.issued_at))
+            .bind(to_db(cert.expires_at))
+            .bind(&cert.sig[..])
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(device_record(*user, *device, row))
+        }
+
+        async fn set_cursor(
+            &self,
+            user: &UserId,
+            device: &DeviceId,
+            seq: u64,
+        ) -> Result<(), StoreError> {
+            let done = sqlx::query(
+                "UPDATE devices SET cursor_seq = GREATEST(cursor_seq, \
+                     LEAST($3, COALESCE((SELECT head FROM users WHERE users.user_id = $1), 0))) \
+                 WHERE user_id = $1 AND device_id = $2",
+            )
+            .bind(&user.0[..])
+            .bind(&device.0[..])
+            .bind(to_db(seq))
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        }
+
+        async fn touch_devices(&self, seen: &[(UserId, DeviceId, UnixMs)]) -> Result<(), StoreError> {
+            if seen.is_empty() {
+                return Ok(());
+            }
+            // Sorted, so two instances flushing overlapping devices lock rows in the
+            // same order.
+            let mut seen = seen.to_vec();
+            seen.sort_unstable_by_key(|&(u, d, _)| (u, d));
+            let users: Vec<&[u8]> = seen.iter().map(|(u, _, _)| &u.0[..]).collect();
+            let devices: Vec<&[u8]> = seen.iter().map(|(_, d, _)| &d.0[..]).collect();
+            let times: Vec<i64> = seen.iter().map(|(_, _, t)| *t).collect();
+            sqlx::query(
+                "UPDATE devices AS d SET last_seen = GREATEST(d.last_seen, v.at) \
+                 FROM UNNEST($1::bytea[], $2::bytea[], $3::int8[]) AS v(user_id, device_id, at) \
+                 WHERE d.user_id = v.user_id AND d.device_id = v.device_id",
+            )
+            .bind(&users[..])
+            .bind(&devices[..])
+            .bind(&times[..])
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn revoke_device(
+            &self,
+            user: &UserId,
+            device: &DeviceId,
+            ts: UnixMs,
+            sig: &[u8; 64],
+            now: UnixMs,
+        ) -> Result<RevokeOutcome, StoreError> {
+            let mut tx = self.pool.begin().await?;
+            let known: Option<i32> =
+                sqlx::query_scalar("SELECT 1 FROM devices WHERE user_id = $1 AND device_id = $2")
+                    .bind(&user.0[..])
+                    .bind(&device.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if known.is_none() {
+                return Ok(RevokeOutcome::UnknownDevice);
+            }
+            // A concurrent use of the same revocation waits on the primary key here and
+            // then sees the conflict: exactly one caller gets `Revoked`.
+            let first_use = sqlx::query(
+                "INSERT INTO used_revocations (user_id, device_id, ts, sig, used_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&user.0[..])
+            .bind(&device.0[..])
+            .bind(ts)
+            .bind(&sig[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !first_use {
+                return Ok(RevokeOutcome::Replayed);
+            }
+            sqlx::query(
+                "UPDATE devices SET revoked_at = COALESCE(revoked_at, $3) \
+                 WHERE user_id = $1 AND device_id = $2",
+            )
+            .bind(&user.0[..])
+            .bind(&device.0[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(RevokeOutcome::Revoked)
+        }
     }
 }
 

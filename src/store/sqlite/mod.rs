@@ -21,10 +21,9 @@ use sqlx::{Executor, QueryBuilder};
 use super::append::{self, Snapshot};
 use super::options::sqlite_options as connect_options;
 use super::{
-    AppendOutcome, Backend, DeviceCert, DeviceHeadRow, DeviceId, DeviceRecord, DeviceRow, Devices,
-    EventLog, EventPage, EventRow, NewEvent, RevokeOutcome, Store, StoreError, StoreOptions,
-    UnixMs, UserId, device_and_head, device_record, event_id, from_db, key32, migrate, page, to_db,
-    watermark,
+    AppendOutcome, Backend, DeviceCert, DeviceId, DeviceRecord, DeviceRow, NewEvent, RevokeOutcome,
+    Store, StoreError, StoreOptions, UnixMs, UserId, device_record, event_id, from_db, key32,
+    migrate, to_db, watermark,
 };
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` (since 3.32): multi-row statements
@@ -336,368 +335,289 @@ impl Store for SqliteStore {
     }
 }
 
-#[async_trait]
-impl EventLog for SqliteStore {
-    async fn head(&self, user: &UserId) -> Result<u64, StoreError> {
-        let head: Option<i64> = sqlx::query_scalar("SELECT head FROM users WHERE user_id = ?")
-            .bind(&user.0[..])
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(head.map_or(0, from_db))
-    }
+super::shared::event_log! {
+    // The rest of the trait is SQL both backends share (`super::shared`).
+    impl EventLog for SqliteStore {
+        reader: reader;
 
-    async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let users = append::users(batch);
-        let ids = append::ids(batch);
-        let cas_keys = append::cas_keys(batch);
-        let now = batch.iter().map(|e| e.ts).max().unwrap_or_default();
-
-        // The write lock, for the whole batch: no other writer of this file can
-        // assign seqs until we commit.
-        //
-        // The writes below are `OR ROLLBACK`: a constraint they break (a bug: the plan
-        // decided every outcome under this lock) ends the whole transaction instead of
-        // undoing one statement. That spares SQLite a statement journal, a copy of
-        // every page a multi-row statement touches first, which was ~10 % of the
-        // writer thread in `perf`. The failed transaction's connection is discarded
-        // by `WriteTx` either way.
-        let mut tx = WriteTx::begin(&self.writer).await?;
-        let mut snapshot = Snapshot::default();
-
-        for chunk in users.chunks(MAX_PARAMS / 2) {
-            // Creates missing counter rows and reads every head in one statement. The
-            // no-op update is what makes RETURNING report existing rows too; the row
-            // is rewritten below anyway when its user gets events.
-            let mut q =
-                QueryBuilder::<Sqlite>::new("INSERT OR ROLLBACK INTO users (user_id, created_at) ");
-            q.push_values(chunk, |mut b, u| {
-                b.push_bind(&u.0[..]).push_bind(now);
-            });
-            q.push(" ON CONFLICT (user_id) DO UPDATE SET head = head RETURNING user_id, head");
-            let rows: Vec<(Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
-            for (u, head) in rows {
-                snapshot
-                    .heads
-                    .insert(UserId(key32(&u, "users.user_id")?), from_db(head));
+        async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
+            if batch.is_empty() {
+                return Ok(Vec::new());
             }
-        }
+            let users = append::users(batch);
+            let ids = append::ids(batch);
+            let cas_keys = append::cas_keys(batch);
+            let now = batch.iter().map(|e| e.ts).max().unwrap_or_default();
 
-        for chunk in ids.chunks(MAX_PARAMS / 2) {
-            // CROSS JOIN keeps the VALUES list as the outer loop: one probe of the
-            // (event_id, user_id) index per batch id.
-            let mut q =
-                QueryBuilder::<Sqlite>::new("SELECT e.user_id, e.event_id, e.seq, e.ts FROM (");
-            q.push_values(chunk, |mut b, (u, id)| {
-                b.push_bind(&u.0[..]).push_bind(&id.as_bytes()[..]);
-            });
-            q.push(
-                ") AS v CROSS JOIN events AS e \
-                 ON e.event_id = v.column2 AND e.user_id = v.column1",
-            );
-            let rows: Vec<(Vec<u8>, Vec<u8>, i64, i64)> =
-                q.build_query_as().fetch_all(&mut *tx).await?;
-            for (u, id, seq, ts) in rows {
-                let key = (UserId(key32(&u, "events.user_id")?), event_id(&id)?);
-                snapshot.ids.insert(key, (from_db(seq), ts));
-            }
-        }
+            // The write lock, for the whole batch: no other writer of this file can
+            // assign seqs until we commit.
+            //
+            // The writes below are `OR ROLLBACK`: a constraint they break (a bug: the plan
+            // decided every outcome under this lock) ends the whole transaction instead of
+            // undoing one statement. That spares SQLite a statement journal, a copy of
+            // every page a multi-row statement touches first, which was ~10 % of the
+            // writer thread in `perf`. The failed transaction's connection is discarded
+            // by `WriteTx` either way.
+            let mut tx = WriteTx::begin(&self.writer).await?;
+            let mut snapshot = Snapshot::default();
 
-        for chunk in cas_keys.chunks(MAX_PARAMS / 2) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT v.column1, v.column2, \
-                    (SELECT max(e.seq) FROM events AS e \
-                     WHERE e.user_id = v.column1 AND e.event_key = v.column2) \
-                 FROM (",
-            );
-            q.push_values(chunk, |mut b, (u, key)| {
-                b.push_bind(&u.0[..]).push_bind(*key);
-            });
-            q.push(") AS v");
-            let rows: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> =
-                q.build_query_as().fetch_all(&mut *tx).await?;
-            for (u, key, seq) in rows {
-                if let Some(seq) = seq {
+            for chunk in users.chunks(MAX_PARAMS / 2) {
+                // Creates missing counter rows and reads every head in one statement. The
+                // no-op update is what makes RETURNING report existing rows too; the row
+                // is rewritten below anyway when its user gets events.
+                let mut q =
+                    QueryBuilder::<Sqlite>::new("INSERT OR ROLLBACK INTO users (user_id, created_at) ");
+                q.push_values(chunk, |mut b, u| {
+                    b.push_bind(&u.0[..]).push_bind(now);
+                });
+                q.push(" ON CONFLICT (user_id) DO UPDATE SET head = head RETURNING user_id, head");
+                let rows: Vec<(Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
+                for (u, head) in rows {
                     snapshot
-                        .key_heads
-                        .insert((UserId(key32(&u, "events.user_id")?), key), from_db(seq));
+                        .heads
+                        .insert(UserId(key32(&u, "users.user_id")?), from_db(head));
                 }
             }
+
+            for chunk in ids.chunks(MAX_PARAMS / 2) {
+                // CROSS JOIN keeps the VALUES list as the outer loop: one probe of the
+                // (event_id, user_id) index per batch id.
+                let mut q =
+                    QueryBuilder::<Sqlite>::new("SELECT e.user_id, e.event_id, e.seq, e.ts FROM (");
+                q.push_values(chunk, |mut b, (u, id)| {
+                    b.push_bind(&u.0[..]).push_bind(&id.as_bytes()[..]);
+                });
+                q.push(
+                    ") AS v CROSS JOIN events AS e \
+                     ON e.event_id = v.column2 AND e.user_id = v.column1",
+                );
+                let rows: Vec<(Vec<u8>, Vec<u8>, i64, i64)> =
+                    q.build_query_as().fetch_all(&mut *tx).await?;
+                for (u, id, seq, ts) in rows {
+                    let key = (UserId(key32(&u, "events.user_id")?), event_id(&id)?);
+                    snapshot.ids.insert(key, (from_db(seq), ts));
+                }
+            }
+
+            for chunk in cas_keys.chunks(MAX_PARAMS / 2) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "SELECT v.column1, v.column2, \
+                        (SELECT max(e.seq) FROM events AS e \
+                         WHERE e.user_id = v.column1 AND e.event_key = v.column2) \
+                     FROM (",
+                );
+                q.push_values(chunk, |mut b, (u, key)| {
+                    b.push_bind(&u.0[..]).push_bind(*key);
+                });
+                q.push(") AS v");
+                let rows: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> =
+                    q.build_query_as().fetch_all(&mut *tx).await?;
+                for (u, key, seq) in rows {
+                    if let Some(seq) = seq {
+                        snapshot
+                            .key_heads
+                            .insert((UserId(key32(&u, "events.user_id")?), key), from_db(seq));
+                    }
+                }
+            }
+
+            let plan = append::plan(batch, snapshot);
+
+            for chunk in plan.rows.chunks(MAX_PARAMS / 9) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "INSERT OR ROLLBACK INTO events \
+                     (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) ",
+                );
+                q.push_values(chunk, |mut b, row| {
+                    let e = row.event;
+                    b.push_bind(&e.user.0[..])
+                        .push_bind(to_db(row.seq))
+                        .push_bind(&e.id.as_bytes()[..])
+                        .push_bind(&e.device.0[..])
+                        .push_bind(e.ts)
+                        .push_bind(&e.payload[..])
+                        .push_bind(e.key.as_deref())
+                        .push_bind(e.ttl.map(to_db))
+                        .push_bind(row.expires_at);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+
+            for chunk in plan.heads.chunks(MAX_PARAMS / 2) {
+                let mut q =
+                    QueryBuilder::<Sqlite>::new("UPDATE OR ROLLBACK users SET head = v.column2 FROM (");
+                q.push_values(chunk, |mut b, (u, head)| {
+                    b.push_bind(&u.0[..]).push_bind(to_db(*head));
+                });
+                q.push(") AS v WHERE users.user_id = v.column1");
+                q.build().execute(&mut *tx).await?;
+            }
+
+            // Durable on return (synchronous = FULL): only now may outcomes be acked.
+            tx.commit().await?;
+            Ok(plan.outcomes)
         }
 
-        let plan = append::plan(batch, snapshot);
-
-        for chunk in plan.rows.chunks(MAX_PARAMS / 9) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR ROLLBACK INTO events \
-                 (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) ",
-            );
-            q.push_values(chunk, |mut b, row| {
-                let e = row.event;
-                b.push_bind(&e.user.0[..])
-                    .push_bind(to_db(row.seq))
-                    .push_bind(&e.id.as_bytes()[..])
-                    .push_bind(&e.device.0[..])
-                    .push_bind(e.ts)
-                    .push_bind(&e.payload[..])
-                    .push_bind(e.key.as_deref())
-                    .push_bind(e.ttl.map(to_db))
-                    .push_bind(row.expires_at);
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-
-        for chunk in plan.heads.chunks(MAX_PARAMS / 2) {
-            let mut q =
-                QueryBuilder::<Sqlite>::new("UPDATE OR ROLLBACK users SET head = v.column2 FROM (");
-            q.push_values(chunk, |mut b, (u, head)| {
-                b.push_bind(&u.0[..]).push_bind(to_db(*head));
-            });
-            q.push(") AS v WHERE users.user_id = v.column1");
-            q.build().execute(&mut *tx).await?;
-        }
-
-        // Durable on return (synchronous = FULL): only now may outcomes be acked.
-        tx.commit().await?;
-        Ok(plan.outcomes)
-    }
-
-    async fn events_after(
-        &self,
-        user: &UserId,
-        after: u64,
-        limit: u32,
-        now: UnixMs,
-    ) -> Result<EventPage, StoreError> {
-        // Events first, counters second: the head read afterwards is at least the seq
-        // of every event returned (both commit in one transaction).
-        let rows: Vec<EventRow> = sqlx::query_as(
-            "SELECT seq, event_id, device_id, ts, payload, event_key, ttl FROM events \
-             WHERE user_id = ? AND seq > ? AND (expires_at IS NULL OR expires_at > ?) \
-             ORDER BY seq LIMIT ?",
-        )
-        .bind(&user.0[..])
-        .bind(to_db(after))
-        .bind(now)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.reader)
-        .await?;
-        let counters: Option<(i64, i64)> =
-            sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = ?")
+        async fn prune_before(
+            &self,
+            user: &UserId,
+            before: u64,
+            limit: u32,
+        ) -> Result<u64, StoreError> {
+            let mut tx = WriteTx::begin(&self.writer).await?;
+            let Some((head, _)): Option<(i64, i64)> =
+                sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = ?")
+                    .bind(&user.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?
+            else {
+                tx.rollback().await?;
+                return Ok(0);
+            };
+            let (upper, count): (Option<i64>, i64) = sqlx::query_as(
+                "SELECT max(seq), count(*) FROM \
+                     (SELECT seq FROM events WHERE user_id = ? AND seq < ? ORDER BY seq LIMIT ?)",
+            )
+            .bind(&user.0[..])
+            .bind(to_db(before))
+            .bind(i64::from(limit))
+            .fetch_one(&mut *tx)
+            .await?;
+            if let Some(upper) = upper {
+                sqlx::query("DELETE FROM events WHERE user_id = ? AND seq <= ?")
+                    .bind(&user.0[..])
+                    .bind(upper)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let watermark = watermark(head, before, limit, upper, count);
+            sqlx::query("UPDATE users SET pruned_through = max(pruned_through, ?) WHERE user_id = ?")
+                .bind(watermark)
                 .bind(&user.0[..])
-                .fetch_optional(&self.reader)
-                .await?;
-        page(rows, limit, after, counters)
-    }
-
-    async fn prune_before(
-        &self,
-        user: &UserId,
-        before: u64,
-        limit: u32,
-    ) -> Result<u64, StoreError> {
-        let mut tx = WriteTx::begin(&self.writer).await?;
-        let Some((head, _)): Option<(i64, i64)> =
-            sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = ?")
-                .bind(&user.0[..])
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            tx.rollback().await?;
-            return Ok(0);
-        };
-        let (upper, count): (Option<i64>, i64) = sqlx::query_as(
-            "SELECT max(seq), count(*) FROM \
-                 (SELECT seq FROM events WHERE user_id = ? AND seq < ? ORDER BY seq LIMIT ?)",
-        )
-        .bind(&user.0[..])
-        .bind(to_db(before))
-        .bind(i64::from(limit))
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(upper) = upper {
-            sqlx::query("DELETE FROM events WHERE user_id = ? AND seq <= ?")
-                .bind(&user.0[..])
-                .bind(upper)
                 .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
+            Ok(from_db(count))
         }
-        let watermark = watermark(head, before, limit, upper, count);
-        sqlx::query("UPDATE users SET pruned_through = max(pruned_through, ?) WHERE user_id = ?")
-            .bind(watermark)
-            .bind(&user.0[..])
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(from_db(count))
     }
 }
 
-#[async_trait]
-impl Devices for SqliteStore {
-    async fn register_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        cert: &DeviceCert,
-        now: UnixMs,
-    ) -> Result<DeviceRecord, StoreError> {
-        let stopped = || StoreError::Unavailable("registrations stopped".into());
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let r = Registration {
-            user: *user,
-            device: *device,
-            cert: cert.clone(),
-            now,
-            reply,
-        };
-        self.registrations.send(r).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
+super::shared::devices! {
+    // The rest of the trait is SQL both backends share (`super::shared`).
+    impl Devices for SqliteStore {
+        reader: reader;
 
-    async fn device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<Option<DeviceRecord>, StoreError> {
-        let row: Option<DeviceRow> = sqlx::query_as(
-            "SELECT created_at, last_seen, cursor_seq, revoked_at FROM devices \
-             WHERE user_id = ? AND device_id = ?",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.map(|r| device_record(*user, *device, r)))
-    }
-
-    async fn device_and_head(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-    ) -> Result<Option<(DeviceRecord, u64)>, StoreError> {
-        // Every device row has its users row (registration writes both in one
-        // transaction, and a user goes with its devices).
-        let row: Option<DeviceHeadRow> = sqlx::query_as(
-            "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
-             FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
-             WHERE d.user_id = ? AND d.device_id = ?",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.map(|r| device_and_head(*user, *device, r)))
-    }
-
-    async fn devices(&self, user: &UserId) -> Result<Vec<DeviceRecord>, StoreError> {
-        let rows: Vec<(Vec<u8>, i64, i64, i64, Option<i64>)> = sqlx::query_as(
-            "SELECT device_id, created_at, last_seen, cursor_seq, revoked_at FROM devices \
-             WHERE user_id = ? ORDER BY created_at, device_id",
-        )
-        .bind(&user.0[..])
-        .fetch_all(&self.reader)
-        .await?;
-        rows.into_iter()
-            .map(|(d, c, l, cur, r)| {
-                let device = DeviceId(key32(&d, "devices.device_id")?);
-                Ok(device_record(*user, device, (c, l, cur, r)))
-            })
-            .collect()
-    }
-
-    async fn set_cursor(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        seq: u64,
-    ) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE devices SET cursor_seq = max(cursor_seq, \
-                 min(?, coalesce((SELECT head FROM users WHERE users.user_id = devices.user_id), 0))) \
-             WHERE user_id = ? AND device_id = ?",
-        )
-        .bind(to_db(seq))
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .execute(&self.writer)
-        .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+        async fn register_device(
+            &self,
+            user: &UserId,
+            device: &DeviceId,
+            cert: &DeviceCert,
+            now: UnixMs,
+        ) -> Result<DeviceRecord, StoreError> {
+            let stopped = || StoreError::Unavailable("registrations stopped".into());
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let r = Registration {
+                user: *user,
+                device: *device,
+                cert: cert.clone(),
+                now,
+                reply,
+            };
+            self.registrations.send(r).await.map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
         }
-        Ok(())
-    }
 
-    async fn touch_devices(&self, seen: &[(UserId, DeviceId, UnixMs)]) -> Result<(), StoreError> {
-        if seen.is_empty() {
-            return Ok(());
+        async fn set_cursor(
+            &self,
+            user: &UserId,
+            device: &DeviceId,
+            seq: u64,
+        ) -> Result<(), StoreError> {
+            let done = sqlx::query(
+                "UPDATE devices SET cursor_seq = max(cursor_seq, \
+                     min(?, coalesce((SELECT head FROM users WHERE users.user_id = devices.user_id), 0))) \
+                 WHERE user_id = ? AND device_id = ?",
+            )
+            .bind(to_db(seq))
+            .bind(&user.0[..])
+            .bind(&device.0[..])
+            .execute(&self.writer)
+            .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
         }
-        let mut tx = WriteTx::begin(&self.writer).await?;
-        for chunk in seen.chunks(MAX_PARAMS / 3) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "UPDATE devices SET last_seen = max(devices.last_seen, v.column3) FROM (",
-            );
-            q.push_values(chunk, |mut b, (user, device, at)| {
-                b.push_bind(&user.0[..])
-                    .push_bind(&device.0[..])
-                    .push_bind(*at);
-            });
-            q.push(") AS v WHERE devices.user_id = v.column1 AND devices.device_id = v.column2");
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
 
-    async fn revoke_device(
-        &self,
-        user: &UserId,
-        device: &DeviceId,
-        ts: UnixMs,
-        sig: &[u8; 64],
-        now: UnixMs,
-    ) -> Result<RevokeOutcome, StoreError> {
-        let mut tx = WriteTx::begin(&self.writer).await?;
-        let known: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?")
-                .bind(&user.0[..])
-                .bind(&device.0[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        if known.is_none() {
-            tx.rollback().await?;
-            return Ok(RevokeOutcome::UnknownDevice);
+        async fn touch_devices(&self, seen: &[(UserId, DeviceId, UnixMs)]) -> Result<(), StoreError> {
+            if seen.is_empty() {
+                return Ok(());
+            }
+            let mut tx = WriteTx::begin(&self.writer).await?;
+            for chunk in seen.chunks(MAX_PARAMS / 3) {
+                let mut q = QueryBuilder::<Sqlite>::new(
+                    "UPDATE devices SET last_seen = max(devices.last_seen, v.column3) FROM (",
+                );
+                q.push_values(chunk, |mut b, (user, device, at)| {
+                    b.push_bind(&user.0[..])
+                        .push_bind(&device.0[..])
+                        .push_bind(*at);
+                });
+                q.push(") AS v WHERE devices.user_id = v.column1 AND devices.device_id = v.column2");
+                q.build().execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(())
         }
-        let first_use = sqlx::query(
-            "INSERT INTO used_revocations (user_id, device_id, ts, sig, used_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .bind(ts)
-        .bind(&sig[..])
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !first_use {
-            tx.rollback().await?;
-            return Ok(RevokeOutcome::Replayed);
+
+        async fn revoke_device(
+            &self,
+            user: &UserId,
+            device: &DeviceId,
+            ts: UnixMs,
+            sig: &[u8; 64],
+            now: UnixMs,
+        ) -> Result<RevokeOutcome, StoreError> {
+            let mut tx = WriteTx::begin(&self.writer).await?;
+            let known: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?")
+                    .bind(&user.0[..])
+                    .bind(&device.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if known.is_none() {
+                tx.rollback().await?;
+                return Ok(RevokeOutcome::UnknownDevice);
+            }
+            let first_use = sqlx::query(
+                "INSERT INTO used_revocations (user_id, device_id, ts, sig, used_at) \
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&user.0[..])
+            .bind(&device.0[..])
+            .bind(ts)
+            .bind(&sig[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !first_use {
+                tx.rollback().await?;
+                return Ok(RevokeOutcome::Replayed);
+            }
+            sqlx::query(
+                "UPDATE devices SET revoked_at = coalesce(revoked_at, ?) \
+                 WHERE user_id = ? AND device_id = ?",
+            )
+            .bind(now)
+            .bind(&user.0[..])
+            .bind(&device.0[..])
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(RevokeOutcome::Revoked)
         }
-        sqlx::query(
-            "UPDATE devices SET revoked_at = coalesce(revoked_at, ?) \
-             WHERE user_id = ? AND device_id = ?",
-        )
-        .bind(now)
-        .bind(&user.0[..])
-        .bind(&device.0[..])
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(RevokeOutcome::Revoked)
     }
 }
 
@@ -707,7 +627,7 @@ mod tests {
     //! without taking the store down: BAD-INPUTS F2, F3, F5.
 
     use super::*;
-    use crate::store::MigrateMode;
+    use crate::store::{Devices, EventLog, MigrateMode};
     use sqlx::sqlite::SqliteConnectOptions;
     use sqlx::{Connection, SqliteConnection};
     use std::time::Duration;
