@@ -57,7 +57,7 @@ use crate::telemetry::metrics::Metrics;
 use admissions::Admissions;
 use hub::Hub;
 use last_seen::LastSeen;
-use writer::Writer;
+use writer::{WriteHealth, Writer};
 
 /// Entries per generation of the admission memo (it keeps two): 32 bytes an entry,
 /// about 2 MiB at most with the tables' slack.
@@ -78,6 +78,8 @@ pub struct RelayLimits {
     pub burst: u32,
     /// Messages one session's outbound queue holds before it closes with 4009.
     pub outbound_queue: usize,
+    /// Bytes one session's outbound queue holds before it closes with 4009.
+    pub outbound_queue_bytes: usize,
 }
 
 impl RelayLimits {
@@ -90,6 +92,7 @@ impl RelayLimits {
             events_per_sec: limits.events_per_sec,
             burst: limits.burst,
             outbound_queue: limits.outbound_queue,
+            outbound_queue_bytes: limits.outbound_queue_bytes,
         }
     }
 }
@@ -110,6 +113,7 @@ struct Inner {
     publish_rate: Box<dyn RateLimiter<DeviceId>>,
     metrics: Arc<Metrics>,
     limits: RelayLimits,
+    write_health: Arc<WriteHealth>,
 }
 
 impl Relay {
@@ -123,12 +127,14 @@ impl Relay {
         limits: RelayLimits,
         bus: bool,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let hub = Hub::new(limits.outbound_queue);
+        let hub = Hub::new(limits.outbound_queue, limits.outbound_queue_bytes);
+        let write_health = Arc::new(WriteHealth::default());
         let (writer, writer_task) = Writer::spawn(
             store.clone(),
             hub.clone(),
             metrics.clone(),
             limits.outbound_queue,
+            write_health.clone(),
         );
         let admissions =
             Admissions::for_deployment(store.backend(), bus, ADMISSIONS_PER_GENERATION);
@@ -144,6 +150,7 @@ impl Relay {
             last_seen: LastSeen::default(),
             metrics,
             limits,
+            write_health,
         };
         (
             Self {
@@ -215,6 +222,12 @@ impl Relay {
     /// Connections of the store's pool(s) `(in use, idle)`, for metrics.
     pub fn pool_stats(&self) -> (u32, u32) {
         self.inner.store.pool_stats()
+    }
+
+    /// Whether appends are failing now (see [`writer::WriteHealth`]): the last one
+    /// failed, recently, and none succeeded since.
+    pub fn writes_failing(&self) -> bool {
+        self.inner.write_health.failing(crate::clock::unix_ms())
     }
 
     /// Number of live sessions on this instance.

@@ -7,7 +7,8 @@
 //! with load instead of collapsing to one commit per event.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use ferry_proto::b64u;
 use ferry_proto::message::{EventMsg, ServerMessage, format_uuid};
@@ -31,6 +32,39 @@ pub struct WriteRequest {
     pub received: Instant,
 }
 
+/// How long a failed append keeps [`WriteHealth::failing`] true when nothing is
+/// written after it: long enough for retrying clients to renew it while the
+/// database refuses writes, short enough that a server no longer sent traffic (a
+/// load balancer took it out of rotation) reports ready again and is retried.
+pub const FAILURE_HOLD: Duration = Duration::from_secs(10);
+
+/// Whether appends are failing now (a full disk, a read-only or unreachable
+/// database): the writer notes each batch's outcome, and readiness reports it.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    last_failure: AtomicI64,
+    last_success: AtomicI64,
+}
+
+impl WriteHealth {
+    fn succeeded(&self, now: i64) {
+        self.last_success.fetch_max(now, Ordering::AcqRel);
+    }
+
+    fn failed(&self, now: i64) {
+        self.last_failure.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// The last append failed, at most [`FAILURE_HOLD`] before `now` (Unix ms), and
+    /// none succeeded since.
+    pub fn failing(&self, now: i64) -> bool {
+        let failure = self.last_failure.load(Ordering::Acquire);
+        failure != 0
+            && failure >= self.last_success.load(Ordering::Acquire)
+            && now.saturating_sub(failure) < FAILURE_HOLD.as_millis() as i64
+    }
+}
+
 /// Handle to the writer task.
 #[derive(Clone)]
 pub struct Writer {
@@ -44,9 +78,10 @@ impl Writer {
         hub: Hub,
         metrics: Arc<Metrics>,
         queue: usize,
+        health: Arc<WriteHealth>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue.max(MAX_BATCH));
-        let task = tokio::spawn(run(rx, store, hub, metrics));
+        let task = tokio::spawn(run(rx, store, hub, metrics, health));
         (Self { tx }, task)
     }
 
@@ -72,6 +107,7 @@ async fn run(
     store: Arc<dyn Store>,
     hub: Hub,
     metrics: Arc<Metrics>,
+    health: Arc<WriteHealth>,
 ) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
@@ -84,7 +120,12 @@ async fn run(
             waiting.push((req.reply, req.received));
         }
         metrics.batch_size.observe(events.len() as f64);
-        match store.append(&events).await {
+        let result = store.append(&events).await;
+        match &result {
+            Ok(_) => health.succeeded(crate::clock::unix_ms()),
+            Err(_) => health.failed(crate::clock::unix_ms()),
+        }
+        match result {
             Ok(outcomes) => {
                 for ((ev, (reply, received)), outcome) in
                     events.iter().zip(waiting.drain(..)).zip(outcomes)

@@ -272,7 +272,14 @@ impl Ctx {
     async fn revoke(&self, rid: Option<Rid>, device: DeviceId, ts: u64, sig: [u8; 64]) -> Replies {
         let app = &self.app;
         match app.relay.revoke(&self.user, &device, ts, &sig).await {
-            Ok(()) => Replies::one(ServerMessage::Ok { rid }),
+            Ok(()) => {
+                let mut r = Replies::one(ServerMessage::Ok { rid });
+                // The device revoked itself: its `ok` goes out before the 4003 close.
+                if device == self.device {
+                    r.close = Some(CloseCode::Revoked);
+                }
+                r
+            }
             Err(RevokeError::Refused) => {
                 error(app, rid, ErrorCode::Forbidden, "revocation refused")
             }
