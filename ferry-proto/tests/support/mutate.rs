@@ -458,7 +458,7 @@ fn replacement() -> impl Strategy<Value = Replacement> {
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Float),
         2 => any::<Index>().prop_map(Number),
-        1 => (-3i64..=3).prop_map(Delta),
+        3 => (-3i64..=3).prop_map(Delta),
         1 => any::<i64>().prop_map(Delta),
         1 => "\\PC{0,12}".prop_map(Str),
         2 => any::<Index>().prop_map(Word),
@@ -471,7 +471,7 @@ fn replacement() -> impl Strategy<Value = Replacement> {
         1 => Just(B64Padded),
         1 => Just(B64Standard),
         1 => Just(B64SpareBits),
-        2 => any::<u64>().prop_map(B64Other),
+        3 => any::<u64>().prop_map(B64Other),
     ]
 }
 
