@@ -161,6 +161,7 @@ fn try_expand(
     prk.expand_multi_info(info, out)
 }
 
+/// [`try_expand`] for the derivations' own lengths (at most 32 bytes).
 fn expand(prk: &Hkdf<Sha256>, info: &[&[u8]], out: &mut [u8]) {
     try_expand(prk, info, out).expect("output lengths here are far below 255 * 32");
 }
