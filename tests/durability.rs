@@ -499,14 +499,16 @@ async fn postgres_connections_terminated_under_load_lose_no_acked_event() {
         assert!(terminated > 0, "no connection of the server was terminated");
         let mut checker = connect(&relay.ws_url(), user.device()).await;
         let found = verify_and_retry(&mut checker, &ledger).await;
-        let l = ledger.lock().unwrap();
-        assert_eq!(l.acked.len(), l.sent.len(), "every retry was acked");
+        let unavailable = {
+            let l = ledger.lock().unwrap();
+            assert_eq!(l.acked.len(), l.sent.len(), "every retry was acked");
+            l.unavailable
+        };
         eprintln!(
-            "postgres: {terminated} connections terminated; head {}, {} acked, {} \
-             unavailable replies, {} stored without ack, {} retried",
-            found.head, found.acked, l.unavailable, found.stored_unacked, found.lost_unacked
+            "postgres: {terminated} connections terminated; head {}, {} acked, \
+             {unavailable} unavailable replies, {} stored without ack, {} retried",
+            found.head, found.acked, found.stored_unacked, found.lost_unacked
         );
-        drop(l);
         relay.kill().await;
         db.finish("postgres_connections_terminated_under_load_lose_no_acked_event")
             .await;

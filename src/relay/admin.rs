@@ -4,7 +4,6 @@
 use ferry_proto::CloseCode;
 
 use super::Relay;
-use crate::clock::unix_ms;
 use crate::model::{DeviceId, ErasedCounts, RevokeOutcome, StoreStats, UserId, UserSummary};
 use crate::store::StoreError;
 
@@ -73,7 +72,7 @@ impl Relay {
     /// sessions are told. `false` when the user has no such device; revoking a
     /// revoked device again succeeds.
     pub async fn force_revoke(&self, user: &UserId, device: &DeviceId) -> Result<bool, StoreError> {
-        let now = unix_ms();
+        let now = self.inner.clock.unix_ms();
         match self
             .inner
             .store

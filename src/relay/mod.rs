@@ -47,6 +47,7 @@ pub use hub::{Outbound, SessionHandle, SessionLink};
 pub use ops::{Prepared, PublishRefusal, REVOKE_WINDOW_MS, RevokeError};
 pub use sessions::{Admission, Joined};
 
+use crate::clock::SharedClock;
 use crate::limits::{KeyedGcra, RateLimiter};
 use crate::model::DeviceId;
 use crate::store::{Backend, MigrationStatus, Store};
@@ -114,18 +115,21 @@ struct Inner {
     metrics: Arc<Metrics>,
     limits: RelayLimits,
     write_health: Arc<WriteHealth>,
+    clock: SharedClock,
 }
 
 impl Relay {
     /// Builds the core on an open store and starts its group-commit writer (the
     /// returned task ends once every `Relay` handle is dropped, after the batch it
     /// holds is committed). `bus` says whether the cross-instance bus will be
-    /// connected, which turns the admission memo off.
+    /// connected, which turns the admission memo off. Decisions read the time from
+    /// `clock`.
     pub fn new(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         limits: RelayLimits,
         bus: bool,
+        clock: SharedClock,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let hub = Hub::new(limits.outbound_queue, limits.outbound_queue_bytes);
         let write_health = Arc::new(WriteHealth::default());
@@ -135,6 +139,7 @@ impl Relay {
             metrics.clone(),
             limits.outbound_queue,
             write_health.clone(),
+            clock.clone(),
         );
         let admissions =
             Admissions::for_deployment(store.backend(), bus, ADMISSIONS_PER_GENERATION);
@@ -151,6 +156,7 @@ impl Relay {
             metrics,
             limits,
             write_health,
+            clock,
         };
         (
             Self {
@@ -227,7 +233,7 @@ impl Relay {
     /// Whether appends are failing now (see [`writer::WriteHealth`]): the last one
     /// failed, recently, and none succeeded since.
     pub fn writes_failing(&self) -> bool {
-        self.inner.write_health.failing(crate::clock::unix_ms())
+        self.inner.write_health.failing(self.inner.clock.unix_ms())
     }
 
     /// Number of live sessions on this instance.

@@ -79,9 +79,10 @@ impl Writer {
         metrics: Arc<Metrics>,
         queue: usize,
         health: Arc<WriteHealth>,
+        clock: crate::clock::SharedClock,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue.max(MAX_BATCH));
-        let task = tokio::spawn(run(rx, store, hub, metrics, health));
+        let task = tokio::spawn(run(rx, store, hub, metrics, health, clock));
         (Self { tx }, task)
     }
 
@@ -108,6 +109,7 @@ async fn run(
     hub: Hub,
     metrics: Arc<Metrics>,
     health: Arc<WriteHealth>,
+    clock: crate::clock::SharedClock,
 ) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
@@ -122,8 +124,8 @@ async fn run(
         metrics.batch_size.observe(events.len() as f64);
         let result = store.append(&events).await;
         match &result {
-            Ok(_) => health.succeeded(crate::clock::unix_ms()),
-            Err(_) => health.failed(crate::clock::unix_ms()),
+            Ok(_) => health.succeeded(clock.unix_ms()),
+            Err(_) => health.failed(clock.unix_ms()),
         }
         match result {
             Ok(outcomes) => {

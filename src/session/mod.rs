@@ -28,7 +28,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{Instrument as _, debug, info_span, warn};
 
 use crate::app::App;
-use crate::clock::unix_ms;
 use crate::model::{DeviceCert, DeviceId, UserId};
 use crate::net::ConnSlot;
 use crate::relay::{Admission, Joined, Outbound, SessionHandle};
@@ -171,7 +170,7 @@ where
                 .unwrap_or(started + limits.handshake_timeout);
             let result = tokio::select! {
                 msg = self.ws.next() => match msg {
-                    Some(Ok(Message::Text(text))) => hs.handle_text(text.as_str(), (unix_ms() / 1000) as u64),
+                    Some(Ok(Message::Text(text))) => hs.handle_text(text.as_str(), (self.app.clock.unix_ms() / 1000) as u64),
                     Some(Ok(Message::Binary(_))) => hs.handle_binary(),
                     Some(Ok(Message::Close(_))) | None => {
                         // The client gave up (or was never a client): counted, so a
@@ -263,7 +262,7 @@ where
             user: handle.user().to_string(),
             device: handle.device().to_string(),
             head,
-            server_time: unix_ms(),
+            server_time: self.app.clock.unix_ms(),
             limits: WireLimits {
                 max_payload: limits.max_payload as u64,
                 max_ttl: limits.max_ttl.as_secs(),
