@@ -730,9 +730,6 @@ impl Shared {
             Incoming::Error { code, message } => {
                 warn!(code = code.as_str(), %message, "server error without a request id");
             }
-            Incoming::Closed(ClientError::Closed(code)) if code == CloseCode::Erased.as_u16() => {
-                let _ = self.live.send(Live::Erased);
-            }
             Incoming::Closed(_) => {}
         }
     }
@@ -758,6 +755,10 @@ async fn supervise(shared: Arc<Shared>, first: Connection, mut stop: oneshot::Re
                 }
             }
         };
+        if reason.is_erased() {
+            // The user's log is gone: streams start again from seq 0.
+            let _ = shared.live.send(Live::Erased);
+        }
         if reason.is_final() {
             info!(reason = %reason, "connection ended for good");
             shared.set_final(reason);
