@@ -428,8 +428,19 @@ async fn a_server_paused_past_the_idle_timeout_resumes_without_loss() {
             t.await.unwrap();
         }
         // The same process serves on: a checker finds every ack in the log and
-        // retries what was not acked.
+        // retries what was not acked. Publishes of the sessions the pause ended may
+        // still be committing (their acks are lost, the events may land): wait until
+        // the log stops moving first.
         let mut checker = connect(&relay.ws_url(), user.device()).await;
+        let mut last = u64::MAX;
+        for _ in 0..50 {
+            let (_, head) = checker.sync_all(1000).await;
+            if head == last {
+                break;
+            }
+            last = head;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let found = verify_and_retry(&mut checker, &ledger).await;
         {
             let l = ledger.lock().unwrap();
