@@ -18,6 +18,8 @@ pub(crate) struct ServerSpec {
     pub(crate) exe: PathBuf,
     /// The main listener (`/v1/ws`, `/health/ready`).
     pub(crate) addr: SocketAddr,
+    /// The admin listener (`/metrics`).
+    pub(crate) admin: SocketAddr,
     /// Environment variables on top of the inherited ones.
     pub(crate) env: Vec<(String, String)>,
     /// Where its stderr goes (appended).
@@ -50,6 +52,7 @@ impl ServerSpec {
         Ok(Self {
             exe,
             addr,
+            admin,
             env,
             log: data_dir.join("server.log"),
         })
@@ -76,6 +79,11 @@ impl ServerSpec {
     /// The WebSocket URL.
     pub(crate) fn ws_url(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// The Prometheus endpoint.
+    pub(crate) fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.admin)
     }
 
     /// Whether `GET /health/ready` answers 200 now.

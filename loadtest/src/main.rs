@@ -9,6 +9,7 @@
 //! ferry-load sync      --events N --payload P
 //! ferry-load baseline  --mode echo|broadcast --port PORT
 //! ferry-load crash     [--backend sqlite|postgres] [--cycles N] [--seed S]
+//! ferry-load flood     [--max-connections N] [--max-per-ip N] [--hold D]
 //! ```
 //!
 //! Every scenario runs for a fixed duration or count, prints a progress line on
@@ -25,6 +26,7 @@ mod child;
 mod common;
 mod crash;
 mod durability;
+mod flood;
 mod handshake;
 mod idle;
 mod keys;
@@ -65,6 +67,8 @@ enum Command {
     Baseline(baseline::BaselineArgs),
     /// N kill -9 cycles of a `ferry serve` child under publishing: acked events durable?
     Crash(crash::CrashArgs),
+    /// Idle, HTTP/2-preface and slowloris connections up to the caps; client latency quiet vs flooded.
+    Flood(flood::FloodArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
                         Command::Sync(a) => sync::run(&a).await,
                         Command::Baseline(a) => baseline::run(&a).await.map(|()| true),
                         Command::Crash(a) => crash::run(&a).await,
+                        Command::Flood(a) => flood::run(&a).await,
                         Command::Keys(_) | Command::ServeEnv(_) => unreachable!("handled above"),
                     }
                 }),
