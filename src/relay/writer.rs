@@ -18,7 +18,8 @@ compile_error!(
 );
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use ferry_proto::b64u;
 use ferry_proto::message::{EventMsg, ServerMessage, format_uuid};
@@ -42,6 +43,39 @@ pub struct WriteRequest {
     pub received: Instant,
 }
 
+/// How long a failed append keeps [`WriteHealth::failing`] true when nothing is
+/// written after it: long enough for retrying clients to renew it while the
+/// database refuses writes, short enough that a server no longer sent traffic (a
+/// load balancer took it out of rotation) reports ready again and is retried.
+pub const FAILURE_HOLD: Duration = Duration::from_secs(10);
+
+/// Whether appends are failing now (a full disk, a read-only or unreachable
+/// database): the writer notes each batch's outcome, and readiness reports it.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    last_failure: AtomicI64,
+    last_success: AtomicI64,
+}
+
+impl WriteHealth {
+    fn succeeded(&self, now: i64) {
+        self.last_success.fetch_max(now, Ordering::AcqRel);
+    }
+
+    fn failed(&self, now: i64) {
+        self.last_failure.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// The last append failed, at most [`FAILURE_HOLD`] before `now` (Unix ms), and
+    /// none succeeded since.
+    pub fn failing(&self, now: i64) -> bool {
+        let failure = self.last_failure.load(Ordering::Acquire);
+        failure != 0
+            && failure >= self.last_success.load(Ordering::Acquire)
+            && now.saturating_sub(failure) < FAILURE_HOLD.as_millis() as i64
+    }
+}
+
 /// Handle to the writer task.
 #[derive(Clone)]
 pub struct Writer {
@@ -55,9 +89,11 @@ impl Writer {
         hub: Hub,
         metrics: Arc<Metrics>,
         queue: usize,
+        health: Arc<WriteHealth>,
+        clock: crate::clock::SharedClock,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue.max(MAX_BATCH));
-        let task = tokio::spawn(run(rx, store, hub, metrics));
+        let task = tokio::spawn(run(rx, store, hub, metrics, health, clock));
         (Self { tx }, task)
     }
 
@@ -83,6 +119,8 @@ async fn run(
     store: Arc<dyn Store>,
     hub: Hub,
     metrics: Arc<Metrics>,
+    health: Arc<WriteHealth>,
+    clock: crate::clock::SharedClock,
 ) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
@@ -97,7 +135,12 @@ async fn run(
         metrics.batch_size.observe(events.len() as f64);
         #[cfg(feature = "fault-ack-before-commit")]
         fault::ack_before_commit(store.as_ref(), &events, &mut waiting).await;
-        match store.append(&events).await {
+        let result = store.append(&events).await;
+        match &result {
+            Ok(_) => health.succeeded(clock.unix_ms()),
+            Err(_) => health.failed(clock.unix_ms()),
+        }
+        match result {
             Ok(outcomes) => {
                 for ((ev, (reply, received)), outcome) in
                     events.iter().zip(waiting.drain(..)).zip(outcomes)
