@@ -10,7 +10,8 @@
 //! the quiet server first, then under the flood, and reported side by side. Every
 //! flood connection watches for the server closing it and records when; what is
 //! still open at the end of `--hold` is reported as such. Last, a saturation probe
-//! fills the remaining global slots and tries a few more handshakes.
+//! fills the remaining global slots, tries a few more handshakes and publishes, and
+//! then a handshake every 250 ms until one succeeds (at most `--lockout-max`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::watch;
 
 use crate::child::{ServerSpec, TempDir};
 use crate::common::{failures_line, say};
@@ -54,6 +56,10 @@ pub(crate) struct FloodArgs {
     /// Publishes the client times in each phase (one at a time, each to its ack).
     #[arg(long, default_value_t = 200)]
     pub(crate) publishes: u32,
+    /// Once every global slot is taken, how long the client keeps trying to get a
+    /// session (a handshake every 250 ms).
+    #[arg(long, default_value = "20s", value_parser = stats::parse_duration)]
+    pub(crate) lockout_max: Duration,
     /// Keep the data directory and the server's log.
     #[arg(long)]
     pub(crate) keep: bool,
@@ -175,6 +181,30 @@ async fn probe(
     p
 }
 
+/// Tries a handshake every 250 ms for at most `max`: how long until one succeeded
+/// (`None`: none did), and how many were tried.
+async fn lockout(
+    target: &Target,
+    pin: ServerPin,
+    dev: &DeviceCredentials,
+    max: Duration,
+) -> (Option<Duration>, u32) {
+    let started = Instant::now();
+    let mut attempts = 0;
+    while started.elapsed() < max {
+        attempts += 1;
+        match net::connect(target, None, dev.clone(), pin, Duration::from_secs(2)).await {
+            Ok(s) => {
+                let took = started.elapsed();
+                s.close().await;
+                return (Some(took), attempts);
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    (None, attempts)
+}
+
 /// Opens a TCP connection from `source`.
 async fn open_from(source: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream> {
     let sock = TcpSocket::new_v4()?;
@@ -184,8 +214,15 @@ async fn open_from(source: IpAddr, to: SocketAddr) -> std::io::Result<TcpStream>
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
 }
 
-/// Holds one flood connection until `until`; returns when the server closed it.
-async fn hold(kind: Kind, mut tcp: TcpStream, host: String, until: tokio::time::Instant) -> Fate {
+/// Holds one flood connection until `until` or `stop`; returns when the server
+/// closed it.
+async fn hold(
+    kind: Kind,
+    mut tcp: TcpStream,
+    host: String,
+    until: tokio::time::Instant,
+    mut stop: watch::Receiver<bool>,
+) -> Fate {
     let opened = Instant::now();
     let request = format!(
         "GET /v1/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -213,6 +250,7 @@ async fn hold(kind: Kind, mut tcp: TcpStream, host: String, until: tokio::time::
                 sent += 1;
             }
             () = tokio::time::sleep_until(until) => return Fate { kind, closed_after: None },
+            _ = stop.changed() => return Fate { kind, closed_after: None },
         }
     }
 }
@@ -376,7 +414,10 @@ async fn flood(
 
     // The flood: every connection in its own task, opened 64 at a time.
     let flood_started = Instant::now();
-    let until = tokio::time::Instant::now() + args.hold + Duration::from_secs(5);
+    let hold_end = tokio::time::Instant::now() + args.hold;
+    // A bound on every flood connection's life; `stop` ends them all earlier.
+    let until = hold_end + args.lockout_max + Duration::from_secs(60);
+    let (stop_tx, stop) = watch::channel(false);
     let host = spec.addr.to_string();
     let failed_connects = Arc::new(Mutex::new([0u64; 3]));
     let conns: Vec<(IpAddr, Kind)> = sources
@@ -387,11 +428,11 @@ async fn flood(
         .collect();
     let tasks: Vec<tokio::task::JoinHandle<Fate>> = futures_util::stream::iter(conns)
         .map(|(ip, kind)| {
-            let (host, failed) = (host.clone(), failed_connects.clone());
+            let (host, failed, stop) = (host.clone(), failed_connects.clone(), stop.clone());
             let to = spec.addr;
             async move {
                 match open_from(ip, to).await {
-                    Ok(tcp) => Some(tokio::spawn(hold(kind, tcp, host, until))),
+                    Ok(tcp) => Some(tokio::spawn(hold(kind, tcp, host, until, stop))),
                     Err(_) => {
                         failed.lock().expect("counts")[kind as usize] += 1;
                         None
@@ -410,7 +451,13 @@ async fn flood(
         if n == args.max_per_ip
             && let Ok(tcp) = open_from(ip, spec.addr).await
         {
-            over_ip.push(tokio::spawn(hold(Kind::Idle, tcp, host.clone(), until)));
+            over_ip.push(tokio::spawn(hold(
+                Kind::Idle,
+                tcp,
+                host.clone(),
+                until,
+                stop.clone(),
+            )));
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -441,7 +488,7 @@ async fn flood(
 
     // Hold, reporting how many flood connections the server still keeps open.
     let mut last_live = 0;
-    while tokio::time::Instant::now() + Duration::from_secs(5) < until {
+    while tokio::time::Instant::now() + Duration::from_secs(5) <= hold_end {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let body = crate::progress::http_get(&spec.metrics_url())
             .await
@@ -466,7 +513,13 @@ async fn flood(
         let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 1, v4.octets()[3]));
         for _ in 0..n {
             if let Ok(tcp) = open_from(ip, spec.addr).await {
-                filler.push(tokio::spawn(hold(Kind::Idle, tcp, host.clone(), until)));
+                filler.push(tokio::spawn(hold(
+                    Kind::Idle,
+                    tcp,
+                    host.clone(),
+                    until,
+                    stop.clone(),
+                )));
             }
         }
     }
@@ -477,6 +530,21 @@ async fn flood(
     );
     let saturated = probe(&target, pin, hs_dev, pub_dev, 5, 5).await;
     say(json, &saturated.line("cap full"));
+    let (lockout, attempts) = lockout(&target, pin, hs_dev, args.lockout_max).await;
+    say(
+        json,
+        &match lockout {
+            Some(d) => format!(
+                "cap full: the client's first session after {:.1} s ({attempts} attempts)",
+                d.as_secs_f64()
+            ),
+            None => format!(
+                "cap full: the client still had no session after {:.1} s ({attempts} attempts)",
+                args.lockout_max.as_secs_f64()
+            ),
+        },
+    );
+    let _ = stop_tx.send(true);
 
     let mut fates = Vec::new();
     for t in tasks {
@@ -533,6 +601,9 @@ async fn flood(
             "quiet": quiet,
             "flood": flooded,
             "cap_full": saturated,
+            "cap_full_first_session_secs": lockout.map(|d| d.as_secs_f64()),
+            "cap_full_attempts": attempts,
+            "lockout_max_secs": args.lockout_max.as_secs_f64(),
             "flood_by_kind": by_kind.iter().map(|(k, r)| json!({ "kind": k, "report": r })).collect::<Vec<_>>(),
             "over_cap": over,
             "still_open": still_open,
@@ -620,7 +691,8 @@ mod tests {
             .await
             .unwrap();
         let until = tokio::time::Instant::now() + Duration::from_secs(30);
-        let fate = hold(Kind::H2Preface, tcp, addr.to_string(), until).await;
+        let (_stop_tx, stop) = watch::channel(false);
+        let fate = hold(Kind::H2Preface, tcp, addr.to_string(), until, stop).await;
         assert_eq!(server.await.unwrap(), H2_PREFACE);
         assert!(fate.closed_after.is_some());
     }
