@@ -5,6 +5,17 @@
 //! There is no timer: a lone event is written at once, and under load the events
 //! that arrive while one transaction commits form the next batch. Throughput grows
 //! with load instead of collapsing to one commit per event.
+//!
+//! The test-only feature `fault-ack-before-commit` breaks the rule on purpose: it
+//! acks a batch before its transaction commits, so that the crash campaign
+//! (`ferry-load crash`) can show that its checker catches lost acked events. It does
+//! not compile into release builds.
+
+#[cfg(all(feature = "fault-ack-before-commit", not(debug_assertions)))]
+compile_error!(
+    "the feature fault-ack-before-commit acks events before they are durable; \
+     it exists only for the crash campaign's self-test and never builds in release"
+);
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -122,6 +133,8 @@ async fn run(
             waiting.push((req.reply, req.received));
         }
         metrics.batch_size.observe(events.len() as f64);
+        #[cfg(feature = "fault-ack-before-commit")]
+        fault::ack_before_commit(store.as_ref(), &events, &mut waiting).await;
         let result = store.append(&events).await;
         match &result {
             Ok(_) => health.succeeded(clock.unix_ms()),
@@ -154,6 +167,51 @@ async fn run(
             }
         }
         events.clear();
+    }
+}
+
+/// The deliberate defect behind the feature `fault-ack-before-commit`.
+#[cfg(feature = "fault-ack-before-commit")]
+mod fault {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::oneshot;
+
+    use crate::model::UserId;
+    use crate::store::{AppendOutcome, NewEvent, Store, StoreError};
+
+    /// How long the commit waits after the early acks: long enough for a `kill -9`
+    /// to land between the acks and the commit.
+    const COMMIT_DELAY: Duration = Duration::from_millis(150);
+
+    type Waiting = Vec<(oneshot::Sender<Result<AppendOutcome, StoreError>>, Instant)>;
+
+    /// Acks every event of the batch as stored, with the seq it would get (the
+    /// user's head plus its place in the batch; no duplicates or conflicts are
+    /// looked for), then waits [`COMMIT_DELAY`] before the caller commits. The
+    /// callers' reply channels are replaced by closed ones, so the real outcomes
+    /// go nowhere.
+    pub(super) async fn ack_before_commit(
+        store: &dyn Store,
+        events: &[NewEvent],
+        waiting: &mut Waiting,
+    ) {
+        let mut next: HashMap<UserId, u64> = HashMap::new();
+        for (ev, (reply, _)) in events.iter().zip(waiting.iter_mut()) {
+            let seq = match next.get(&ev.user) {
+                Some(&seq) => seq,
+                None => match store.head(&ev.user).await {
+                    Ok(head) => head + 1,
+                    Err(_) => return,
+                },
+            };
+            next.insert(ev.user, seq + 1);
+            let (closed, _) = oneshot::channel();
+            let early = std::mem::replace(reply, closed);
+            let _ = early.send(Ok(AppendOutcome::Stored { seq, ts: ev.ts }));
+        }
+        tokio::time::sleep(COMMIT_DELAY).await;
     }
 }
 
