@@ -42,6 +42,11 @@ const LOAD_LIMITS: &[(&str, &str, &str)] = &[
         "65536",
         "queued messages per session before 4009",
     ),
+    (
+        "FERRY_LIMITS_OUTBOUND_QUEUE_BYTES",
+        "268435456",
+        "and their bytes (64 KiB payloads queue up fast)",
+    ),
 ];
 
 /// A fresh random key seed.
