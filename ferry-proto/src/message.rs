@@ -257,12 +257,16 @@ fn malformed_envelope(bytes: &[u8]) -> RequestError {
         code: ErrorCode::BadRequest,
         message: "not a JSON object".into(),
     };
-    let Ok(mut object) =
-        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes)
-    else {
+    // Only `rid` is read; every other member is skipped unparsed (a number out of
+    // range, a repeated `type`, anything).
+    #[derive(Deserialize)]
+    struct RidOnly {
+        rid: Option<serde_json::Value>,
+    }
+    let Ok(object) = serde_json::from_slice::<RidOnly>(bytes) else {
         return not_object();
     };
-    match parse_rid(object.remove("rid")) {
+    match parse_rid(object.rid) {
         Ok(rid) => bad(&rid, "type must be one string"),
         Err(e) => e,
     }
@@ -674,7 +678,7 @@ mod tests {
 
     #[test]
     fn a_type_that_is_not_a_string_is_a_bad_request_with_its_rid() {
-        for ty in ["7", "[1,2]", "{}", "true", r#"["publish"]"#] {
+        for ty in ["7", "[1,2]", "{}", "true", r#"["publish"]"#, "1e400"] {
             for (rid, want) in [
                 (r#""abc""#, Some(Rid::Str("abc".into()))),
                 ("42", Some(Rid::Int(42))),
