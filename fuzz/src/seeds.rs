@@ -139,9 +139,8 @@ fn request() -> Vec<Seed> {
     let requests = [
         (
             "publish",
-            format!(
-                r#"{{"type":"publish","rid":"p1","id":"0192f0c4-7a6e-7cc0-8a3b-5b2f3d4e5f60","payload":"aGVsbG8","key":"a2V5","base":3,"ttl":60}}"#
-            ),
+            r#"{"type":"publish","rid":"p1","id":"0192f0c4-7a6e-7cc0-8a3b-5b2f3d4e5f60","payload":"aGVsbG8","key":"a2V5","base":3,"ttl":60}"#
+                .to_string(),
         ),
         (
             "publish-ephemeral",

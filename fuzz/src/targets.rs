@@ -190,7 +190,7 @@ pub fn handshake(data: &[u8]) {
                 "an accepted client_auth gave other session keys"
             );
         }
-        2 | 3 | 4 => {
+        2..=4 => {
             let mut server = f.server_awaiting_device_check();
             match mode % 8 {
                 3 => {
