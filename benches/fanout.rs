@@ -145,7 +145,7 @@ fn single(c: &mut Criterion) {
     for sessions in [1usize, 3, 10] {
         g.throughput(Throughput::Elements(sessions as u64));
 
-        let hub = Hub::new(QUEUE);
+        let hub = Hub::new(QUEUE, usize::MAX);
         let mut links: Vec<_> = (0..sessions)
             .map(|d| hub.register(target, device(0, d), &root))
             .collect();
@@ -239,7 +239,7 @@ fn batch(c: &mut Criterion) {
     let deliveries: u64 = per_batch.iter().sum();
     assert_eq!(deliveries, (BATCH * (DEVICES - 1)) as u64);
 
-    let hub = Hub::new(QUEUE);
+    let hub = Hub::new(QUEUE, usize::MAX);
     let mut links: Vec<_> = (0..USERS * DEVICES)
         .map(|s| hub.register(user(s / DEVICES), device(s / DEVICES, s % DEVICES), &root))
         .collect();

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::keys::ServerKey;
 use crate::limits::{ConnLimiter, KeyedGcra, RestLimiters};
@@ -30,6 +31,8 @@ pub struct App {
     pub auth: Arc<Auth>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Where decisions read the time (the system's, or a test's).
+    pub clock: SharedClock,
     /// Concurrent connection caps.
     pub conns: Arc<ConnLimiter>,
     /// Handshake rate per IP.

@@ -1,9 +1,19 @@
 //! Accepting connections: connection caps, optional TLS, HTTP/1.1 and HTTP/2 with
-//! upgrades, and graceful shutdown of each connection.
+//! upgrades, deadlines for connections that send no request, and graceful shutdown
+//! of each connection.
+//!
+//! Every accepted connection must start a request within `limits.handshake_timeout`
+//! (a connection that sends nothing, or only an HTTP/2 preface, is closed then), and
+//! a connection with no request in progress — an idle keep-alive connection, an
+//! HTTP/2 connection with no open stream — is closed after `limits.http_idle_timeout`.
+//! So a connection holds its slot in the caps only while it is used: idle sockets
+//! from many addresses cannot keep the caps full. An upgraded WebSocket leaves
+//! these deadlines behind; the session has its own (handshake and idle timeouts).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -117,24 +127,122 @@ async fn serve_conn<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::new());
+    let seen = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         if let Some(slot) = &slot {
             req.extensions_mut().insert(slot.clone());
         }
-        router.clone().oneshot(req)
+        let request = seen.begin();
+        let response = router.clone().oneshot(req);
+        async move {
+            let _request = request;
+            response.await
+        }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                debug!(%peer, error = %e, "connection ended with an error");
+    let limits = &app.config.limits;
+    loop {
+        let deadline = activity.deadline(limits.handshake_timeout, limits.http_idle_timeout);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = app.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(app.config.server.shutdown_deadline, conn).await;
+                return;
+            }
+            // A request started or ended: the deadline moves.
+            _ = activity.changed.notified() => continue,
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                // Only a deadline that still holds ends the connection: a request may
+                // have started or ended meanwhile.
+                if activity.deadline(limits.handshake_timeout, limits.http_idle_timeout) > Instant::now() {
+                    continue;
+                }
+                let state = if activity.requests() == 0 { "no_request" } else { "idle" };
+                app.metrics
+                    .connections_idle_closed
+                    .with_label_values(&[state])
+                    .inc();
+                debug!(%peer, state, "closing a connection without requests");
+                conn.as_mut().graceful_shutdown();
+                // A connection that never sent a request has nothing to finish.
+                let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, conn).await;
+                return;
             }
         }
-        _ = app.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(app.config.server.shutdown_deadline, conn).await;
+    }
+}
+
+/// How long a connection closed for idleness may take to finish (an HTTP/2 GOAWAY,
+/// a half-written response) before it is dropped.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What a connection's requests are doing, for its deadlines: how many started, how
+/// many are in progress, and when the last one ended.
+struct Activity {
+    accepted: Instant,
+    started: AtomicU64,
+    in_progress: AtomicUsize,
+    /// Milliseconds after `accepted` when the last request ended.
+    last_end_ms: AtomicU64,
+    /// Told when a request starts or ends (a permit is kept until the watchdog
+    /// waits, so no change is missed).
+    changed: tokio::sync::Notify,
+}
+
+/// A request in progress; ending it (dropping this) starts the idle clock.
+struct InProgress(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            accepted: Instant::now(),
+            started: AtomicU64::new(0),
+            in_progress: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+
+    fn begin(self: &Arc<Self>) -> InProgress {
+        self.started.fetch_add(1, Ordering::AcqRel);
+        self.in_progress.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+        InProgress(self.clone())
+    }
+
+    fn requests(&self) -> u64 {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// When the connection is to be closed if nothing happens: `first` after the
+    /// accept while no request started, `idle` after the last request ended while
+    /// none is in progress, and never (re-checked every `idle`) while one is.
+    fn deadline(&self, first: Duration, idle: Duration) -> Instant {
+        if self.in_progress.load(Ordering::Acquire) > 0 {
+            return Instant::now() + idle;
+        }
+        if self.requests() == 0 {
+            return self.accepted + first;
+        }
+        let ended = Duration::from_millis(self.last_end_ms.load(Ordering::Acquire));
+        self.accepted + ended + idle
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let ms = self.0.accepted.elapsed().as_millis() as u64;
+        self.0.last_end_ms.fetch_max(ms, Ordering::AcqRel);
+        self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_one();
     }
 }

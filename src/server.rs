@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::auth::Auth;
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::keys::{self, KeyOrigin, ServerKey};
 use crate::limits::{ConnLimiter, KeyedGcra, RestLimiters};
@@ -78,6 +79,16 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    run_with(config, listeners, shutdown, crate::clock::system()).await
+}
+
+/// [`run`] with the decisions reading the time from `clock` (tests jump it).
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+    clock: SharedClock,
+) -> Result<(), ServerError> {
     let (key, origin) = keys::load_or_create(config.key_settings())?;
     if let KeyOrigin::Generated(path) = &origin {
         info!(path = %path.display(), public_key = %key.public_b64u(), "created a new server key");
@@ -104,7 +115,7 @@ pub async fn run(
         }
         None => None,
     };
-    let (app, writer_task) = build_app(config, key, store);
+    let (app, writer_task) = build_app_with(config, key, store, clock);
     if let Some(url) = app.config.redis_url.clone() {
         app.relay
             .connect_bus(&url.0, app.shutdown.clone(), &app.tracker)
@@ -174,6 +185,16 @@ pub fn build_app(
     key: ServerKey,
     store: Arc<dyn Store>,
 ) -> (App, tokio::task::JoinHandle<()>) {
+    build_app_with(config, key, store, crate::clock::system())
+}
+
+/// [`build_app`] with the decisions reading the time from `clock`.
+pub fn build_app_with(
+    config: Config,
+    key: ServerKey,
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+) -> (App, tokio::task::JoinHandle<()>) {
     let limits = &config.limits;
     let metrics = Arc::new(Metrics::new());
     let (relay, writer_task) = Relay::new(
@@ -181,8 +202,16 @@ pub fn build_app(
         metrics.clone(),
         RelayLimits::from_config(limits),
         config.redis_url.is_some(),
+        clock.clone(),
     );
-    let auth = Auth::new(&key, &config.auth, &config.admin, store, relay.clone());
+    let auth = Auth::new(
+        &key,
+        &config.auth,
+        &config.admin,
+        store,
+        relay.clone(),
+        clock.clone(),
+    );
     let app = App {
         auth: Arc::new(auth),
         rest_limits: Arc::new(RestLimiters::new(
@@ -200,6 +229,7 @@ pub fn build_app(
         )),
         relay,
         metrics,
+        clock,
         key: Arc::new(key),
         verified_certs: Arc::new(ferry_proto::handshake::VerifiedCerts::new(
             crate::app::VERIFIED_CERTS_PER_GENERATION,

@@ -261,7 +261,8 @@ admin_test!(disconnect_revoke_and_erase, |srv, api, read, write| {
     assert_eq!(counts["devices"], 2);
     assert_eq!(counts["sessions_closed"], 1);
     assert!(counts["refresh_tokens"].as_u64().unwrap() >= 2);
-    assert_eq!(expect_close(&mut wa.ws).await, Closed::Code(4003));
+    // 4012, erased: the device is not revoked (4003 would tell it to wipe its keys).
+    assert_eq!(expect_close(&mut wa.ws).await, Closed::Code(4012));
     api.get("/v1/me", Some(&ta.access))
         .await
         .error(401, "unauthorized");
@@ -292,6 +293,84 @@ admin_test!(disconnect_revoke_and_erase, |srv, api, read, write| {
         .await;
     assert_eq!(r.ok()["user"]["devices"], 1, "{}", r.text);
     assert_eq!(r.json["user"]["head"], 0);
+});
+
+// A stolen device is revoked, then the account wiped: the revocation outlives the
+// erasure, whether an operator revoked it or the user did with a signed revocation.
+// A device that was not revoked may come back (to an empty log).
+admin_test!(revocations_outlive_erasure, |srv, api, read, write| {
+    let user = TestUser::random();
+    let kept = user.device();
+    let by_admin = user.device();
+    let by_user = user.device();
+    for d in [&kept, &by_admin, &by_user] {
+        login(&api, d).await;
+    }
+    let u = b64u::encode(user.key.verifying_key().as_bytes());
+    let admin_key = b64u::encode(by_admin.device_key.verifying_key().as_bytes());
+    api.admin(
+        Method::DELETE,
+        &format!("/admin/v1/users/{u}/devices/{admin_key}"),
+        Some(&write),
+    )
+    .await;
+    let tk = login(&api, &kept).await;
+    let user_key = by_user.device_key.verifying_key().to_bytes();
+    let ts = common::client::now_secs() * 1000;
+    let sig = ferry_proto::keys::sign_revocation(&user.key, &user_key, ts);
+    api.delete(
+        &format!("/v1/devices/{}", b64u::encode(&user_key)),
+        Some(&tk.access),
+        json!({"ts": ts, "sig": b64u::encode(&sig)}),
+    )
+    .await;
+    for d in [&by_admin, &by_user] {
+        assert_eq!(
+            try_connect(&srv.ws_url(), d.clone()).await.err(),
+            Some(Closed::Code(4002))
+        );
+    }
+
+    let mut live = connect(&srv.ws_url(), kept.clone()).await;
+    let r = api
+        .admin(
+            Method::DELETE,
+            &format!("/admin/v1/users/{u}"),
+            Some(&write),
+        )
+        .await;
+    assert_eq!(r.ok()["devices"], 3);
+    assert_eq!(expect_close(&mut live.ws).await, Closed::Code(4012));
+
+    // Neither revoked device gets back in, by handshake or by REST login…
+    for d in [&by_admin, &by_user] {
+        assert_eq!(
+            try_connect(&srv.ws_url(), d.clone()).await.err(),
+            Some(Closed::Code(4002)),
+            "a device revoked before the erasure completed a handshake"
+        );
+        let c = common::http::challenge(&api, d).await;
+        api.post("/v1/auth/token", None, common::http::token_request(d, &c))
+            .await
+            .error(401, "unauthorized");
+    }
+    // …and the one that was not revoked does, to an empty log.
+    let back = connect(&srv.ws_url(), kept.clone()).await;
+    assert!(
+        matches!(back.auth_ok, ServerMessage::AuthOk { head: 0, .. }),
+        "{:?}",
+        back.auth_ok
+    );
+    let r = api
+        .admin(Method::GET, &format!("/admin/v1/users/{u}"), Some(&read))
+        .await;
+    let revoked = r.ok()["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["revoked_at"].is_number())
+        .count();
+    assert_eq!(revoked, 2, "{}", r.text);
 });
 
 admin_test!(admin_key_checks, |srv, api, read, write| {

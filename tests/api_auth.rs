@@ -523,6 +523,10 @@ each_backend!(jwt_attacks_are_refused, &[], |srv, api| {
     let mut no_kid = header.clone();
     no_kid.as_object_mut().unwrap().remove("kid");
     cases.push(("no kid".into(), sign(&no_kid, &claims)));
+    // The header is exactly `alg`, `typ` and `kid` (docs/api.md): `typ` is required.
+    let mut no_typ = header.clone();
+    no_typ.as_object_mut().unwrap().remove("typ");
+    cases.push(("no typ".into(), sign(&no_typ, &claims)));
     // J3: key-carrying headers, whether signed by an attacker key or even by ours.
     let attacker = SigningKey::from_bytes(&[66u8; 32]);
     let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": b64u::encode(attacker.verifying_key().as_bytes())});

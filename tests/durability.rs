@@ -19,7 +19,7 @@ use common::server::{SERVER_SEED, http_get};
 use ferry::store::Backend;
 use ferry_proto::b64u;
 use ferry_proto::handshake::DeviceCredentials;
-use ferry_proto::message::ServerMessage;
+use ferry_proto::message::{ErrorCode, ServerMessage};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
@@ -41,6 +41,11 @@ impl Relay {
     /// Starts the binary on `db_url` and waits until `/health/ready` answers 200.
     /// Its log goes to `dir/ferry.log`.
     async fn start(db_url: &str, dir: &Path) -> Self {
+        Self::start_with(db_url, dir, &[]).await
+    }
+
+    /// [`Self::start`] with extra `FERRY_*` settings.
+    async fn start_with(db_url: &str, dir: &Path, extra: &[(&str, &str)]) -> Self {
         // A port taken between probing and binding makes the server exit: try anew.
         for _ in 0..3 {
             let (addr, admin) = (free_addr(), free_addr());
@@ -72,6 +77,7 @@ impl Relay {
             let mut child = cmd
                 .arg("serve")
                 .envs(env)
+                .envs(extra.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -101,6 +107,17 @@ impl Relay {
         format!("ws://{}/v1/ws", self.addr)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the process.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
     /// SIGKILL, and reap the process.
     async fn kill(mut self) {
         self.child.kill().await.unwrap();
@@ -114,6 +131,8 @@ struct Ledger {
     sent: HashMap<String, Vec<u8>>,
     /// Every ack received: id → seq.
     acked: HashMap<String, u64>,
+    /// `unavailable` errors received instead of an ack.
+    unavailable: usize,
 }
 
 type Shared = Arc<Mutex<Ledger>>;
@@ -148,6 +167,14 @@ async fn publish_until_gone(
                     acks.send_modify(|n| *n += 1);
                 }
                 ServerMessage::Event(_) | ServerMessage::Presence { .. } => {}
+                // Storage failed (a fault test's doing): no ack, the event stays
+                // unacked and is retried later with its id.
+                ServerMessage::Error {
+                    code: ErrorCode::Unavailable,
+                    ..
+                } => {
+                    ledger.lock().unwrap().unavailable += 1;
+                }
                 other => panic!("expected an ack, got {other:?}"),
             })
             .await;
@@ -350,6 +377,151 @@ async fn two_binaries_on_one_postgres_share_one_gap_free_order() {
             r.kill().await;
         }
         db.finish("two_binaries_on_one_postgres_share_one_gap_free_order")
+            .await;
+    }
+}
+
+/// Reads live events on `c` until its session ends; returns their seqs in arrival
+/// order.
+async fn listen(mut c: TestClient) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while let Ok(m) = c.try_recv(Duration::from_secs(30)).await {
+        if let ServerMessage::Event(e) = m
+            && let Some(seq) = e.seq
+        {
+            seqs.push(seq);
+        }
+    }
+    seqs
+}
+
+/// F8: the server is paused (SIGSTOP) past `limits.idle_timeout` while devices
+/// publish and another listens, then resumed. No restart: the sessions that the
+/// pause outlived end and are reconnected, every acked event is stored once at its
+/// acked seq, unacked ones are retried idempotently, and no seq is delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_paused_past_the_idle_timeout_resumes_without_loss() {
+    for db in databases().await {
+        let dir = tempfile::tempdir().unwrap();
+        let user = TestUser::random();
+        let publishers: Vec<DeviceCredentials> = (0..2).map(|_| user.device()).collect();
+        let ledger = Shared::default();
+        let settings = [
+            ("FERRY_LIMITS_PING_INTERVAL", "1s"),
+            ("FERRY_LIMITS_IDLE_TIMEOUT", "2s"),
+        ];
+        let relay = Relay::start_with(db.url(), dir.path(), &settings).await;
+        let listener = tokio::spawn(listen(connect(&relay.ws_url(), user.device()).await));
+        let (acks, mut acked) = watch::channel(0usize);
+        let mut load = Vec::new();
+        for creds in &publishers {
+            let c = connect(&relay.ws_url(), creds.clone()).await;
+            let (ledger, acks) = (ledger.clone(), acks.clone());
+            load.push(tokio::spawn(publish_until_gone(c, ledger, acks, 20, 400)));
+        }
+        drop(acks);
+        let _ = acked.wait_for(|n| *n >= 100).await;
+        relay.signal("STOP");
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        relay.signal("CONT");
+        for t in load {
+            t.await.unwrap();
+        }
+        // The same process serves on: a checker finds every ack in the log and
+        // retries what was not acked. Publishes of the sessions the pause ended may
+        // still be committing (their acks are lost, the events may land): wait until
+        // the log stops moving first.
+        let mut checker = connect(&relay.ws_url(), user.device()).await;
+        let mut last = u64::MAX;
+        for _ in 0..50 {
+            let (_, head) = checker.sync_all(1000).await;
+            if head == last {
+                break;
+            }
+            last = head;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let found = verify_and_retry(&mut checker, &ledger).await;
+        {
+            let l = ledger.lock().unwrap();
+            assert_eq!(l.acked.len(), l.sent.len(), "every retry was acked");
+        }
+        drop(checker);
+        let seqs = listener.await.unwrap();
+        let mut unique = seqs.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), seqs.len(), "a seq was delivered twice");
+        eprintln!(
+            "{:?} pause: head {}, {} acked before the retries, {} delivered live",
+            db.backend(),
+            found.head,
+            found.acked,
+            seqs.len()
+        );
+        relay.kill().await;
+        db.finish("a_server_paused_past_the_idle_timeout_resumes_without_loss")
+            .await;
+    }
+}
+
+/// F2 under load: every PostgreSQL connection of the server's database is
+/// terminated, five times, while devices publish. The server does not crash or
+/// restart; a publish caught by it gets `unavailable` (no ack) and is retried with
+/// its id; every acked event is stored once at its acked seq.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_terminated_under_load_lose_no_acked_event() {
+    use sqlx::Connection as _;
+    for db in databases().await {
+        if db.backend() == Backend::Sqlite {
+            continue; // About PostgreSQL's connections.
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let user = TestUser::random();
+        let ledger = Shared::default();
+        let relay = Relay::start(db.url(), dir.path()).await;
+        let (acks, mut acked) = watch::channel(0usize);
+        let mut load = Vec::new();
+        for _ in 0..2 {
+            let c = connect(&relay.ws_url(), user.device()).await;
+            let (ledger, acks) = (ledger.clone(), acks.clone());
+            load.push(tokio::spawn(publish_until_gone(c, ledger, acks, 20, 1000)));
+        }
+        drop(acks);
+        let name = db.url().rsplit('/').next().unwrap().to_string();
+        let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let mut terminated = 0u64;
+        for round in 0..5 {
+            let _ = acked.wait_for(|n| *n >= 100 * (round + 1)).await;
+            let killed: Vec<(bool,)> = sqlx::query_as(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+            )
+            .bind(&name)
+            .fetch_all(&mut admin)
+            .await
+            .unwrap();
+            terminated += killed.len() as u64;
+        }
+        drop(admin);
+        for t in load {
+            t.await.unwrap();
+        }
+        assert!(terminated > 0, "no connection of the server was terminated");
+        let mut checker = connect(&relay.ws_url(), user.device()).await;
+        let found = verify_and_retry(&mut checker, &ledger).await;
+        let unavailable = {
+            let l = ledger.lock().unwrap();
+            assert_eq!(l.acked.len(), l.sent.len(), "every retry was acked");
+            l.unavailable
+        };
+        eprintln!(
+            "postgres: {terminated} connections terminated; head {}, {} acked, \
+             {unavailable} unavailable replies, {} stored without ack, {} retried",
+            found.head, found.acked, found.stored_unacked, found.lost_unacked
+        );
+        relay.kill().await;
+        db.finish("postgres_connections_terminated_under_load_lose_no_acked_event")
             .await;
     }
 }

@@ -499,3 +499,154 @@ each_backend!(client_close_gets_a_close_reply, &[], |srv| {
         }
     }
 });
+
+// RFC 6455 §5.5.1: a close frame sent during the handshake gets a close reply — the
+// code echoed, or 1002 for a code a peer may not send.
+each_backend!(close_during_the_handshake_is_answered, &[], |srv| {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
+    for (sent, want) in [(1000u16, 1000u16), (4321, 4321), (1005, 1002), (999, 1002)] {
+        let mut ws = open(&srv.ws_url()).await;
+        let frame = CloseFrame {
+            code: WsCode::from(sent),
+            reason: "".into(),
+        };
+        ws.send(Message::Close(Some(frame))).await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Close(f))) => return f.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => continue,
+                    other => panic!("close {sent}: no close reply, got {other:?}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("close {sent}: no close reply in time"));
+        assert_eq!(reply, Some(want), "close {sent}");
+    }
+});
+
+// A device that revokes itself gets its `ok` before the 4003 close (PROTOCOL.md §4).
+each_backend!(
+    a_device_that_revokes_itself_gets_ok_before_4003,
+    &[],
+    |srv| {
+        let user = TestUser::random();
+        let creds = user.device();
+        let me = creds.device_key.verifying_key().to_bytes();
+        let mut c = connect(&srv.ws_url(), creds).await;
+        let ts = common::client::now_secs() * 1000;
+        let sig = ferry_proto::keys::sign_revocation(&user.key, &me, ts);
+        c.send_json(&format!(
+            r#"{{"type":"revoke","rid":"bye","device":"{}","ts":{ts},"sig":"{}"}}"#,
+            ferry_proto::b64u::encode(&me),
+            ferry_proto::b64u::encode(&sig)
+        ))
+        .await;
+        let first = c.try_recv(Duration::from_secs(10)).await;
+        assert!(
+            matches!(&first, Ok(ServerMessage::Ok { rid: Some(ferry_proto::message::Rid::Str(r)) }) if r == "bye"),
+            "the ok did not come first: {first:?}"
+        );
+        assert_eq!(
+            c.try_recv(Duration::from_secs(10)).await.err(),
+            Some(Closed::Code(4003))
+        );
+    }
+);
+
+// A session closed 4008 for sustained rate-limit abuse still gets the acks of the
+// publishes that were committed before (they were earned).
+each_backend!(
+    a_4008_close_sends_the_acks_already_earned,
+    &[
+        ("FERRY_LIMITS_EVENTS_PER_SEC", "1"),
+        ("FERRY_LIMITS_BURST", "8")
+    ],
+    |srv| {
+        let mut c = connect(&srv.ws_url(), TestUser::random().device()).await;
+        // All at once: the burst's 8 are accepted (their commits take a moment),
+        // the rest refused, and refusals past burst + 20 close the session.
+        let ids: Vec<String> = (0..40).map(|_| common::client::new_event_id()).collect();
+        for id in &ids {
+            let frame = c
+                .est
+                .sealer
+                .seal(common::client::publish_json(id, b"x").as_bytes())
+                .unwrap();
+            c.ws.feed(Message::Binary(frame.into())).await.unwrap();
+        }
+        c.ws.flush().await.unwrap();
+        let mut acked = Vec::new();
+        let closed = loop {
+            match c.try_recv(Duration::from_secs(10)).await {
+                Ok(ServerMessage::Ack {
+                    id, seq: Some(_), ..
+                }) => acked.push(id),
+                Ok(_) => {}
+                Err(code) => break code,
+            }
+        };
+        assert_eq!(closed, Closed::Code(4008));
+        assert_eq!(
+            acked,
+            ids[..8].to_vec(),
+            "acks of committed publishes were lost"
+        );
+    }
+);
+
+// The outbound queue is bounded in bytes, not only in messages: a device that never
+// reads, while another device of its user publishes 60 KiB events, is closed 4009
+// once its queue holds `limits.outbound_queue_bytes`, long before the queue's 1,024
+// messages, so the memory a slow consumer holds stays bounded. The publisher is not
+// affected, and nothing acked is lost.
+each_backend!(
+    a_slow_consumer_is_closed_at_the_queue_byte_limit,
+    &[
+        ("FERRY_LIMITS_MAX_MESSAGE_SIZE", "131072"),
+        ("FERRY_LIMITS_OUTBOUND_QUEUE_BYTES", "131072"),
+        ("FERRY_LIMITS_EVENTS_PER_SEC", "10000"),
+        ("FERRY_LIMITS_BURST", "10000")
+    ],
+    |srv| {
+        let user = TestUser::random();
+        let sleeper_creds = user.device();
+        let mut sleeper = connect(&srv.ws_url(), sleeper_creds.clone()).await;
+        let mut publisher = connect(&srv.ws_url(), user.device()).await;
+        let payload = vec![7u8; 60 * 1024];
+        let mut acked = 0;
+        // 300 events of 60 KiB (18 MiB): far more than the socket buffers and the
+        // 128 KiB queue hold, far fewer than the queue's 1,024 messages.
+        for _ in 0..30 {
+            let window: Vec<(String, Vec<u8>)> = (0..10)
+                .map(|_| (common::client::new_event_id(), payload.clone()))
+                .collect();
+            publisher
+                .publish_window(&window, |m| {
+                    if matches!(m, ServerMessage::Ack { seq: Some(_), .. }) {
+                        acked += 1;
+                    }
+                })
+                .await
+                .expect("the publisher is not affected");
+        }
+        assert_eq!(acked, 300);
+        // The sleeper wakes up: what was buffered, then the 4009 close.
+        let mut received = 0;
+        let closed = loop {
+            match sleeper.try_recv(Duration::from_secs(10)).await {
+                Ok(ServerMessage::Event { .. }) => received += 1,
+                Ok(_) => {}
+                Err(code) => break code,
+            }
+        };
+        assert_eq!(closed, Closed::Code(4009), "after {received} events");
+        assert!(received < 300, "it was sent everything: {received} events");
+        // Reconnected, it catches up on everything, as 4009 promises.
+        let mut back = connect(&srv.ws_url(), sleeper_creds).await;
+        let (events, head) = back.sync_all(1000).await;
+        assert_eq!((events.len(), head), (300, 300));
+    }
+);

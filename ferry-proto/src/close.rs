@@ -26,6 +26,10 @@ pub enum CloseCode {
     ProtocolViolation,
     /// 4011: replaced by a newer session of the same device.
     Replaced,
+    /// 4012: the operator erased the user's data. The device is not revoked: it may
+    /// reconnect (its user's head is then 0) and re-upload what it holds; unlike
+    /// 4003 it must not wipe its keys.
+    Erased,
 }
 
 impl CloseCode {
@@ -43,6 +47,7 @@ impl CloseCode {
             Self::SlowConsumer => 4009,
             Self::ProtocolViolation => 4010,
             Self::Replaced => 4011,
+            Self::Erased => 4012,
         }
     }
 
@@ -60,6 +65,7 @@ impl CloseCode {
             4009 => Self::SlowConsumer,
             4010 => Self::ProtocolViolation,
             4011 => Self::Replaced,
+            4012 => Self::Erased,
             _ => return None,
         })
     }
@@ -78,6 +84,7 @@ impl CloseCode {
             Self::SlowConsumer => "slow consumer",
             Self::ProtocolViolation => "protocol violation",
             Self::Replaced => "replaced",
+            Self::Erased => "erased",
         }
     }
 }
@@ -89,7 +96,7 @@ mod tests {
     #[test]
     fn round_trip() {
         for c in [
-            1000, 1001, 1009, 1011, 4001, 4002, 4003, 4008, 4009, 4010, 4011,
+            1000, 1001, 1009, 1011, 4001, 4002, 4003, 4008, 4009, 4010, 4011, 4012,
         ] {
             assert_eq!(CloseCode::from_u16(c).unwrap().as_u16(), c);
         }

@@ -230,27 +230,52 @@ fn key32(s: &str, rid: &Option<Rid>, what: &str) -> Result<[u8; 32], RequestErro
     b64u::decode_array::<32>(s).map_err(|_| bad(rid, format!("{what} must be b64u of 32 bytes")))
 }
 
+/// A request's `rid` as the envelope carried it: absent or `null` is `None`; an
+/// integer or a string of at most [`MAX_RID_LEN`] characters is kept; anything else
+/// is refused (without a `rid` to answer with).
+fn parse_rid(raw: Option<serde_json::Value>) -> Result<Option<Rid>, RequestError> {
+    match raw {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.chars().count() <= MAX_RID_LEN => {
+            Ok(Some(Rid::Str(s)))
+        }
+        Some(serde_json::Value::Number(n)) if n.as_i64().is_some() => Ok(n.as_i64().map(Rid::Int)),
+        Some(_) => Err(bad(
+            &None,
+            "rid must be an integer or a string of at most 64 characters",
+        )),
+    }
+}
+
+/// The error for a frame whose envelope did not decode: when it is a JSON object
+/// (its `type` is not a string: a number, an array, …), the reply still carries its
+/// `rid`, if that is valid; otherwise it is not a JSON object at all. The slow path
+/// of malformed requests only.
+fn malformed_envelope(bytes: &[u8]) -> RequestError {
+    let not_object = || RequestError {
+        rid: None,
+        code: ErrorCode::BadRequest,
+        message: "not a JSON object".into(),
+    };
+    let Ok(mut object) =
+        serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes)
+    else {
+        return not_object();
+    };
+    match parse_rid(object.remove("rid")) {
+        Ok(rid) => bad(&rid, "type must be one string"),
+        Err(e) => e,
+    }
+}
+
 impl Request {
     /// Decodes one opened frame.
     pub fn decode(bytes: &[u8]) -> Result<Self, RequestError> {
-        let env: Envelope<'_> = serde_json::from_slice(bytes).map_err(|_| RequestError {
-            rid: None,
-            code: ErrorCode::BadRequest,
-            message: "not a JSON object".into(),
-        })?;
-        let rid = match env.rid {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) if s.chars().count() <= MAX_RID_LEN => {
-                Some(Rid::Str(s))
-            }
-            Some(serde_json::Value::Number(n)) if n.as_i64().is_some() => n.as_i64().map(Rid::Int),
-            Some(_) => {
-                return Err(bad(
-                    &None,
-                    "rid must be an integer or a string of at most 64 characters",
-                ));
-            }
+        let env: Envelope<'_> = match serde_json::from_slice(bytes) {
+            Ok(env) => env,
+            Err(_) => return Err(malformed_envelope(bytes)),
         };
+        let rid = parse_rid(env.rid)?;
         let Some(ty) = env.ty else {
             return Err(bad(&rid, "missing type"));
         };
@@ -645,6 +670,24 @@ mod tests {
             err(&format!(r#"{{"type":"ping","rid":"{long}"}}"#)).rid,
             None
         );
+    }
+
+    #[test]
+    fn a_type_that_is_not_a_string_is_a_bad_request_with_its_rid() {
+        for ty in ["7", "[1,2]", "{}", "true", r#"["publish"]"#] {
+            for (rid, want) in [
+                (r#""abc""#, Some(Rid::Str("abc".into()))),
+                ("42", Some(Rid::Int(42))),
+                ("null", None),
+            ] {
+                let e = err(&format!(r#"{{"type":{ty},"rid":{rid}}}"#));
+                assert_eq!(e.code, ErrorCode::BadRequest, "type {ty}");
+                assert_eq!(e.rid, want, "type {ty}, rid {rid}");
+            }
+        }
+        // An invalid rid is still refused, whatever the type.
+        let e = err(r#"{"type":7,"rid":[1]}"#);
+        assert_eq!((e.code, e.rid), (ErrorCode::BadRequest, None));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   all-zero shared secret (H1); non-canonical public keys are accepted per RFC 7748
 //!   (H2).
 //!
-//! The handshake-level Wycheproof tests live in `src/handshake/tests.rs`.
+//! The handshake-level Wycheproof tests live in `src/handshake/tests/`; the AES-GCM
+//! set runs in `src/seal.rs`, and the HKDF and HMAC sets (with RFC 5869) in
+//! `src/handshake/crypto/vectors.rs`, through the crate's private wrappers.
 
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use ferry_proto::handshake::crypto;

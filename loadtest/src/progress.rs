@@ -190,7 +190,7 @@ pub(crate) fn parse_metrics(body: &str) -> anyhow::Result<ProcSample> {
 }
 
 /// A plain HTTP/1.1 GET to a loopback URL; returns the body.
-async fn http_get(url: &str) -> anyhow::Result<String> {
+pub(crate) async fn http_get(url: &str) -> anyhow::Result<String> {
     let rest = url
         .strip_prefix("http://")
         .context("--metrics-url must be an http:// URL")?;

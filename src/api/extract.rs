@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -15,7 +14,6 @@ use tracing::{debug, info};
 use super::error::ApiError;
 use crate::app::App;
 use crate::auth::{AuthError, Identity, Reason};
-use crate::clock::unix_ms;
 use crate::config::AdminScope;
 use crate::limits::RateInfo;
 
@@ -163,7 +161,7 @@ impl FromRequestParts<App> for AuthUser {
             Ok(None) => return Err(refuse(Reason::Missing)),
             Err(()) => return Err(refuse(Reason::Malformed)),
         };
-        let id = match app.auth.authenticate(token, unix_ms()).await {
+        let id = match app.auth.authenticate(token, app.clock.unix_ms()).await {
             Ok(id) => id,
             Err(AuthError::Refused(reason)) => return Err(refuse(reason)),
             Err(AuthError::Store(e)) => return Err(ApiError::unavailable(e)),
@@ -171,7 +169,7 @@ impl FromRequestParts<App> for AuthUser {
         let info = app
             .rest_limits
             .per_token
-            .check_info(&id.jti, Instant::now());
+            .check_info(&id.jti, app.clock.now());
         if let Some(slot) = parts.extensions.get::<RateSlot>() {
             slot.set(info);
         }
@@ -227,7 +225,7 @@ fn admin(parts: &Parts, app: &App, need: AdminScope) -> Result<String, ApiError>
     let ip = client_ip(&parts.extensions);
     let failures = &app.metrics.api.admin_auth_failures;
     let limiter = &app.rest_limits.admin_failures;
-    let now = Instant::now();
+    let now = app.clock.now();
     if let Err(wait) = limiter.peek(&ip, now) {
         failures.with_label_values(&["rate_limited"]).inc();
         return Err(ApiError::rate_limited(

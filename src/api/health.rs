@@ -28,7 +28,8 @@ pub async fn live() -> Response {
     .into_response()
 }
 
-/// Ready to serve: the database answers within the deadline, its schema is the one
+/// Ready to serve: the database answers within the deadline and takes writes (no
+/// append failed in the last 10 s without one succeeding since), its schema is the one
 /// this binary needs (no pending, unknown or modified migration), Redis answers a
 /// `PING` when it is configured (`[redis] url`), and the server is not shutting down.
 /// The body names what failed.
@@ -44,11 +45,13 @@ pub async fn live() -> Response {
 )]
 pub async fn ready(State(app): State<App>) -> Response {
     let db = match tokio::time::timeout(READY_DEADLINE, app.relay.ping()).await {
+        // It answers, but refuses writes (a full disk, a read-only file).
+        Ok(Ok(())) if app.relay.writes_failing() => "write_failing",
         Ok(Ok(())) => "ok",
         Ok(Err(_)) => "unavailable",
         Err(_) => "timeout",
     };
-    let migrations = if db != "ok" {
+    let migrations = if !matches!(db, "ok" | "write_failing") {
         "unavailable"
     } else {
         match tokio::time::timeout(

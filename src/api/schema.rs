@@ -701,7 +701,8 @@ pub struct ReadyResponse {
 /// Readiness checks.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyChecks {
-    /// `ok`, `unavailable` or `timeout`.
+    /// `ok`, `write_failing` (it answers but refuses writes: a full disk, a read-only
+    /// file), `unavailable` or `timeout`.
     pub database: String,
     /// `ok`, `pending`, `unknown_version`, `modified` or `unavailable`.
     pub migrations: String,

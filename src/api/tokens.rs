@@ -14,7 +14,6 @@ use super::schema::{
 };
 use crate::app::App;
 use crate::auth::{AuthError, Login, Reason, TokenPair};
-use crate::clock::unix_ms;
 use crate::model::{DeviceId, UserId};
 use axum::Json;
 
@@ -55,7 +54,10 @@ pub(crate) async fn challenge(
 ) -> Result<Json<ChallengeResponse>, ApiError> {
     let user = UserId(key32(&req.user, "user")?);
     let device = DeviceId(key32(&req.device, "device")?);
-    let c = app.auth.challenge(user, device, unix_ms()).await?;
+    let c = app
+        .auth
+        .challenge(user, device, app.clock.unix_ms())
+        .await?;
     Ok(Json(ChallengeResponse {
         challenge: ferry_proto::b64u::encode(&c.challenge),
         expires_at: c.expires_at,
@@ -91,7 +93,7 @@ pub(crate) async fn token(
         challenge: key32(&req.challenge, "challenge")?,
         sig: sig64(&req.sig, "sig")?,
     };
-    match app.auth.login(&login, unix_ms()).await {
+    match app.auth.login(&login, app.clock.unix_ms()).await {
         Ok(p) => {
             count(&app, "issued");
             info!(device = %DeviceId(login.device), "REST login");
@@ -123,7 +125,11 @@ pub(crate) async fn refresh(
     State(app): State<App>,
     ApiJson(req): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    match app.auth.refresh(&req.refresh_token, unix_ms()).await {
+    match app
+        .auth
+        .refresh(&req.refresh_token, app.clock.unix_ms())
+        .await
+    {
         Ok(p) => {
             count(&app, "refreshed");
             Ok(Json(pair(p)))
@@ -155,7 +161,7 @@ pub(crate) async fn logout(
     State(app): State<App>,
     AuthUser(id): AuthUser,
 ) -> Result<impl IntoResponse, ApiError> {
-    app.auth.logout(&id, unix_ms()).await?;
+    app.auth.logout(&id, app.clock.unix_ms()).await?;
     count(&app, "revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,8 +5,6 @@
 //! The operations are those of the WebSocket session (the [`crate::relay::Relay`]'s): same limits,
 //! same rate limit, same group commit and live relay.
 
-use std::time::Instant;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -230,7 +228,7 @@ pub(crate) async fn publish(
     let event_id = format_uuid(&p.id);
     let ev = match app
         .relay
-        .prepare_publish(id.user, id.device, p, Instant::now())
+        .prepare_publish(id.user, id.device, p, app.clock.now())
     {
         Ok(Prepared::Durable(ev)) => ev,
         Ok(Prepared::Ephemeral { delivered }) => {

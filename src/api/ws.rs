@@ -4,7 +4,6 @@
 //! the session send 1009 itself.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -81,7 +80,7 @@ pub async fn upgrade(
     if app.shutdown.is_cancelled() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    if let Err(wait) = app.handshake_rate.check(&peer.ip(), Instant::now()) {
+    if let Err(wait) = app.handshake_rate.check(&peer.ip(), app.clock.now()) {
         app.metrics
             .connections_refused
             .with_label_values(&["handshake_rate"])

@@ -214,8 +214,8 @@ impl JwtKeys {
         })
     }
 
-    /// The header must be exactly ours: `{"alg":"EdDSA","typ":"JWT","kid":<ours>}`
-    /// (`typ` optional). Anything that could point verification elsewhere is refused.
+    /// The header must be exactly ours: `{"alg":"EdDSA","typ":"JWT","kid":<ours>}`,
+    /// all three present. Anything that could point verification elsewhere is refused.
     fn check_header(&self, encoded: &str) -> Result<(), Reason> {
         let bytes = ferry_proto::b64u::decode(encoded).map_err(|_| Reason::Malformed)?;
         let fields: HashMap<String, serde_json::Value> =
@@ -227,7 +227,7 @@ impl JwtKeys {
             return Err(Reason::BadHeader);
         }
         let alg_ok = fields.get("alg").and_then(|v| v.as_str()) == Some("EdDSA");
-        let typ_ok = fields.get("typ").is_none_or(|v| v.as_str() == Some("JWT"));
+        let typ_ok = fields.get("typ").and_then(|v| v.as_str()) == Some("JWT");
         let kid_ok = fields.get("kid").and_then(|v| v.as_str()) == Some(self.kid.as_str());
         if alg_ok && typ_ok && kid_ok {
             Ok(())

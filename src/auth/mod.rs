@@ -24,7 +24,6 @@ use rand::RngCore as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::clock::unix_ms;
 use crate::config::{AdminConfig, AuthConfig};
 use crate::keys::ServerKey;
 use crate::model::{
@@ -159,6 +158,7 @@ pub struct Auth {
     admin: AdminKeys,
     store: Arc<dyn AuthStore>,
     relay: Relay,
+    clock: crate::clock::SharedClock,
 }
 
 /// 32 (or `N`) bytes from the operating system's RNG.
@@ -189,10 +189,12 @@ impl Auth {
         admin: &AdminConfig,
         store: Arc<dyn AuthStore>,
         relay: Relay,
+        clock: crate::clock::SharedClock,
     ) -> Self {
         Self {
             store,
             relay,
+            clock,
             jwt: JwtKeys::new(key, &auth.issuer, auth.token_ttl.as_secs()),
             refresh_ttl: auth.refresh_ttl,
             admin: AdminKeys::new(admin),
@@ -367,7 +369,7 @@ impl Auth {
                 _ = tick.tick() => {}
                 _ = cancel.cancelled() => return,
             }
-            match self.store.purge_expired_auth(unix_ms()).await {
+            match self.store.purge_expired_auth(self.clock.unix_ms()).await {
                 Ok(n) => debug!(removed = n, "purged expired auth rows"),
                 Err(e) => warn!(error = %e, "purging expired auth rows failed"),
             }

@@ -310,6 +310,15 @@ settings! {
         default: Text("10s"),
         dump: |c| duration(c.limits.handshake_timeout),
     }
+    /// How long an HTTP connection may stay open with no request in progress (an idle
+    /// keep-alive connection, an HTTP/2 connection with no open stream) before it is
+    /// closed (1s to 10m). A new connection must send its first request within
+    /// limits.handshake_timeout.
+    http_idle_timeout {
+        ty: Type::Duration { min: secs(1), max: secs(600) },
+        default: Text("30s"),
+        dump: |c| duration(c.limits.http_idle_timeout),
+    }
     /// Server ping interval (1s to 10m).
     ping_interval {
         ty: Type::Duration { min: secs(1), max: secs(600) },
@@ -356,6 +365,14 @@ settings! {
         ty: Int { min: 1, max: 1_000_000 },
         default: Num(1024),
         dump: |c| int(c.limits.outbound_queue),
+    }
+    /// Bytes queued for one session before it is closed with 4009 (too slow), so the
+    /// memory a slow consumer holds stays bounded whatever the payloads. At least
+    /// limits.max_message_size.
+    outbound_queue_bytes {
+        ty: Int { min: 64 * KIB, max: 1024 * MIB },
+        default: Num(4 * MIB),
+        dump: |c| int(c.limits.outbound_queue_bytes),
     }
     /// WebSocket buffers, per session: small on purpose, since idle sessions keep them
     /// (the read buffer is allocated for every open session; it is also the most read

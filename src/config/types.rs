@@ -306,6 +306,8 @@ pub struct Limits {
     pub max_ttl: Duration,
     /// Time allowed from connect to an established session.
     pub handshake_timeout: Duration,
+    /// How long an HTTP connection may stay open with no request in progress.
+    pub http_idle_timeout: Duration,
     /// Interval of server pings.
     pub ping_interval: Duration,
     /// A session with no traffic for this long is closed; longer than `ping_interval`.
@@ -322,6 +324,8 @@ pub struct Limits {
     pub burst: u32,
     /// Messages queued for one session before it is closed with 4009.
     pub outbound_queue: usize,
+    /// Bytes queued for one session before it is closed with 4009.
+    pub outbound_queue_bytes: usize,
     /// WebSocket read buffer; small on purpose, since it is allocated per idle session.
     pub read_buffer_size: usize,
     /// WebSocket write buffer.

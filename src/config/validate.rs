@@ -824,6 +824,7 @@ fn limits(c: &mut Checker<'_>) -> Option<Limits> {
     let max_payload = c.int_up_to(&limits::max_payload, payload_max);
     let max_ttl = c.duration(&limits::max_ttl);
     let handshake_timeout = c.duration(&limits::handshake_timeout);
+    let http_idle_timeout = c.duration(&limits::http_idle_timeout);
     let ping_interval = c.duration(&limits::ping_interval);
     let idle_timeout = c.duration(&limits::idle_timeout);
     if let (Some(ping), Some(idle)) = (ping_interval, idle_timeout)
@@ -844,6 +845,18 @@ fn limits(c: &mut Checker<'_>) -> Option<Limits> {
     let events_per_sec = c.int(&limits::events_per_sec);
     let burst = c.int(&limits::burst);
     let outbound_queue = c.int(&limits::outbound_queue);
+    let outbound_queue_bytes: Option<usize> = c.int(&limits::outbound_queue_bytes);
+    if let (Some(bytes), Some(message)) = (outbound_queue_bytes, max_message_size)
+        && bytes < message
+    {
+        c.err(
+            "limits.outbound_queue_bytes",
+            format!(
+                "{bytes} must be at least limits.max_message_size ({message}), or a \
+                 full-size message could never be queued"
+            ),
+        );
+    }
     let read_buffer_size = c.int(&limits::read_buffer_size);
     let write_buffer_size = c.int(&limits::write_buffer_size);
     let max_write_buffer_size: Option<usize> = c.int(&limits::max_write_buffer_size);
@@ -878,6 +891,7 @@ fn limits(c: &mut Checker<'_>) -> Option<Limits> {
         max_payload: max_payload?,
         max_ttl: max_ttl?,
         handshake_timeout: handshake_timeout?,
+        http_idle_timeout: http_idle_timeout?,
         ping_interval: ping_interval?,
         idle_timeout: idle_timeout?,
         max_connections_per_ip: max_connections_per_ip?,
@@ -886,6 +900,7 @@ fn limits(c: &mut Checker<'_>) -> Option<Limits> {
         events_per_sec: events_per_sec?,
         burst: burst?,
         outbound_queue: outbound_queue?,
+        outbound_queue_bytes: outbound_queue_bytes?,
         read_buffer_size: read_buffer_size?,
         write_buffer_size: write_buffer_size?,
         max_write_buffer_size: max_write_buffer_size?,

@@ -4,7 +4,6 @@
 use ferry_proto::CloseCode;
 
 use super::Relay;
-use crate::clock::unix_ms;
 use crate::model::{DeviceId, ErasedCounts, RevokeOutcome, StoreStats, UserId, UserSummary};
 use crate::store::StoreError;
 
@@ -73,7 +72,7 @@ impl Relay {
     /// sessions are told. `false` when the user has no such device; revoking a
     /// revoked device again succeeds.
     pub async fn force_revoke(&self, user: &UserId, device: &DeviceId) -> Result<bool, StoreError> {
-        let now = unix_ms();
+        let now = self.inner.clock.unix_ms();
         match self
             .inner
             .store
@@ -88,13 +87,14 @@ impl Relay {
         }
     }
 
-    /// Erases everything stored for a user. Its sessions close first (4003), so no
+    /// Erases everything stored for a user. Its sessions close first (4012, erased:
+    /// the devices are not revoked, and may reconnect to a log at head 0), so no
     /// live session appends while the rows go; then the admission memo is cleared,
     /// so the user's devices are unknown again and their next handshakes read the
     /// store. `None` when nothing was stored for the user.
     pub async fn erase_user(&self, user: &UserId) -> Result<Option<Erased>, StoreError> {
         let inner = &self.inner;
-        let closed = inner.hub.close_user(user, CloseCode::Revoked) as u64;
+        let closed = inner.hub.close_user(user, CloseCode::Erased) as u64;
         let Some(counts) = inner.store.erase_user(user).await? else {
             return Ok(None);
         };

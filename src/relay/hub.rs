@@ -2,12 +2,13 @@
 //! and the outbound queue each session drains.
 //!
 //! The hub never touches the store and never blocks: delivery is a `try_send` into
-//! a bounded queue, and a session whose queue is full is closed (4009) instead of
-//! slowing down everyone else. Its events stay stored; it catches up with `sync`.
+//! a queue bounded in messages and in bytes, and a session whose queue is full is
+//! closed (4009) instead of slowing down everyone else. Its events stay stored; it
+//! catches up with `sync`.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::CloseCode;
@@ -33,6 +34,10 @@ pub struct SessionHandle {
     tx: mpsc::Sender<Outbound>,
     kill: CancellationToken,
     close_code: AtomicU16,
+    /// Bytes queued and not yet written by the session ([`Self::written`]).
+    queued_bytes: AtomicUsize,
+    /// The most bytes that may be queued.
+    max_bytes: usize,
 }
 
 impl SessionHandle {
@@ -66,17 +71,37 @@ impl SessionHandle {
         CloseCode::from_u16(self.close_code.load(Ordering::Acquire)).unwrap_or(CloseCode::Normal)
     }
 
-    /// Queues a message; a full queue closes the session as a slow consumer.
-    /// Returns whether the message was queued.
+    /// Queues a message; a queue full in messages or in bytes closes the session as
+    /// a slow consumer. Returns whether the message was queued.
     pub fn deliver(&self, msg: &Outbound) -> bool {
+        let len = msg.len();
+        let before = self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before.saturating_add(len) > self.max_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.close(CloseCode::SlowConsumer);
+            return false;
+        }
         match self.tx.try_send(msg.clone()) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseCode::SlowConsumer);
+            Err(e) => {
+                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.close(CloseCode::SlowConsumer);
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    /// The session wrote (or dropped) messages of `bytes` bytes that it took from its
+    /// queue: they no longer count against the byte limit.
+    pub fn written(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes queued for the session and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
     }
 }
 
@@ -151,12 +176,14 @@ struct Shared {
     hasher: std::collections::hash_map::RandomState,
     next_id: AtomicU64,
     queue: usize,
+    queue_bytes: usize,
     peers: std::sync::OnceLock<Box<dyn Peers>>,
 }
 
 impl Hub {
-    /// A hub whose sessions queue at most `queue` outbound messages.
-    pub fn new(queue: usize) -> Self {
+    /// A hub whose sessions queue at most `queue` outbound messages of at most
+    /// `queue_bytes` bytes in all.
+    pub fn new(queue: usize, queue_bytes: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -164,6 +191,7 @@ impl Hub {
                 hasher: Default::default(),
                 next_id: AtomicU64::new(1),
                 queue: queue.max(1),
+                queue_bytes: queue_bytes.max(1),
                 peers: std::sync::OnceLock::new(),
             }),
         }
@@ -225,6 +253,8 @@ impl Hub {
             tx,
             kill: parent.child_token(),
             close_code: AtomicU16::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes: self.shared.queue_bytes,
         });
         let replaced: Vec<Arc<SessionHandle>> = {
             let mut map = self.shard(&user).lock().expect("hub lock poisoned");
@@ -414,7 +444,7 @@ mod tests {
 
     #[tokio::test]
     async fn generation_moves_with_stored_events_of_the_slot_only() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, 1 << 20);
         let root = CancellationToken::new();
         let (u, d) = (UserId([1; 32]), DeviceId([2; 32]));
         let msg = || Outbound::from(&b"m"[..]);
@@ -453,7 +483,7 @@ mod tests {
 
     #[tokio::test]
     async fn replacement_closes_the_older_session_with_4011() {
-        let hub = Hub::new(4);
+        let hub = Hub::new(4, 1 << 20);
         let root = CancellationToken::new();
         let (u, d) = (UserId([1; 32]), DeviceId([2; 32]));
         let first = hub.register(u, d, &root);
@@ -468,7 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_closes_as_slow_consumer() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, 1 << 20);
         let root = CancellationToken::new();
         let link = hub.register(UserId([1; 32]), DeviceId([2; 32]), &root);
         let msg: Outbound = Arc::from(&b"{}"[..]);
@@ -479,8 +509,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_queue_full_in_bytes_closes_as_slow_consumer() {
+        let hub = Hub::new(100, 10);
+        let root = CancellationToken::new();
+        let link = hub.register(UserId([1; 32]), DeviceId([2; 32]), &root);
+        let msg: Outbound = Arc::from(&b"12345"[..]);
+        assert!(link.handle.deliver(&msg));
+        assert!(link.handle.deliver(&msg));
+        assert_eq!(link.handle.queued_bytes(), 10);
+        // Written messages make room again.
+        link.handle.written(5);
+        assert!(link.handle.deliver(&msg));
+        // One byte over the limit: refused, and the session is told to close.
+        assert!(!link.handle.deliver(&Arc::from(&b"x"[..])));
+        assert_eq!(link.handle.queued_bytes(), 10);
+        assert_eq!(link.handle.killed().await, CloseCode::SlowConsumer);
+    }
+
+    #[tokio::test]
     async fn parent_cancel_reaches_sessions() {
-        let hub = Hub::new(2);
+        let hub = Hub::new(2, 1 << 20);
         let root = CancellationToken::new();
         let link = hub.register(UserId([1; 32]), DeviceId([2; 32]), &root);
         root.cancel();

@@ -47,6 +47,7 @@ pub use hub::{Outbound, SessionHandle, SessionLink};
 pub use ops::{Prepared, PublishRefusal, REVOKE_WINDOW_MS, RevokeError};
 pub use sessions::{Admission, Joined};
 
+use crate::clock::SharedClock;
 use crate::limits::{KeyedGcra, RateLimiter};
 use crate::model::DeviceId;
 use crate::store::{Backend, MigrationStatus, Store};
@@ -57,7 +58,7 @@ use crate::telemetry::metrics::Metrics;
 use admissions::Admissions;
 use hub::Hub;
 use last_seen::LastSeen;
-use writer::Writer;
+use writer::{WriteHealth, Writer};
 
 /// Entries per generation of the admission memo (it keeps two): 32 bytes an entry,
 /// about 2 MiB at most with the tables' slack.
@@ -78,6 +79,8 @@ pub struct RelayLimits {
     pub burst: u32,
     /// Messages one session's outbound queue holds before it closes with 4009.
     pub outbound_queue: usize,
+    /// Bytes one session's outbound queue holds before it closes with 4009.
+    pub outbound_queue_bytes: usize,
 }
 
 impl RelayLimits {
@@ -90,6 +93,7 @@ impl RelayLimits {
             events_per_sec: limits.events_per_sec,
             burst: limits.burst,
             outbound_queue: limits.outbound_queue,
+            outbound_queue_bytes: limits.outbound_queue_bytes,
         }
     }
 }
@@ -110,25 +114,32 @@ struct Inner {
     publish_rate: Box<dyn RateLimiter<DeviceId>>,
     metrics: Arc<Metrics>,
     limits: RelayLimits,
+    write_health: Arc<WriteHealth>,
+    clock: SharedClock,
 }
 
 impl Relay {
     /// Builds the core on an open store and starts its group-commit writer (the
     /// returned task ends once every `Relay` handle is dropped, after the batch it
     /// holds is committed). `bus` says whether the cross-instance bus will be
-    /// connected, which turns the admission memo off.
+    /// connected, which turns the admission memo off. Decisions read the time from
+    /// `clock`.
     pub fn new(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         limits: RelayLimits,
         bus: bool,
+        clock: SharedClock,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let hub = Hub::new(limits.outbound_queue);
+        let hub = Hub::new(limits.outbound_queue, limits.outbound_queue_bytes);
+        let write_health = Arc::new(WriteHealth::default());
         let (writer, writer_task) = Writer::spawn(
             store.clone(),
             hub.clone(),
             metrics.clone(),
             limits.outbound_queue,
+            write_health.clone(),
+            clock.clone(),
         );
         let admissions =
             Admissions::for_deployment(store.backend(), bus, ADMISSIONS_PER_GENERATION);
@@ -144,6 +155,8 @@ impl Relay {
             last_seen: LastSeen::default(),
             metrics,
             limits,
+            write_health,
+            clock,
         };
         (
             Self {
@@ -215,6 +228,12 @@ impl Relay {
     /// Connections of the store's pool(s) `(in use, idle)`, for metrics.
     pub fn pool_stats(&self) -> (u32, u32) {
         self.inner.store.pool_stats()
+    }
+
+    /// Whether appends are failing now (see [`writer::WriteHealth`]): the last one
+    /// failed, recently, and none succeeded since.
+    pub fn writes_failing(&self) -> bool {
+        self.inner.write_health.failing(self.inner.clock.unix_ms())
     }
 
     /// Number of live sessions on this instance.

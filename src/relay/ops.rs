@@ -13,7 +13,6 @@ use ferry_proto::message::Publish;
 
 use super::Relay;
 use super::writer::event_json;
-use crate::clock::unix_ms;
 use crate::model::{
     AppendOutcome, DeviceId, DeviceRecord, EventPage, NewEvent, RevokeOutcome, UnixMs, UserId,
 };
@@ -76,7 +75,7 @@ impl Relay {
             key: p.key,
             base: p.base,
             ttl: p.ttl,
-            ts: unix_ms(),
+            ts: inner.clock.unix_ms(),
         };
         if p.ephemeral {
             let delivered = self.relay_ephemeral(&ev, p.to.as_deref());
@@ -114,7 +113,7 @@ impl Relay {
         let inner = &self.inner;
         let mut page = inner
             .store
-            .events_after(user, after, limit, unix_ms())
+            .events_after(user, after, limit, inner.clock.unix_ms())
             .await?;
         fit_page(&mut page, inner.limits.max_message_size);
         inner.metrics.sync_pages.inc();
@@ -169,7 +168,7 @@ impl Relay {
         ts: u64,
         sig: &[u8; 64],
     ) -> Result<(), RevokeError> {
-        let now = unix_ms();
+        let now = self.inner.clock.unix_ms();
         let user_key = keys::parse_identity_key(&user.0).map_err(|_| RevokeError::Refused)?;
         let in_window = i64::try_from(ts).is_ok_and(|ts| (ts - now).abs() <= REVOKE_WINDOW_MS);
         if !in_window || keys::verify_revocation(&user_key, &device.0, ts, sig).is_err() {

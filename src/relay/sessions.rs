@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 use super::Relay;
 use super::admissions::Admitted;
 use super::hub::{SessionHandle, SessionLink};
-use crate::clock::unix_ms;
 use crate::model::{DeviceCert, DeviceId, UnixMs, UserId};
 use crate::store::StoreError;
 
@@ -62,7 +61,9 @@ impl Relay {
         source("store");
         // Taken before the store read: see `Admission`.
         let generation = inner.hub.generation(user);
-        let a = self.admit_device(user, device, cert, unix_ms()).await?;
+        let a = self
+            .admit_device(user, device, cert, inner.clock.unix_ms())
+            .await?;
         if !a.active {
             return Ok((false, Admission { hint: None, epoch }));
         }
@@ -149,7 +150,13 @@ impl Relay {
     /// Tells the user's other sessions that the session's device is online (after
     /// its greeting went out).
     pub fn announce_online(&self, handle: &SessionHandle) {
-        self.presence(handle.user(), handle.device(), true, false, unix_ms());
+        self.presence(
+            handle.user(),
+            handle.device(),
+            true,
+            false,
+            self.inner.clock.unix_ms(),
+        );
     }
 
     /// Ends a session that joined: leaves the hub, announces the device offline
@@ -161,9 +168,9 @@ impl Relay {
         inner.hub.unregister(handle);
         let (user, device) = (*handle.user(), *handle.device());
         if !matches!(closed_with, Some(CloseCode::Replaced | CloseCode::Revoked)) {
-            self.presence(&user, &device, false, false, unix_ms());
+            self.presence(&user, &device, false, false, inner.clock.unix_ms());
         }
-        inner.last_seen.record(user, device, unix_ms());
+        inner.last_seen.record(user, device, inner.clock.unix_ms());
     }
 
     /// Ends a session whose greeting never went out: it leaves the hub and nothing

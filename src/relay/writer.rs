@@ -5,9 +5,21 @@
 //! There is no timer: a lone event is written at once, and under load the events
 //! that arrive while one transaction commits form the next batch. Throughput grows
 //! with load instead of collapsing to one commit per event.
+//!
+//! The test-only feature `fault-ack-before-commit` breaks the rule on purpose: it
+//! acks a batch before its transaction commits, so that the crash campaign
+//! (`ferry-load crash`) can show that its checker catches lost acked events. It does
+//! not compile into release builds.
+
+#[cfg(all(feature = "fault-ack-before-commit", not(debug_assertions)))]
+compile_error!(
+    "the feature fault-ack-before-commit acks events before they are durable; \
+     it exists only for the crash campaign's self-test and never builds in release"
+);
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
 use ferry_proto::b64u;
 use ferry_proto::message::{EventMsg, ServerMessage, format_uuid};
@@ -31,6 +43,39 @@ pub struct WriteRequest {
     pub received: Instant,
 }
 
+/// How long a failed append keeps [`WriteHealth::failing`] true when nothing is
+/// written after it: long enough for retrying clients to renew it while the
+/// database refuses writes, short enough that a server no longer sent traffic (a
+/// load balancer took it out of rotation) reports ready again and is retried.
+pub const FAILURE_HOLD: Duration = Duration::from_secs(10);
+
+/// Whether appends are failing now (a full disk, a read-only or unreachable
+/// database): the writer notes each batch's outcome, and readiness reports it.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    last_failure: AtomicI64,
+    last_success: AtomicI64,
+}
+
+impl WriteHealth {
+    fn succeeded(&self, now: i64) {
+        self.last_success.fetch_max(now, Ordering::AcqRel);
+    }
+
+    fn failed(&self, now: i64) {
+        self.last_failure.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// The last append failed, at most [`FAILURE_HOLD`] before `now` (Unix ms), and
+    /// none succeeded since.
+    pub fn failing(&self, now: i64) -> bool {
+        let failure = self.last_failure.load(Ordering::Acquire);
+        failure != 0
+            && failure >= self.last_success.load(Ordering::Acquire)
+            && now.saturating_sub(failure) < FAILURE_HOLD.as_millis() as i64
+    }
+}
+
 /// Handle to the writer task.
 #[derive(Clone)]
 pub struct Writer {
@@ -44,9 +89,11 @@ impl Writer {
         hub: Hub,
         metrics: Arc<Metrics>,
         queue: usize,
+        health: Arc<WriteHealth>,
+        clock: crate::clock::SharedClock,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue.max(MAX_BATCH));
-        let task = tokio::spawn(run(rx, store, hub, metrics));
+        let task = tokio::spawn(run(rx, store, hub, metrics, health, clock));
         (Self { tx }, task)
     }
 
@@ -72,6 +119,8 @@ async fn run(
     store: Arc<dyn Store>,
     hub: Hub,
     metrics: Arc<Metrics>,
+    health: Arc<WriteHealth>,
+    clock: crate::clock::SharedClock,
 ) {
     let mut batch: Vec<WriteRequest> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
@@ -84,7 +133,14 @@ async fn run(
             waiting.push((req.reply, req.received));
         }
         metrics.batch_size.observe(events.len() as f64);
-        match store.append(&events).await {
+        #[cfg(feature = "fault-ack-before-commit")]
+        fault::ack_before_commit(store.as_ref(), &events, &mut waiting).await;
+        let result = store.append(&events).await;
+        match &result {
+            Ok(_) => health.succeeded(clock.unix_ms()),
+            Err(_) => health.failed(clock.unix_ms()),
+        }
+        match result {
             Ok(outcomes) => {
                 for ((ev, (reply, received)), outcome) in
                     events.iter().zip(waiting.drain(..)).zip(outcomes)
@@ -111,6 +167,51 @@ async fn run(
             }
         }
         events.clear();
+    }
+}
+
+/// The deliberate defect behind the feature `fault-ack-before-commit`.
+#[cfg(feature = "fault-ack-before-commit")]
+mod fault {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use tokio::sync::oneshot;
+
+    use crate::model::UserId;
+    use crate::store::{AppendOutcome, NewEvent, Store, StoreError};
+
+    /// How long the commit waits after the early acks: long enough for a `kill -9`
+    /// to land between the acks and the commit.
+    const COMMIT_DELAY: Duration = Duration::from_millis(150);
+
+    type Waiting = Vec<(oneshot::Sender<Result<AppendOutcome, StoreError>>, Instant)>;
+
+    /// Acks every event of the batch as stored, with the seq it would get (the
+    /// user's head plus its place in the batch; no duplicates or conflicts are
+    /// looked for), then waits [`COMMIT_DELAY`] before the caller commits. The
+    /// callers' reply channels are replaced by closed ones, so the real outcomes
+    /// go nowhere.
+    pub(super) async fn ack_before_commit(
+        store: &dyn Store,
+        events: &[NewEvent],
+        waiting: &mut Waiting,
+    ) {
+        let mut next: HashMap<UserId, u64> = HashMap::new();
+        for (ev, (reply, _)) in events.iter().zip(waiting.iter_mut()) {
+            let seq = match next.get(&ev.user) {
+                Some(&seq) => seq,
+                None => match store.head(&ev.user).await {
+                    Ok(head) => head + 1,
+                    Err(_) => return,
+                },
+            };
+            next.insert(ev.user, seq + 1);
+            let (closed, _) = oneshot::channel();
+            let early = std::mem::replace(reply, closed);
+            let _ = early.send(Ok(AppendOutcome::Stored { seq, ts: ev.ts }));
+        }
+        tokio::time::sleep(COMMIT_DELAY).await;
     }
 }
 

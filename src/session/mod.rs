@@ -28,7 +28,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{Instrument as _, debug, info_span, warn};
 
 use crate::app::App;
-use crate::clock::unix_ms;
 use crate::model::{DeviceCert, DeviceId, UserId};
 use crate::net::ConnSlot;
 use crate::relay::{Admission, Joined, Outbound, SessionHandle};
@@ -171,12 +170,16 @@ where
                 .unwrap_or(started + limits.handshake_timeout);
             let result = tokio::select! {
                 msg = self.ws.next() => match msg {
-                    Some(Ok(Message::Text(text))) => hs.handle_text(text.as_str(), (unix_ms() / 1000) as u64),
+                    Some(Ok(Message::Text(text))) => hs.handle_text(text.as_str(), (self.app.clock.unix_ms() / 1000) as u64),
                     Some(Ok(Message::Binary(_))) => hs.handle_binary(),
                     Some(Ok(Message::Close(_))) | None => {
                         // The client gave up (or was never a client): counted, so a
                         // wrong pinned key or a crashing client shows in the metrics.
                         self.app.handshakes("failed", "abandoned");
+                        // A close frame gets its reply (RFC 6455 §5.5.1: the code
+                        // echoed, or 1002 for an invalid one), which the WebSocket
+                        // layer queued and this flushes.
+                        self.close(End::Gone).await;
                         return None;
                     }
                     Some(Ok(_)) => Ok(()),
@@ -259,7 +262,7 @@ where
             user: handle.user().to_string(),
             device: handle.device().to_string(),
             head,
-            server_time: unix_ms(),
+            server_time: self.app.clock.unix_ms(),
             limits: WireLimits {
                 max_payload: limits.max_payload as u64,
                 max_ttl: limits.max_ttl.as_secs(),
@@ -346,11 +349,11 @@ where
                             return End::Close(CloseCode::ProtocolViolation);
                         }
                     }
+                    if let Some(code) = replies.close {
+                        return self.last_words(est, &mut pending, replies.messages, code).await;
+                    }
                     if let Err(end) = self.send_sealed(est, &replies.messages, link).await {
                         return end;
-                    }
-                    if let Some(code) = replies.close {
-                        return End::Close(code);
                     }
                 }
                 Some(first) = rx.recv() => {
@@ -374,7 +377,33 @@ where
         }
     }
 
-    /// Sends acks and queued events together: sealed, one flush.
+    /// Ends the session with `code` after a reply that closes it (4008 for sustained
+    /// rate-limit abuse, 4003 after the device revoked itself): the acks of publishes
+    /// already committed go out first (they were earned), then `reply`, then the close.
+    /// Written even when the session was asked to close meanwhile (its own revocation
+    /// did that), bounded by [`CLOSE_TIMEOUT`].
+    async fn last_words(
+        &mut self,
+        est: &mut Established,
+        pending: &mut FuturesOrdered<BoxFuture<'static, requests::Replies>>,
+        reply: Vec<Vec<u8>>,
+        code: CloseCode,
+    ) -> End {
+        let mut msgs = Vec::new();
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            while let Some(r) = pending.next().await {
+                msgs.extend(r.messages);
+            }
+        })
+        .await;
+        msgs.extend(reply);
+        let _ =
+            tokio::time::timeout(CLOSE_TIMEOUT, Box::pin(self.write_all_sealed(est, &msgs))).await;
+        End::Close(code)
+    }
+
+    /// Sends acks and queued events together: sealed, one flush. The queued events
+    /// stop counting against the queue's byte limit once written.
     async fn send_ready(
         &mut self,
         est: &mut Established,
@@ -387,7 +416,9 @@ where
             .map(Vec::as_slice)
             .chain(queued.iter().map(|m| &m[..]))
             .collect();
-        self.send_sealed(est, &parts, link).await
+        let sent = self.send_sealed(est, &parts, link).await;
+        link.written(queued.iter().map(|m| m.len()).sum());
+        sent
     }
 
     /// Seals and writes messages, flushing once; gives up if the session is killed
@@ -412,24 +443,31 @@ where
         msgs: &[M],
         link: &SessionHandle,
     ) -> Result<(), End> {
-        let write = async {
-            for m in msgs {
-                let mut buf = Vec::with_capacity(m.as_ref().len() + ferry_proto::seal::TAG_LEN);
-                buf.extend_from_slice(m.as_ref());
-                est.sealer
-                    .seal_in_place(&mut buf)
-                    .map_err(|_| End::Close(CloseCode::Internal))?;
-                self.ws
-                    .feed(Message::Binary(buf.into()))
-                    .await
-                    .map_err(|e| ws_error_end(&e))?;
-            }
-            self.ws.flush().await.map_err(|e| ws_error_end(&e))
-        };
+        let killed = link.killed();
         tokio::select! {
-            r = write => r,
-            code = link.killed() => Err(End::Close(killed_code(code))),
+            r = self.write_all_sealed(est, msgs) => r,
+            code = killed => Err(End::Close(killed_code(code))),
         }
+    }
+
+    /// Seals and writes messages, flushing once.
+    async fn write_all_sealed<M: AsRef<[u8]> + Sync>(
+        &mut self,
+        est: &mut Established,
+        msgs: &[M],
+    ) -> Result<(), End> {
+        for m in msgs {
+            let mut buf = Vec::with_capacity(m.as_ref().len() + ferry_proto::seal::TAG_LEN);
+            buf.extend_from_slice(m.as_ref());
+            est.sealer
+                .seal_in_place(&mut buf)
+                .map_err(|_| End::Close(CloseCode::Internal))?;
+            self.ws
+                .feed(Message::Binary(buf.into()))
+                .await
+                .map_err(|e| ws_error_end(&e))?;
+        }
+        self.ws.flush().await.map_err(|e| ws_error_end(&e))
     }
 
     async fn send_raw(&mut self, msg: Message, link: &SessionHandle) -> Result<(), End> {
@@ -533,6 +571,7 @@ fn close_label(code: u16) -> &'static str {
         4009 => "4009",
         4010 => "4010",
         4011 => "4011",
+        4012 => "4012",
         _ => "other",
     }
 }

@@ -16,7 +16,6 @@ use futures_util::future::BoxFuture;
 use tracing::warn;
 
 use crate::app::App;
-use crate::clock::unix_ms;
 use crate::model::{AppendOutcome, DeviceId, UserId};
 use crate::relay::{Prepared, PublishRefusal, RevokeError};
 
@@ -97,7 +96,7 @@ impl Ctx {
             }
             ClientMessage::Ping => Replies::one(ServerMessage::Pong {
                 rid,
-                server_time: unix_ms(),
+                server_time: self.app.clock.unix_ms(),
             }),
             ClientMessage::Token => self.token(rid).await,
             _ => error(
@@ -111,7 +110,7 @@ impl Ctx {
 
     fn publish(&mut self, rid: Option<Rid>, p: Publish) -> Action {
         let app = &self.app;
-        let now = Instant::now();
+        let now = app.clock.now();
         let id = format_uuid(&p.id);
         let ev = match app.relay.prepare_publish(self.user, self.device, p, now) {
             Ok(Prepared::Durable(ev)) => ev,
@@ -272,7 +271,14 @@ impl Ctx {
     async fn revoke(&self, rid: Option<Rid>, device: DeviceId, ts: u64, sig: [u8; 64]) -> Replies {
         let app = &self.app;
         match app.relay.revoke(&self.user, &device, ts, &sig).await {
-            Ok(()) => Replies::one(ServerMessage::Ok { rid }),
+            Ok(()) => {
+                let mut r = Replies::one(ServerMessage::Ok { rid });
+                // The device revoked itself: its `ok` goes out before the 4003 close.
+                if device == self.device {
+                    r.close = Some(CloseCode::Revoked);
+                }
+                r
+            }
             Err(RevokeError::Refused) => {
                 error(app, rid, ErrorCode::Forbidden, "revocation refused")
             }
@@ -297,7 +303,7 @@ impl Ctx {
         let app = &self.app;
         match app
             .auth
-            .issue_pair(&self.user, &self.device, unix_ms())
+            .issue_pair(&self.user, &self.device, app.clock.unix_ms())
             .await
         {
             Ok(pair) => {

@@ -257,7 +257,8 @@ pub trait EventLog: Send + Sync + 'static {
 pub trait Devices: Send + Sync + 'static {
     /// Registers the user and the device on first sight (keeping `cert` for audit),
     /// or updates `last_seen` of a known one. Returns the device as stored, including
-    /// `revoked_at` so the caller can refuse a revoked device.
+    /// `revoked_at` so the caller can refuse a revoked device. A device revoked before
+    /// its user was erased is registered revoked ([`AdminStore::erase_user`]).
     async fn register_device(
         &self,
         user: &UserId,
@@ -360,8 +361,9 @@ pub trait AuthStore: Send + Sync + 'static {
         jti: &str,
     ) -> Result<AccessStatus, StoreError>;
 
-    /// Removes expired challenges, expired refresh tokens and denylisted `jti`s whose
-    /// tokens have expired anyway; returns how many rows went.
+    /// Removes expired challenges, expired refresh tokens, denylisted `jti`s whose
+    /// tokens have expired anyway, and revocations kept across an erasure whose
+    /// certificate has expired; returns how many rows went.
     async fn purge_expired_auth(&self, now: UnixMs) -> Result<u64, StoreError>;
 }
 
@@ -392,7 +394,10 @@ pub trait AdminStore: Send + Sync + 'static {
     ) -> Result<RevokeOutcome, StoreError>;
 
     /// Erases everything stored for a user (events, devices, tokens, challenges, the
-    /// user row) in one transaction; `None` when nothing was stored for it.
+    /// user row) in one transaction; `None` when nothing was stored for it. Its
+    /// revoked devices are remembered apart (user, device, when, until the
+    /// certificate they presented expires): registering one of them again stores it
+    /// revoked ([`Devices::register_device`]).
     async fn erase_user(&self, user: &UserId) -> Result<Option<ErasedCounts>, StoreError>;
 }
 

@@ -32,15 +32,41 @@ pub(super) fn sqlite_options(url: &str, create: bool) -> Result<SqliteConnectOpt
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(BUSY_TIMEOUT)
         .foreign_keys(true);
-    if create
-        && let Some(parent) = opts.get_filename().parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", parent.display()))
-        })?;
+    if create {
+        create_private(opts.get_filename())?;
     }
     Ok(opts)
+}
+
+/// Creates a missing database file, and its missing parent directories, readable
+/// by this user only: directories 0700, the file 0600. SQLite creates the `-wal` and
+/// `-shm` files with the database file's permissions, so they are 0600 too. An
+/// existing file or directory is left as it is.
+fn create_private(file: &std::path::Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let failed = |what: &std::path::Path, e: std::io::Error| {
+        StoreError::Unavailable(format!("cannot create {}: {e}", what.display()))
+    };
+    if let Some(parent) = file.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        let mut dirs = std::fs::DirBuilder::new();
+        dirs.recursive(true);
+        #[cfg(unix)]
+        dirs.mode(0o700);
+        dirs.create(parent).map_err(|e| failed(parent, e))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    match options.open(file) {
+        // An empty file is an empty database.
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(failed(file, e)),
+    }
 }
 
 /// Connection options for a `postgres://` URL.

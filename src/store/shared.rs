@@ -27,6 +27,17 @@ pub(super) const SUMMARY_SELECT: &str = "SELECT u.user_id, u.created_at, u.head,
         (SELECT max(d.last_seen) FROM devices AS d WHERE d.user_id = u.user_id) \
      FROM users AS u ";
 
+/// Registration: a device registered again after its user was erased is revoked
+/// again if it was revoked before the erasure (and its certificate may still be
+/// valid at `$1`, now). Returns `user_id, device_id, revoked_at` of each device it
+/// revoked. Kept revocations are few (revoked devices of erased users), so driving
+/// the update from them is cheap.
+pub(super) const APPLY_KEPT_REVOCATIONS: &str = "UPDATE devices SET revoked_at = k.revoked_at \
+     FROM kept_revocations AS k \
+     WHERE devices.user_id = k.user_id AND devices.device_id = k.device_id \
+       AND devices.revoked_at IS NULL AND (k.until IS NULL OR k.until > $1) \
+     RETURNING devices.user_id, devices.device_id, devices.revoked_at";
+
 pub(super) fn summary(row: SummaryRow) -> Result<UserSummary, StoreError> {
     let (user, created_at, head, pruned, devices, revoked, last_seen) = row;
     Ok(UserSummary {
@@ -290,6 +301,8 @@ macro_rules! auth_and_admin_sql {
                     "DELETE FROM auth_challenges WHERE expires_at <= $1",
                     "DELETE FROM revoked_tokens WHERE expires_at <= $1",
                     "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+                    // A kept revocation ends when the certificate it blocks expires.
+                    "DELETE FROM kept_revocations WHERE until IS NOT NULL AND until <= $1",
                 ] {
                     removed += sqlx::query(sql)
                         .bind(now)
@@ -391,6 +404,15 @@ macro_rules! auth_and_admin_sql {
                         .await?
                         .rows_affected())
                 };
+                // Revocations outlive the erasure: a revoked (stolen) device must not
+                // register again while its certificate may be valid.
+                run("INSERT INTO kept_revocations (user_id, device_id, revoked_at, until) \
+                     SELECT user_id, device_id, revoked_at, \
+                            CASE WHEN cert_expires_at = 0 THEN NULL \
+                                 ELSE cert_expires_at * 1000 END \
+                     FROM devices WHERE user_id = $1 AND revoked_at IS NOT NULL \
+                     ON CONFLICT (user_id, device_id) DO NOTHING")
+                .await?;
                 let counts = ErasedCounts {
                     events: run("DELETE FROM events WHERE user_id = $1").await?,
                     refresh_tokens: run("DELETE FROM refresh_tokens WHERE user_id = $1").await?,

@@ -17,6 +17,10 @@ pub struct Metrics {
     pub connections_live: IntGauge,
     /// Connections or upgrades refused by `reason` (`per_ip`, `global`, `handshake_rate`, `tls`).
     pub connections_refused: IntCounterVec,
+    /// HTTP connections the server closed for lack of requests, by `state`:
+    /// `no_request` (none within `limits.handshake_timeout` of the accept) or `idle`
+    /// (none in progress for `limits.http_idle_timeout`).
+    pub connections_idle_closed: IntCounterVec,
     /// Sessions closed, by close `code`.
     pub sessions_closed: IntCounterVec,
     /// Protocol errors answered with `error`, by `code`.
@@ -86,6 +90,14 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let connections_idle_closed = IntCounterVec::new(
+            Opts::new(
+                "connections_idle_closed_total",
+                "HTTP connections closed for sending no request, by state",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
         let sessions_closed = IntCounterVec::new(
             Opts::new(
                 "sessions_closed_total",
@@ -152,6 +164,7 @@ impl Metrics {
             Box::new(sessions_live.clone()),
             Box::new(connections_live.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(connections_idle_closed.clone()),
             Box::new(sessions_closed.clone()),
             Box::new(request_errors.clone()),
             Box::new(handshake_seconds.clone()),
@@ -186,6 +199,7 @@ impl Metrics {
             sessions_live,
             connections_live,
             connections_refused,
+            connections_idle_closed,
             sessions_closed,
             request_errors,
             handshake_seconds,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use ferry::config::Config;
-use ferry::server::{Listeners, run};
+use ferry::server::Listeners;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -35,6 +35,15 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on `database_url` with extra `FERRY_*` settings.
     pub async fn start(database_url: &str, extra: &[(&str, &str)]) -> Self {
+        Self::start_clocked(database_url, extra, ferry::clock::system()).await
+    }
+
+    /// [`Self::start`] with the server reading the time from `clock`.
+    pub async fn start_clocked(
+        database_url: &str,
+        extra: &[(&str, &str)],
+        clock: ferry::clock::SharedClock,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut env: HashMap<String, String> = HashMap::new();
         env.insert("FERRY_DATA_DIR".into(), dir.path().display().to_string());
@@ -54,18 +63,27 @@ impl TestServer {
         }
         let config =
             Config::load(None, &env).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
-        Self::start_with(config, dir).await
+        Self::start_with_clock(config, dir, clock).await
     }
 
     /// Starts a server with a prepared configuration.
     pub async fn start_with(config: Config, dir: tempfile::TempDir) -> Self {
+        Self::start_with_clock(config, dir, ferry::clock::system()).await
+    }
+
+    /// [`Self::start_with`] with the server reading the time from `clock`.
+    pub async fn start_with_clock(
+        config: Config,
+        dir: tempfile::TempDir,
+        clock: ferry::clock::SharedClock,
+    ) -> Self {
         let config_url = config.database.url.clone();
         let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = public.local_addr().unwrap();
         let admin_addr = admin.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(
+        let task = tokio::spawn(ferry::server::run_with(
             config,
             Listeners {
                 public,
@@ -74,6 +92,7 @@ impl TestServer {
             async move {
                 let _ = stopped.await;
             },
+            clock,
         ));
         let server = Self {
             addr,

@@ -124,6 +124,14 @@ impl ClientError {
         }
     }
 
+    /// Whether the server closed the session because the operator erased the user's
+    /// data (4012). The device is not revoked and reconnects; its user's log starts
+    /// again from seq 0, so the application should upload again what it holds. It
+    /// must not wipe its keys (that is 4003).
+    pub fn is_erased(&self) -> bool {
+        matches!(self, Self::Closed(code) if *code == CloseCode::Erased.as_u16())
+    }
+
     /// Whether the connection is gone but a new one may work (the client reconnects).
     pub fn is_disconnect(&self) -> bool {
         match self {
@@ -144,10 +152,12 @@ mod tests {
             assert!(ClientError::Closed(code).is_final(), "{code}");
             assert!(!ClientError::Closed(code).is_disconnect(), "{code}");
         }
-        for code in [1000, 1001, 1011, 4001, 4008, 4009, 4010] {
+        for code in [1000, 1001, 1011, 4001, 4008, 4009, 4010, 4012] {
             assert!(!ClientError::Closed(code).is_final(), "{code}");
             assert!(ClientError::Closed(code).is_disconnect(), "{code}");
         }
+        assert!(ClientError::Closed(4012).is_erased());
+        assert!(!ClientError::Closed(4003).is_erased());
         assert!(ClientError::Handshake(HandshakeError::ServerKeyMismatch).is_final());
         assert!(!ClientError::Handshake(HandshakeError::Malformed).is_final());
         assert_eq!(

@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 use crate::connection::{AuthOk, Connection, Incoming, Presence, Requester};
 use crate::identity::{Profile, UserKey};
 use crate::{Backoff, ClientError, now_ms};
+use ferry_proto::CloseCode;
 use ferry_proto::b64u;
 use ferry_proto::handshake::{DeviceCredentials, ServerPin};
 use ferry_proto::message::{
@@ -219,6 +220,8 @@ enum State {
 enum Live {
     Event(Arc<Event>),
     Connected,
+    /// The server closed the session with 4012: the user's data was erased.
+    Erased,
     Final(ClientError),
 }
 
@@ -752,6 +755,10 @@ async fn supervise(shared: Arc<Shared>, first: Connection, mut stop: oneshot::Re
                 }
             }
         };
+        if reason.is_erased() {
+            // The user's log is gone: streams start again from seq 0.
+            let _ = shared.live.send(Live::Erased);
+        }
         if reason.is_final() {
             info!(reason = %reason, "connection ended for good");
             shared.set_final(reason);
@@ -829,8 +836,11 @@ enum Item {
 /// duplicates and no gaps (see [`Client::sync_from`]).
 ///
 /// Items are `Err` for: [`ClientError::Truncated`] (retention removed events the
-/// stream had not delivered; it goes on), a malformed event (skipped; it goes on),
-/// or the client's final error (the last item).
+/// stream had not delivered; it goes on), [`ClientError::Closed`] with 4012 (the
+/// operator erased the user's data: the stream starts again from seq 0, and the
+/// application should upload again what it holds — see
+/// [`ClientError::is_erased`]), a malformed event (skipped; it goes on), or the
+/// client's final error (the last item).
 pub struct EventStream {
     client: Client,
     live: broadcast::Receiver<Live>,
@@ -928,6 +938,16 @@ impl EventStream {
                 }
                 Ok(Live::Connected) | Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.need_sync = true;
+                }
+                Ok(Live::Erased) => {
+                    // The log the positions refer to is gone: the user's next event
+                    // is seq 1 again.
+                    self.buffer.clear();
+                    self.delivered = 0;
+                    self.processed = 0;
+                    self.cursor_sent = 0;
+                    self.need_sync = true;
+                    return Some(Err(ClientError::Closed(CloseCode::Erased.as_u16())));
                 }
                 Ok(Live::Final(e)) => {
                     self.finished = true;

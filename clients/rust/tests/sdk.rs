@@ -786,3 +786,63 @@ async fn wss_needs_and_uses_the_given_roots() {
     srv.stop().await;
     db.finish("wss_needs_and_uses_the_given_roots").await;
 }
+
+/// An admin key for the erase test, and `FERRY_ADMIN_KEYS` for it (its SHA-256).
+const ADMIN_KEY: &str = "c2RrLWVyYXNlLXRlc3Qtd3JpdGVyLWtleS0wMTIzNDU2";
+const ADMIN_KEYS_ENV: &str =
+    "writer:write:acc6c40d03074ff550d4383a77d0a64e3bbe0401a52a0954e86ea40b55218403";
+
+/// `DELETE /admin/v1/users/{user}` on the admin listener; the status line.
+async fn erase(admin: std::net::SocketAddr, user: &[u8; 32]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let request = format!(
+        "DELETE /admin/v1/users/{} HTTP/1.1\r\nHost: test\r\nX-Admin-Key: {ADMIN_KEY}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n",
+        ferry_proto::b64u::encode(user)
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+// The operator erases the user's data while the SDK streams it: the stream reports
+// 4012 (`is_erased`, not final: the keys stay), starts again from seq 0, and the
+// user's next events (seq 1 again) reach it.
+each_backend!(
+    an_erased_user_s_stream_reports_it_and_starts_again,
+    &[("FERRY_ADMIN_KEYS", ADMIN_KEYS_ENV)],
+    |srv| {
+        let user = UserKey::generate();
+        let a = within(Client::connect(device_opts(&srv.ws_url(), &user, false)))
+            .await
+            .unwrap();
+        let b = within(Client::connect(device_opts(&srv.ws_url(), &user, false)))
+            .await
+            .unwrap();
+        let mut tail = b.sync_from(0);
+        settle(&mut tail).await;
+        for i in 1..=3 {
+            publish(&a, &format!("before {i}")).await;
+        }
+        for i in 1..=3u64 {
+            assert_eq!(next_event(&mut tail).await.seq, i);
+        }
+        assert!(erase(srv.admin, &user.public()).await.contains(" 200 "));
+        match within(tail.next()).await {
+            Some(Err(e)) => {
+                assert!(e.is_erased(), "{e}");
+                assert!(!e.is_final(), "{e}");
+            }
+            other => panic!("expected the erasure, got {other:?}"),
+        }
+        assert_eq!(tail.position(), 0);
+        // Both devices reconnect by themselves; the log starts again at seq 1.
+        assert_eq!(publish(&a, "after").await, 1);
+        let e = next_event(&mut tail).await;
+        assert_eq!((e.seq, e.payload), (1, b"after".to_vec()));
+        within(a.close()).await;
+        within(b.close()).await;
+    }
+);

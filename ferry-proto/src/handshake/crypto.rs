@@ -95,7 +95,7 @@ impl Drop for SessionKeys {
 impl HandshakeSecret {
     /// `PRK = HKDF-Extract(salt = TH1, ikm = dh)`, `K_hs = HKDF-Expand(PRK, "ferry-hs/v1 confirm", 32)`.
     pub fn derive(th1: &[u8; 32], dh: &[u8; 32]) -> Self {
-        let prk = Hkdf::<Sha256>::new(Some(th1), dh);
+        let prk = extract(th1, dh);
         let mut k_hs = [0u8; 32];
         expand(&prk, &[CONFIRM_INFO], &mut k_hs);
         Self { prk, k_hs }
@@ -103,8 +103,7 @@ impl HandshakeSecret {
 
     /// The PRK itself (for test vectors).
     pub fn prk_bytes(th1: &[u8; 32], dh: &[u8; 32]) -> [u8; 32] {
-        let (prk, _) = Hkdf::<Sha256>::extract(Some(th1), dh);
-        prk.into()
+        prk(th1, dh)
     }
 
     /// `K_hs`.
@@ -114,23 +113,18 @@ impl HandshakeSecret {
 
     /// `HMAC-SHA256(K_hs, "ferry-hs/v1 client-mac" || 0x00 || TH2)`.
     pub fn client_mac(&self, th2: &[u8; 32]) -> [u8; 32] {
-        let mut mac =
-            <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.k_hs).expect("any key length");
-        mac.update(CLIENT_MAC_LABEL);
-        mac.update(&[0u8]);
-        mac.update(th2);
-        mac.finalize().into_bytes().into()
+        mac(&self.k_hs, &[CLIENT_MAC_LABEL, &[0u8], th2])
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// Checks a client MAC in constant time.
     pub fn verify_client_mac(&self, th2: &[u8; 32], tag: &[u8; 32]) -> bool {
-        let mut mac =
-            <Hmac<Sha256> as hmac::Mac>::new_from_slice(&self.k_hs).expect("any key length");
-        mac.update(CLIENT_MAC_LABEL);
-        mac.update(&[0u8]);
-        mac.update(th2);
         // `verify_slice` compares in constant time.
-        mac.verify_slice(tag).is_ok()
+        mac(&self.k_hs, &[CLIENT_MAC_LABEL, &[0u8], th2])
+            .verify_slice(tag)
+            .is_ok()
     }
 
     /// `K_c2s`, `K_s2c` and the session id, each `HKDF-Expand(PRK, label || TH2)`.
@@ -147,9 +141,38 @@ impl HandshakeSecret {
     }
 }
 
-fn expand(prk: &Hkdf<Sha256>, info: &[&[u8]], out: &mut [u8]) {
+/// `HKDF-Extract(salt, ikm)`, ready to expand.
+fn extract(salt: &[u8], ikm: &[u8]) -> Hkdf<Sha256> {
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+}
+
+/// `HKDF-Extract(salt, ikm)`: the PRK's bytes.
+fn prk(salt: &[u8], ikm: &[u8]) -> [u8; 32] {
+    Hkdf::<Sha256>::extract(Some(salt), ikm).0.into()
+}
+
+/// `HKDF-Expand(PRK, info, out.len())`, `info` given in parts; refused above
+/// 255 × 32 bytes.
+fn try_expand(
+    prk: &Hkdf<Sha256>,
+    info: &[&[u8]],
+    out: &mut [u8],
+) -> Result<(), hkdf::InvalidLength> {
     prk.expand_multi_info(info, out)
-        .expect("output lengths here are far below 255 * 32");
+}
+
+/// [`try_expand`] for the derivations' own lengths (at most 32 bytes).
+fn expand(prk: &Hkdf<Sha256>, info: &[&[u8]], out: &mut [u8]) {
+    try_expand(prk, info, out).expect("output lengths here are far below 255 * 32");
+}
+
+/// HMAC-SHA256 keyed with `key` (any length), fed `parts` in order.
+fn mac(key: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).expect("any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac
 }
 
 /// X25519 with the all-zero check: `None` when the peer's key is low order.
@@ -160,3 +183,6 @@ pub fn x25519(secret: &x25519_dalek::StaticSecret, peer: &[u8; 32]) -> Option<[u
     }
     Some(shared.to_bytes())
 }
+
+#[cfg(test)]
+mod vectors;

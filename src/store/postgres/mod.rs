@@ -347,6 +347,17 @@ super::shared::devices! {
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
+            let mut row = row;
+            let revoked: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> =
+                sqlx::query_as(super::shared::APPLY_KEPT_REVOCATIONS)
+                    .bind(now)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for (u, d, revoked_at) in revoked {
+                if u == user.0 && d == device.0 {
+                    row.3 = revoked_at;
+                }
+            }
             tx.commit().await?;
             Ok(device_record(*user, *device, row))
         }

@@ -205,6 +205,21 @@ async fn register_batch(
         );
         rows.insert(key, (created_at, last_seen, cursor, revoked_at));
     }
+    let now = batch.iter().map(|r| r.now).max().unwrap_or_default();
+    let revoked: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> =
+        sqlx::query_as(super::shared::APPLY_KEPT_REVOCATIONS)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+    for (u, d, revoked_at) in revoked {
+        let key = (
+            key32(&u, "devices.user_id")?,
+            key32(&d, "devices.device_id")?,
+        );
+        if let Some(row) = rows.get_mut(&key) {
+            row.3 = revoked_at;
+        }
+    }
     let rows = batch
         .iter()
         .map(|r| {

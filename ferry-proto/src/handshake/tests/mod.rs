@@ -9,7 +9,8 @@
 //! - The cases, one file per theme: [`happy_path`], [`client_hello`],
 //!   [`server_hello`], [`client_auth`], [`certificates`], [`device_lookup`],
 //!   [`replay`] (replay, reflection and forgery), [`ordering`], [`timeouts`],
-//!   [`errors`] (error mapping).
+//!   [`errors`] (error mapping), and [`generated`]: each message mutated by
+//!   [`mutate`] (shared with the crate's `tests/generated.rs`), 500 cases a message.
 //!
 //! Everything is deterministic: long-term keys come from fixed seeds, ephemerals from a
 //! counter-based RNG, and time from the virtual `Clock`. Nothing measures real time.
@@ -18,12 +19,15 @@
 //! tamper function and the outcome it must end in (`Expect`).
 
 mod harness;
+#[path = "../../../tests/support/mutate.rs"]
+mod mutate;
 
 mod certificates;
 mod client_auth;
 mod client_hello;
 mod device_lookup;
 mod errors;
+mod generated;
 mod happy_path;
 mod ordering;
 mod replay;

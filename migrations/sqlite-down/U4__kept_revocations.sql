@@ -1,0 +1,2 @@
+-- Reverts migrations/sqlite/V4__kept_revocations.sql. Run by `ferry migrate down`.
+DROP TABLE kept_revocations;
