@@ -190,7 +190,11 @@ fn apply_env(table: &mut toml::Table, env: &HashMap<String, String>, issues: &mu
 /// The closest candidate within a small edit distance, if any.
 fn suggest<'a>(input: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let input = input.to_ascii_lowercase();
+    let len = input.chars().count();
     candidates
+        // The distance is at least the difference in length: skipping the rest keeps
+        // a long unknown key from costing its length times every setting's.
+        .filter(|c| c.chars().count().abs_diff(len) <= 2)
         .map(|c| (edit_distance(&input, &c.to_ascii_lowercase()), c))
         .filter(|&(d, _)| d <= 2)
         .min_by_key(|&(d, _)| d)
@@ -944,5 +948,16 @@ mod tests {
             Some("FERRY_SERVER_LISTEN")
         );
         assert_eq!(suggest("FERRY_FOO", all.into_iter()), None);
+        // Two characters longer or shorter is still within reach; three is not.
+        assert_eq!(
+            suggest("FERRY_SERVER_LISTENXY", all.into_iter()),
+            Some("FERRY_SERVER_LISTEN")
+        );
+        assert_eq!(
+            suggest("FERRY_SERVER_LIST", all.into_iter()),
+            Some("FERRY_SERVER_LISTEN")
+        );
+        assert_eq!(suggest("FERRY_SERVER_LISTENXYZ", all.into_iter()), None);
+        assert_eq!(suggest(&"x".repeat(10_000), all.into_iter()), None);
     }
 }
