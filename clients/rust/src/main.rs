@@ -114,7 +114,7 @@ enum ClientCommand {
     /// On a new device, after `init --join`: store the certificate blob from `link`.
     Accept {
         /// The blob `ferry-client link` printed, or `-` to read it from stdin.
-        #[arg(long, value_name = "BLOB")]
+        #[arg(long, value_name = "BLOB", allow_hyphen_values = true)]
         cert: String,
     },
     /// Publish one event. The payload is sent as given; real applications encrypt it
@@ -142,6 +142,7 @@ enum ClientCommand {
     /// can no longer connect.
     Revoke {
         /// The device key (b64u), or a unique prefix of it.
+        #[arg(allow_hyphen_values = true)]
         device: String,
     },
     /// Print a REST API access token for this device (asked for over the
@@ -163,7 +164,7 @@ struct InitArgs {
     #[arg(long, value_name = "URL")]
     server: String,
     /// Pin this server key (b64u) instead of trusting the first one seen.
-    #[arg(long, value_name = "B64U")]
+    #[arg(long, value_name = "B64U", allow_hyphen_values = true)]
     server_key: Option<String>,
     /// Only create a device key, to be linked to an existing user with `link` and
     /// `accept`.
@@ -177,7 +178,7 @@ struct InitArgs {
 #[derive(Debug, Args)]
 struct LinkArgs {
     /// The new device's key, as `init --join` printed it.
-    #[arg(long, value_name = "B64U")]
+    #[arg(long, value_name = "B64U", allow_hyphen_values = true)]
     device_key: String,
     /// Let the certificate expire after this many days (default: never).
     #[arg(long, value_name = "DAYS")]
@@ -201,7 +202,12 @@ struct PublishArgs {
     #[arg(long, conflicts_with_all = ["key", "ttl"])]
     ephemeral: bool,
     /// With --ephemeral: only to this device (b64u); repeatable.
-    #[arg(long, value_name = "DEVICE", requires = "ephemeral")]
+    #[arg(
+        long,
+        value_name = "DEVICE",
+        requires = "ephemeral",
+        allow_hyphen_values = true
+    )]
     to: Vec<String>,
     /// Event id (lowercase UUID); default: a fresh one. Publishing an id again
     /// returns the original ack, marked duplicate.
@@ -809,6 +815,28 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         ClientArgs::command().debug_assert();
+    }
+
+    /// A base64url key or blob may start with `-`: it is a value, not an option.
+    #[test]
+    fn b64u_values_may_start_with_a_hyphen() {
+        use clap::Parser as _;
+        for args in [
+            &["ferry-client", "link", "--device-key", "-Dx1"][..],
+            &["ferry-client", "accept", "--cert", "-abc"],
+            &["ferry-client", "revoke", "-_x"],
+            &[
+                "ferry-client",
+                "init",
+                "--server",
+                "ws://h",
+                "--server-key",
+                "-k",
+            ],
+            &["ferry-client", "publish", "hi", "--ephemeral", "--to", "-d"],
+        ] {
+            ClientArgs::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
     }
 
     #[test]
