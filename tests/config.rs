@@ -590,6 +590,22 @@ fn max_write_buffer_not_above_write_buffer() {
 }
 
 #[test]
+fn outbound_queue_bytes_hold_at_least_one_full_size_message() {
+    let err = rejects(
+        "[limits]\nmax_message_size = 1048576\noutbound_queue_bytes = 524288",
+        &[],
+        "limits.outbound_queue_bytes",
+    );
+    assert!(err.to_string().contains("limits.max_message_size"), "{err}");
+    // Below its own range, from the environment too.
+    rejects(
+        "",
+        &[("FERRY_LIMITS_OUTBOUND_QUEUE_BYTES", "1024")],
+        "limits.outbound_queue_bytes",
+    );
+}
+
+#[test]
 fn durations_out_of_range_or_malformed() {
     for (toml, setting) in [
         (

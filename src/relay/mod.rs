@@ -235,14 +235,4 @@ impl Relay {
     pub fn writes_failing(&self) -> bool {
         self.inner.write_health.failing(self.inner.clock.unix_ms())
     }
-
-    /// Number of live sessions on this instance.
-    pub fn live_sessions(&self) -> usize {
-        self.inner.hub.len()
-    }
-
-    /// Whether the admission memo is on (a single SQLite instance).
-    pub fn admission_memo_enabled(&self) -> bool {
-        self.inner.admissions.is_enabled()
-    }
 }

@@ -173,12 +173,6 @@ impl Relay {
         inner.last_seen.record(user, device, inner.clock.unix_ms());
     }
 
-    /// Ends a session whose greeting never went out: it leaves the hub and nothing
-    /// is announced or recorded.
-    pub fn abandon(&self, handle: &SessionHandle) {
-        self.inner.hub.unregister(handle);
-    }
-
     /// Sends `presence` to every live session of `user` except `device`'s own.
     pub(super) fn presence(
         &self,

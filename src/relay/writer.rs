@@ -236,3 +236,27 @@ pub fn event_json(ev: &NewEvent, seq: Option<u64>, ts: i64) -> Outbound {
     });
     Arc::from(msg.to_json())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_fail_from_a_failure_until_a_success_or_the_hold_ends() {
+        let hold = FAILURE_HOLD.as_millis() as i64;
+        let h = WriteHealth::default();
+        assert!(!h.failing(1_000));
+        h.succeeded(1_000);
+        assert!(!h.failing(1_000));
+        h.failed(2_000);
+        assert!(h.failing(2_000));
+        assert!(h.failing(2_000 + hold - 1));
+        // Nothing written since: after the hold it reports ready again.
+        assert!(!h.failing(2_000 + hold));
+        // A success ends it at once.
+        h.failed(3_000);
+        assert!(h.failing(3_001));
+        h.succeeded(3_002);
+        assert!(!h.failing(3_003));
+    }
+}
