@@ -58,6 +58,7 @@ where
             ExitCode::SUCCESS
         }
         Command::Migrate(args) => migrate(&args),
+        Command::Retention(RetentionCommand::Run(args)) => retention_run(&args),
         Command::Admin(AdminCommand::KeyHash(args)) => admin_key_hash(&args),
     }
 }
@@ -81,9 +82,29 @@ enum Command {
     Config(ConfigCommand),
     /// Inspect or apply database migrations.
     Migrate(MigrateArgs),
+    /// The retention job, on demand.
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Admin API helpers.
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// Run one retention pass now against the configured database, with the
+    /// configured policies ([retention]), and print what each policy deleted.
+    Run(RetentionRunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RetentionRunArgs {
+    /// Count what each policy would delete; delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Configuration file (TOML). Without it: built-in defaults and FERRY_* variables.
+    #[arg(long, short = 'c', value_name = "PATH", env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +309,92 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
         }
         Err(e) => fail(format_args!(
             "migrate ({}): {e}",
+            config.database.redacted_url()
+        )),
+    }
+}
+
+fn retention_run(args: &RetentionRunArgs) -> ExitCode {
+    use crate::relay::retention::{self, NoLiveDevices, Policy, Reason};
+    use std::io::IsTerminal as _;
+
+    let config = match load_config(args.config.clone()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    crate::telemetry::init(config.log.format);
+    let opts = crate::store::StoreOptions {
+        max_connections: 2,
+        connect_timeout: config.database.connect_timeout,
+        // A maintenance command never changes the schema.
+        migrate: crate::store::MigrateMode::VerifyOnly,
+    };
+    let policy = Policy::from_config(&config.retention);
+    let dry_run = args.dry_run;
+    // On a terminal, one status line on stderr, rewritten after every transaction.
+    let terminal = io::stderr().is_terminal();
+    let mut progress = move |reason: Reason, rows: u64| {
+        if terminal {
+            let verb = if dry_run { "counted" } else { "deleted" };
+            let _ = write!(
+                io::stderr().lock(),
+                "\r\x1b[2K{}: {rows} rows {verb}",
+                reason.as_str()
+            );
+        }
+    };
+    let result = runtime.block_on(async {
+        let store = crate::store::connect(&config.database.url, &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = crate::clock::system().unix_ms();
+        retention::run_pass(
+            store.as_ref(),
+            &policy,
+            now,
+            dry_run,
+            &NoLiveDevices,
+            &mut progress,
+        )
+        .await
+        .map_err(|f| format!("{} (after {} rows)", f.error, f.partial.deleted.total()))
+    });
+    if terminal {
+        let _ = write!(io::stderr().lock(), "\r\x1b[2K");
+    }
+    match result {
+        Ok(report) if report.skipped => fail(format_args!(
+            "another retention run holds the lock ({}); nothing was done",
+            config.database.redacted_url()
+        )),
+        Ok(report) => {
+            let mut text = format!(
+                "retention {}: {} rows {} in {:.2} s\n",
+                if dry_run { "dry run" } else { "run" },
+                report.deleted.total(),
+                if dry_run {
+                    "would be deleted"
+                } else {
+                    "deleted"
+                },
+                report.duration.as_secs_f64()
+            );
+            for reason in Reason::ALL {
+                text.push_str(&format!(
+                    "  {:<16} {:>12}\n",
+                    reason.as_str(),
+                    report.deleted.get(reason)
+                ));
+            }
+            print_stdout(&text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format_args!(
+            "retention ({}): {e}",
             config.database.redacted_url()
         )),
     }

@@ -133,8 +133,6 @@ pub async fn run_with(
         "ferry listening"
     );
     app.relay.spawn_jobs(&app.tracker, &app.shutdown);
-    app.tracker
-        .spawn(app.auth.clone().purge_loop(app.shutdown.clone()));
     app.tracker.spawn(crate::net::serve(
         listeners.public,
         crate::api::router(app.clone()),
@@ -202,16 +200,10 @@ pub fn build_app_with(
         metrics.clone(),
         RelayLimits::from_config(limits),
         config.redis_url.is_some(),
+        &config.retention,
         clock.clone(),
     );
-    let auth = Auth::new(
-        &key,
-        &config.auth,
-        &config.admin,
-        store,
-        relay.clone(),
-        clock.clone(),
-    );
+    let auth = Auth::new(&key, &config.auth, &config.admin, store, relay.clone());
     let app = App {
         auth: Arc::new(auth),
         rest_limits: Arc::new(RestLimiters::new(

@@ -65,10 +65,17 @@ fn v3_tables() -> BTreeSet<String> {
     t
 }
 
-/// The tables of every migration (V4 adds the revocations kept across erasure).
-fn all_tables() -> BTreeSet<String> {
+/// The tables up to V4 (V4 adds the revocations kept across erasure).
+fn v4_tables() -> BTreeSet<String> {
     let mut t = v3_tables();
     t.insert("kept_revocations".into());
+    t
+}
+
+/// The tables of every migration (V5 adds the keys retention retired).
+fn all_tables() -> BTreeSet<String> {
+    let mut t = v4_tables();
+    t.insert("retired_keys".into());
     t
 }
 
@@ -164,7 +171,7 @@ fn migration_error(result: Result<impl Sized, StoreError>) -> String {
 
 async fn up_down_up_round_trip(db: &TestDb) {
     let url = db.url();
-    assert_eq!(migrate_up(url, None).await.unwrap(), vec![1, 2, 3, 4]);
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![1, 2, 3, 4, 5]);
     let status = migrate_status(url).await.unwrap();
     assert!(status.is_current(), "{status}");
     assert_eq!(status.backend, db.backend());
@@ -180,7 +187,11 @@ async fn up_down_up_round_trip(db: &TestDb) {
 
     assert_idempotency_index(db, 3).await;
 
-    // Down one version: V4's table goes.
+    // Down one version: V5's table goes.
+    assert_eq!(migrate_down(url, 4).await.unwrap(), vec![5]);
+    assert_eq!(tables(db).await, v4_tables());
+
+    // Down one more: V4's table goes.
     assert_eq!(migrate_down(url, 3).await.unwrap(), vec![4]);
     assert_eq!(tables(db).await, v3_tables());
     assert_idempotency_index(db, 3).await;
@@ -199,18 +210,18 @@ async fn up_down_up_round_trip(db: &TestDb) {
             .await
             .contains(&("refresh_tokens".into(), "access_jti".into()))
     );
-    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2, 3, 4]);
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2, 3, 4, 5]);
     assert_eq!(tables(db).await, all_tables());
     assert_idempotency_index(db, 3).await;
 
-    assert_eq!(migrate_down(url, 0).await.unwrap(), vec![4, 3, 2, 1]);
+    assert_eq!(migrate_down(url, 0).await.unwrap(), vec![5, 4, 3, 2, 1]);
     assert!(
         tables(db).await.is_empty(),
         "tables left: {:?}",
         tables(db).await
     );
     let status = migrate_status(url).await.unwrap();
-    assert_eq!(status.pending(), vec![1, 2, 3, 4]);
+    assert_eq!(status.pending(), vec![1, 2, 3, 4, 5]);
     assert!(status.to_string().contains("pending"), "{status}");
     assert_eq!(migrate_down(url, 0).await.unwrap(), Vec::<u32>::new());
 
@@ -218,7 +229,7 @@ async fn up_down_up_round_trip(db: &TestDb) {
     assert_eq!(migrate_up(url, Some(0)).await.unwrap(), Vec::<u32>::new());
     assert_eq!(migrate_up(url, Some(1)).await.unwrap(), vec![1]);
     assert_eq!(tables(db).await, v1_tables());
-    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2, 3, 4]);
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2, 3, 4, 5]);
     assert_eq!(tables(db).await, all_tables());
     assert!(migrate_status(url).await.unwrap().is_current());
 }
@@ -287,7 +298,7 @@ async fn verify_only_refuses_pending(db: &TestDb) {
         ..StoreOptions::default()
     };
     let msg = migration_error(connect(url, &verify).await);
-    assert_eq!(msg, "4 pending migrations; run `ferry migrate up`");
+    assert_eq!(msg, "5 pending migrations; run `ferry migrate up`");
     assert!(tables(db).await.is_empty());
     migrate_up(url, None).await.unwrap();
     connect(url, &verify).await.unwrap().ping().await.unwrap();

@@ -91,6 +91,32 @@ impl ServerSpec {
         matches!(http_status(self.addr, "/health/ready").await, Ok(200))
     }
 
+    /// Starts `ferry serve` and waits until `/health/ready` answers 200, at most
+    /// `within`; an error carries the tail of the server's log.
+    pub(crate) async fn start_ready(&self, within: Duration) -> anyhow::Result<Child> {
+        let mut child = self.spawn()?;
+        let started = std::time::Instant::now();
+        while !self.ready().await {
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!(
+                    "the server ({}) exited at start ({status}); its log ends with:\n{}",
+                    self.exe.display(),
+                    self.log_tail(20)
+                );
+            }
+            if started.elapsed() > within {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                bail!(
+                    "the server was not ready within {within:?}; its log ends with:\n{}",
+                    self.log_tail(20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(child)
+    }
+
     /// The last `lines` lines of the server's log.
     pub(crate) fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -143,6 +169,91 @@ pub(crate) async fn http_status(addr: SocketAddr, path: &str) -> anyhow::Result<
     {
         Some(code) => Ok(code),
         None => bail!("not an HTTP/1.1 status line: {text:?}"),
+    }
+}
+
+/// A plain HTTP/1.1 request without a body to a loopback address, with extra
+/// `headers`, answered within `timeout`: the status and the body (de-chunked).
+pub(crate) async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    crate::net::check_loopback(addr.ip())?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if method != "GET" {
+        req.push_str("Content-Length: 0\r\n");
+    }
+    req.push_str("\r\n");
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        s.write_all(req.as_bytes()).await?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await?;
+        anyhow::Ok(buf)
+    };
+    let buf = tokio::time::timeout(timeout, exchange)
+        .await
+        .with_context(|| format!("{method} {path}: no answer within {timeout:?}"))?
+        .with_context(|| format!("{method} {path} to {addr}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("{method} {path}: malformed HTTP response {text:?}");
+    };
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| head.strip_prefix("HTTP/1.0 "))
+        .and_then(|r| r.get(..3)?.parse().ok())
+        .with_context(|| format!("{method} {path}: not an HTTP status line: {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body).with_context(|| format!("{method} {path}: malformed chunked body"))?
+    } else {
+        body.to_string()
+    };
+    Ok((status, body))
+}
+
+/// The payload of a `Transfer-Encoding: chunked` body.
+fn dechunk(mut body: &str) -> Option<String> {
+    let mut out = String::new();
+    loop {
+        let (size_line, rest) = body.split_once("\r\n")?;
+        let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(rest.get(..size)?);
+        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    }
+}
+
+/// Sizes of the files of an SQLite database: the database and its write-ahead log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct SqliteFiles {
+    /// `ferry.db`, bytes (0: missing).
+    pub(crate) db_bytes: u64,
+    /// `ferry.db-wal`, bytes (0: missing).
+    pub(crate) wal_bytes: u64,
+}
+
+impl SqliteFiles {
+    /// Stats `<data_dir>/ferry.db` and `<data_dir>/ferry.db-wal` (the database of
+    /// a server with an empty database URL).
+    pub(crate) fn of(data_dir: &Path) -> Self {
+        let len = |name: &str| std::fs::metadata(data_dir.join(name)).map_or(0, |m| m.len());
+        Self {
+            db_bytes: len("ferry.db"),
+            wal_bytes: len("ferry.db-wal"),
+        }
     }
 }
 
@@ -228,5 +339,64 @@ mod tests {
         assert_eq!(http_status(addr, "/health/ready").await.unwrap(), 503);
         let closed = free_port().unwrap();
         assert!(http_status(closed, "/").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn http_request_sends_headers_and_reads_the_body() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            s.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let (status, body) = http_request(
+            addr,
+            "POST",
+            "/admin/v1/x",
+            &[("X-Admin-Key", "k")],
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+        assert_eq!((status, body.as_str()), (200, "{\"a\":1}"));
+        let req = server.await.unwrap();
+        assert!(req.starts_with("POST /admin/v1/x HTTP/1.1\r\n"), "{req}");
+        assert!(req.contains("X-Admin-Key: k\r\n") && req.contains("Content-Length: 0\r\n"));
+        assert!(
+            http_request(
+                free_port().unwrap(),
+                "GET",
+                "/",
+                &[],
+                Duration::from_secs(1)
+            )
+            .await
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        assert_eq!(dechunk("5\r\nhello\r\n0\r\n\r\n").as_deref(), Some("hello"));
+        assert_eq!(dechunk("0\r\n\r\n").as_deref(), Some(""));
+        assert_eq!(dechunk("5\r\nhel").as_deref(), None);
+        assert_eq!(dechunk("zz\r\n").as_deref(), None);
+    }
+
+    #[test]
+    fn sqlite_file_sizes() {
+        let dir = TempDir::new("test", false).unwrap();
+        assert_eq!(SqliteFiles::of(dir.path()), SqliteFiles::default());
+        std::fs::write(dir.path().join("ferry.db"), [0u8; 10]).unwrap();
+        std::fs::write(dir.path().join("ferry.db-wal"), [0u8; 3]).unwrap();
+        let f = SqliteFiles::of(dir.path());
+        assert_eq!((f.db_bytes, f.wal_bytes), (10, 3));
     }
 }

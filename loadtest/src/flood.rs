@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use crate::child::{ServerSpec, TempDir};
 use crate::common::{failures_line, say};
 use crate::net::{self, Failures, Target};
+use crate::progress::metric_sum;
 use crate::stats::{self, SharedHistogram, Summary};
 
 /// Arguments of `ferry-load flood`.
@@ -289,18 +290,6 @@ impl KindReport {
     }
 }
 
-/// Sums `name` (all label sets) in a Prometheus text body.
-fn metric_sum(body: &str, name: &str, label: Option<&str>) -> f64 {
-    body.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
-        })
-        .filter(|l| label.is_none_or(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// The flood's source addresses: 127.0.0.10 and up, each carrying at most `per_ip`.
 fn plan(total: u32, per_ip: u32) -> Vec<(IpAddr, u32)> {
     let mut out = Vec::new();
@@ -351,20 +340,7 @@ pub(crate) async fn run(args: &FloodArgs) -> anyhow::Result<bool> {
             ),
         ],
     )?;
-    let mut child = spec.spawn()?;
-    let started = Instant::now();
-    while !spec.ready().await {
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "the server was not ready within 60 s:\n{}",
-                spec.log_tail(20)
-            );
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("the server exited ({status}):\n{}", spec.log_tail(20));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut child = spec.start_ready(Duration::from_secs(60)).await?;
     let r = flood(args, &spec, &key_seed, &sources, total).await;
     let _ = child.start_kill();
     let _ = child.wait().await;
@@ -625,22 +601,6 @@ mod tests {
         assert_eq!(p[7].1, 1984 - 7 * 256);
         assert_eq!(p[0].0.to_string(), "127.0.0.10");
         assert_eq!(p.iter().map(|&(_, n)| n).sum::<u32>(), 1984);
-    }
-
-    #[test]
-    fn metric_sums() {
-        let body = "# HELP x\nferry_connections_live 12\nferry_connections_live_other 5\n\
-                    ferry_connections_refused_total{reason=\"per_ip\"} 3\n\
-                    ferry_connections_refused_total{reason=\"global\"} 4\n";
-        assert_eq!(metric_sum(body, "ferry_connections_live", None), 12.0);
-        assert_eq!(
-            metric_sum(body, "ferry_connections_refused_total", None),
-            7.0
-        );
-        assert_eq!(
-            metric_sum(body, "ferry_connections_refused_total", Some("per_ip")),
-            3.0
-        );
     }
 
     #[test]

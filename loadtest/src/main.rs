@@ -4,12 +4,14 @@
 //! ferry-load keys      --users U --devices D [--out keys.json]
 //! ferry-load serve-env                       # env block for a server under load
 //! ferry-load handshake --rate R --duration D [--concurrency C] [--with-baseline]
-//! ferry-load relay     --users U --devices D --rate R --payload P --duration D [--with-baseline]
+//! ferry-load relay     --users U --devices D --rate R --payload P --duration D [--ttl S] [--with-baseline]
 //! ferry-load idle      --sessions N [--sources K] [--hold D] [--server-pid PID | --metrics-url URL]
 //! ferry-load sync      --events N --payload P
 //! ferry-load baseline  --mode echo|broadcast --port PORT
 //! ferry-load crash     [--backend sqlite|postgres] [--cycles N] [--seed S]
 //! ferry-load flood     [--max-connections N] [--max-per-ip N] [--hold D]
+//! ferry-load retention [--backlog N] [--rate R] [--seconds T] [--database-url URL]
+//! ferry-load steady    [--rate R] [--ttl S] [--minutes M] [--interval I] [--sample-every D]
 //! ```
 //!
 //! Every scenario runs for a fixed duration or count, prints a progress line on
@@ -26,6 +28,7 @@ mod child;
 mod common;
 mod crash;
 mod durability;
+mod fleet;
 mod flood;
 mod handshake;
 mod idle;
@@ -33,8 +36,10 @@ mod keys;
 mod net;
 mod progress;
 mod relay;
+mod retention;
 mod serve_env;
 mod stats;
+mod steady;
 mod sync;
 
 /// Load-test tooling for the Ferry relay.
@@ -69,6 +74,10 @@ enum Command {
     Crash(crash::CrashArgs),
     /// Idle, HTTP/2-preface and slowloris connections up to the caps; client latency quiet vs flooded.
     Flood(flood::FloodArgs),
+    /// A purge of an expired backlog under constant publishing: publish→ack quiet vs purging, rows/s.
+    Retention(retention::RetentionArgs),
+    /// Events with a ttl at a constant rate for minutes: does the SQLite file stop growing?
+    Steady(steady::SteadyArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +103,8 @@ fn main() -> ExitCode {
                         Command::Baseline(a) => baseline::run(&a).await.map(|()| true),
                         Command::Crash(a) => crash::run(&a).await,
                         Command::Flood(a) => flood::run(&a).await,
+                        Command::Retention(a) => retention::run(&a).await,
+                        Command::Steady(a) => steady::run(&a).await,
                         Command::Keys(_) | Command::ServeEnv(_) => unreachable!("handled above"),
                     }
                 }),

@@ -465,6 +465,16 @@ pub(crate) async fn connect(
 
 /// The `publish` request this tool sends: `rid` is the device's counter.
 pub(crate) fn publish_json(rid: u64, id: &[u8; 16], payload: &[u8]) -> Vec<u8> {
+    publish_json_ttl(rid, id, payload, None)
+}
+
+/// [`publish_json`] with `"ttl": secs` when `ttl` is given (the event expires then).
+pub(crate) fn publish_json_ttl(
+    rid: u64,
+    id: &[u8; 16],
+    payload: &[u8],
+    ttl: Option<u32>,
+) -> Vec<u8> {
     let b64 = b64u::encode(payload);
     let mut out = Vec::with_capacity(b64.len() + 96);
     out.extend_from_slice(b"{\"type\":\"publish\",\"rid\":");
@@ -473,7 +483,12 @@ pub(crate) fn publish_json(rid: u64, id: &[u8; 16], payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(ferry_proto::message::format_uuid(id).as_bytes());
     out.extend_from_slice(b"\",\"payload\":\"");
     out.extend_from_slice(b64.as_bytes());
-    out.extend_from_slice(b"\"}");
+    out.push(b'"');
+    if let Some(ttl) = ttl {
+        out.extend_from_slice(b",\"ttl\":");
+        out.extend_from_slice(ttl.to_string().as_bytes());
+    }
+    out.push(b'}');
     out
 }
 
@@ -655,8 +670,13 @@ mod tests {
         let ClientMessage::Publish(p) = req.body else {
             panic!("not a publish")
         };
-        assert_eq!((p.id, p.payload), (id, payload));
+        assert_eq!((p.id, p.payload), (id, payload.clone()));
         assert!(!p.ephemeral && p.key.is_none() && p.ttl.is_none());
+        let req = Request::decode(&publish_json_ttl(43, &id, &payload, Some(60))).unwrap();
+        let ClientMessage::Publish(p) = req.body else {
+            panic!("not a publish")
+        };
+        assert_eq!((p.ttl, p.payload), (Some(60), payload));
     }
 
     #[test]

@@ -189,6 +189,33 @@ pub(crate) fn parse_metrics(body: &str) -> anyhow::Result<ProcSample> {
     })
 }
 
+/// The samples of `name` (with any labels) in a Prometheus text body whose line
+/// contains `label` (when given).
+fn metric_samples<'a>(
+    body: &'a str,
+    name: &'a str,
+    label: Option<&'a str>,
+) -> impl Iterator<Item = f64> + 'a {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(move |l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter(move |l| label.is_none_or(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+}
+
+/// Sums `name` (all label sets) in a Prometheus text body; 0 when it is absent.
+pub(crate) fn metric_sum(body: &str, name: &str, label: Option<&str>) -> f64 {
+    metric_samples(body, name, label).sum()
+}
+
+/// The value of `name` (summed over label sets), or `None` when the body has no
+/// sample of it (a server that does not export it).
+pub(crate) fn metric_value(body: &str, name: &str) -> Option<f64> {
+    metric_samples(body, name, None).reduce(|a, b| a + b)
+}
+
 /// A plain HTTP/1.1 GET to a loopback URL; returns the body.
 pub(crate) async fn http_get(url: &str) -> anyhow::Result<String> {
     let rest = url
@@ -257,6 +284,31 @@ mod tests {
         assert_eq!(s.rss_bytes, 12_345_000);
         assert_eq!(s.cpu_secs, 4.5);
         assert!(parse_metrics("other 1\n").is_err());
+    }
+
+    #[test]
+    fn metric_sums() {
+        let body = "# HELP x\nferry_connections_live 12\nferry_connections_live_other 5\n\
+                    ferry_connections_refused_total{reason=\"per_ip\"} 3\n\
+                    ferry_connections_refused_total{reason=\"global\"} 4\n";
+        assert_eq!(metric_sum(body, "ferry_connections_live", None), 12.0);
+        assert_eq!(
+            metric_sum(body, "ferry_connections_refused_total", None),
+            7.0
+        );
+        assert_eq!(
+            metric_sum(body, "ferry_connections_refused_total", Some("per_ip")),
+            3.0
+        );
+        assert_eq!(metric_value(body, "ferry_connections_live"), Some(12.0));
+        assert_eq!(metric_value(body, "ferry_database_size_bytes"), None);
+        assert_eq!(
+            metric_value(
+                "ferry_database_size_bytes 4.096e3\n",
+                "ferry_database_size_bytes"
+            ),
+            Some(4096.0)
+        );
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub(crate) struct RelayArgs {
     /// After publishing stops, how long to wait for the last acks and deliveries.
     #[arg(long, default_value = "10s", value_parser = stats::parse_duration)]
     pub(crate) drain: Duration,
+    /// Every stored event carries `"ttl": SECS` (it expires then and retention may
+    /// delete it); default: no ttl. The baseline server ignores it.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) ttl: Option<u32>,
 }
 
 /// The publish pattern, independent of the server.
@@ -81,6 +85,8 @@ struct Pattern {
     window: u32,
     #[serde(serialize_with = "secs")]
     drain: Duration,
+    /// `ttl` of every stored event, seconds.
+    ttl: Option<u32>,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -108,6 +114,8 @@ struct FerryWire {
     /// Event id, shaped like a UUIDv7 as the client SDK makes them: 48-bit Unix ms
     /// (stamped per publish), 2 random bytes of this run, the device, the counter.
     id: [u8; 16],
+    /// `ttl` of every publish.
+    ttl: Option<u32>,
 }
 
 impl Wire for FerryWire {
@@ -121,7 +129,7 @@ impl Wire for FerryWire {
             .map_or(0, |d| d.as_millis() as u64);
         self.id[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
         self.id[12..16].copy_from_slice(&(counter as u32).to_be_bytes());
-        let mut json = net::publish_json(counter, &self.id, payload);
+        let mut json = net::publish_json_ttl(counter, &self.id, payload, self.ttl);
         self.session.seal(&mut json)?;
         Ok(Message::Binary(json.into()))
     }
@@ -638,6 +646,7 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
         duration: args.duration,
         window: args.window,
         drain: args.drain,
+        ttl: args.ttl,
     };
     let target = net::Target::parse(&args.conn.url)?;
     let pin = net::pin(args.conn.server_key.as_deref())?;
@@ -648,12 +657,14 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
         json,
         &format!(
             "relay: {} users × {} devices, {} events/s per device ({:.0}/s offered), \
-             {} B payloads, window {}, {:.0} s",
+             {} B payloads{}, window {}, {:.0} s",
             args.users,
             args.devices,
             args.rate,
             args.rate * f64::from(total),
             args.payload,
+            args.ttl
+                .map_or(String::new(), |t| format!(" with ttl {t} s")),
             args.window,
             args.duration.as_secs_f64()
         ),
@@ -723,7 +734,11 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
         .map(|(i, session)| {
             let mut id = run_id;
             id[8..12].copy_from_slice(&(i as u32).to_be_bytes());
-            FerryWire { session, id }
+            FerryWire {
+                session,
+                id,
+                ttl: args.ttl,
+            }
         })
         .collect();
     let ferry = run_pattern("ferry", wires, &pat, probe).await;

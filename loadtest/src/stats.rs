@@ -157,6 +157,21 @@ pub(crate) fn ms(us: u64) -> String {
     }
 }
 
+/// Bytes for humans: `812 B`, `4.0 KiB`, `12.3 MiB`, `1.20 GiB`.
+pub(crate) fn bytes(b: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let v = b as f64;
+    if v < KIB {
+        format!("{b} B")
+    } else if v < KIB * KIB {
+        format!("{:.1} KiB", v / KIB)
+    } else if v < KIB * KIB * KIB {
+        format!("{:.1} MiB", v / KIB / KIB)
+    } else {
+        format!("{:.2} GiB", v / KIB / KIB / KIB)
+    }
+}
+
 /// Events per second over `elapsed` (0 when nothing elapsed).
 pub(crate) fn rate(count: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
@@ -285,6 +300,10 @@ mod tests {
         );
         assert_eq!(ms(250_000), "250 ms");
         assert_eq!(ms(25_000), "25.0 ms");
+        assert_eq!(bytes(812), "812 B");
+        assert_eq!(bytes(4096), "4.0 KiB");
+        assert_eq!(bytes(12_897_484), "12.3 MiB");
+        assert_eq!(bytes(1_288_490_189), "1.20 GiB");
     }
 
     #[test]

@@ -11,8 +11,9 @@ use tracing::info;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{AdminRead, AdminWrite, ApiPath, ApiQuery};
 use super::schema::{
-    ConfigResponse, DisconnectResponse, EraseResponse, StatsResponse, UserBody, UserDetail,
-    UserDevicePath, UserPath, UsersQuery, UsersResponse, key32,
+    ConfigResponse, DisconnectResponse, EraseResponse, RetentionDeletedBody, RetentionErrorBody,
+    RetentionRunQuery, RetentionRunResponse, RetentionStatusResponse, StatsResponse, UserBody,
+    UserDetail, UserDevicePath, UserPath, UsersQuery, UsersResponse, key32,
 };
 use super::user::device_body;
 use crate::app::App;
@@ -242,4 +243,90 @@ pub(crate) async fn config(State(app): State<App>, _key: AdminRead) -> Json<Conf
     Json(ConfigResponse {
         config: app.config.to_redacted_toml(),
     })
+}
+
+fn retention_run_body(r: &crate::relay::retention::Report) -> RetentionRunResponse {
+    let d = &r.deleted;
+    RetentionRunResponse {
+        dry_run: r.dry_run,
+        skipped: r.skipped,
+        started_at: r.started_at,
+        duration_ms: r.duration.as_millis() as u64,
+        deleted: RetentionDeletedBody {
+            expired: d.expired,
+            age: d.age,
+            count: d.count,
+            compacted: d.compacted,
+            inactive_device: d.inactive_device,
+            auth: d.auth,
+        },
+    }
+}
+
+/// The retention job: its last pass on this instance, next run and last error.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/retention",
+    tag = "admin",
+    operation_id = "adminRetentionStatus",
+    security(("admin_key" = []), ("admin_bearer" = [])),
+    responses((status = 200, description = "The retention job's status", body = RetentionStatusResponse))
+)]
+pub(crate) async fn retention_status(
+    State(app): State<App>,
+    _key: AdminRead,
+) -> Json<RetentionStatusResponse> {
+    let s = app.relay.retention_status();
+    Json(RetentionStatusResponse {
+        interval_ms: app.config.retention.interval.as_millis() as u64,
+        running: s.running,
+        last_run: s.last.as_ref().map(retention_run_body),
+        last_success_at: s.last_success,
+        next_run_at: s.next_run,
+        last_error: s
+            .last_error
+            .map(|(at, message)| RetentionErrorBody { at, message }),
+    })
+}
+
+/// Runs one retention pass now with the configured policies and answers when it is
+/// done (`dry_run=true`: counts only). 409 while another pass holds the lock (on
+/// this or another instance).
+#[utoipa::path(
+    post,
+    path = "/admin/v1/retention/run",
+    tag = "admin",
+    operation_id = "adminRetentionRun",
+    security(("admin_key" = []), ("admin_bearer" = [])),
+    params(RetentionRunQuery),
+    responses(
+        (status = 200, description = "What the pass deleted", body = RetentionRunResponse),
+        (status = 409, description = "Another pass is running", body = ErrorBody),
+        (status = 503, description = "The database failed during the pass", body = ErrorBody),
+    )
+)]
+pub(crate) async fn retention_run(
+    State(app): State<App>,
+    AdminWrite(key): AdminWrite,
+    ApiQuery(q): ApiQuery<RetentionRunQuery>,
+) -> Result<Json<RetentionRunResponse>, ApiError> {
+    let dry_run = q.dry_run.unwrap_or(false);
+    let report = app
+        .relay
+        .run_retention(dry_run)
+        .await
+        .map_err(|failed| ApiError::from(failed.error))?;
+    if report.skipped {
+        return Err(ApiError::conflict(
+            "another retention pass is running",
+            serde_json::json!({}),
+        ));
+    }
+    info!(
+        key = %key,
+        dry_run,
+        deleted = report.deleted.total(),
+        "admin: retention run"
+    );
+    Ok(Json(retention_run_body(&report)))
 }

@@ -117,12 +117,26 @@ async fn redis_ping(url: &str) -> Result<(), redis::RedisError> {
     Ok(())
 }
 
-/// `GET /metrics`: Prometheus text format. The pool gauges are sampled here.
+/// How long a scrape waits for the database's size before it answers without a
+/// new value.
+const DATABASE_SIZE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `GET /metrics`: Prometheus text format. The pool gauges and the database size
+/// are sampled here (the size keeps its last value when the database does not
+/// answer within [`DATABASE_SIZE_TIMEOUT`]).
 pub async fn metrics(State(app): State<App>) -> Response {
     let (in_use, idle) = app.relay.pool_stats();
     let pool = &app.metrics.api.db_pool;
     pool.with_label_values(&["in_use"]).set(i64::from(in_use));
     pool.with_label_values(&["idle"]).set(i64::from(idle));
+    if let Ok(Ok(Some(bytes))) =
+        tokio::time::timeout(DATABASE_SIZE_TIMEOUT, app.relay.database_bytes()).await
+    {
+        app.metrics
+            .retention
+            .database_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
     (
         [(
             header::CONTENT_TYPE,

@@ -74,6 +74,8 @@ fn admin_routes() -> OpenApiRouter<App> {
         .routes(routes!(admin::disconnect))
         .routes(routes!(admin::revoke_device))
         .routes(routes!(admin::config))
+        .routes(routes!(admin::retention_status))
+        .routes(routes!(admin::retention_run))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
 }

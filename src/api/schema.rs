@@ -547,13 +547,85 @@ pub struct StatsResponse {
     pub devices: u64,
     /// Devices not revoked.
     pub active_devices: u64,
-    /// Events stored.
+    /// Seqs in the users' retained ranges (`head - pruned_through`, summed): the
+    /// events stored, plus the holes expired and compacted events left.
     pub events: u64,
     /// Live WebSocket sessions on this instance.
     pub live_sessions: u64,
-    /// Database size in bytes.
+    /// Database size in bytes (SQLite: with its write-ahead log).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_bytes: Option<u64>,
+}
+
+/// `POST /admin/v1/retention/run` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RetentionRunQuery {
+    /// `true`: count what each policy would delete, delete nothing.
+    pub dry_run: Option<bool>,
+}
+
+/// Rows deleted by a retention pass, per reason.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetentionDeletedBody {
+    /// Events whose `ttl` ran out.
+    pub expired: u64,
+    /// Events older than `retention.max_age`.
+    pub age: u64,
+    /// Events past `retention.max_events_per_user`.
+    pub count: u64,
+    /// Keyed events superseded for `retention.compact_after`.
+    pub compacted: u64,
+    /// Devices not seen for `retention.inactive_device_after`.
+    pub inactive_device: u64,
+    /// Expired login challenges, refresh tokens, denylist entries and kept
+    /// revocations.
+    pub auth: u64,
+}
+
+/// One retention pass.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetentionRunResponse {
+    /// Counted only; nothing was deleted.
+    pub dry_run: bool,
+    /// Another instance held the retention lock, so this pass did nothing.
+    pub skipped: bool,
+    /// Unix ms, when the pass began.
+    pub started_at: i64,
+    /// How long it took, in ms.
+    pub duration_ms: u64,
+    /// Rows deleted (or, in a dry run, that would be), per reason.
+    pub deleted: RetentionDeletedBody,
+}
+
+/// The last failure of the retention job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetentionErrorBody {
+    /// Unix ms.
+    pub at: i64,
+    /// What failed.
+    pub message: String,
+}
+
+/// `GET /admin/v1/retention`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetentionStatusResponse {
+    /// `retention.interval`, in ms.
+    pub interval_ms: u64,
+    /// A pass is running on this instance now.
+    pub running: bool,
+    /// The last pass of this instance (a failed one with what it did before failing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RetentionRunResponse>,
+    /// Unix ms, when the last successful pass ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<i64>,
+    /// Unix ms, when the background job runs next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_run_at: Option<i64>,
+    /// The last failure, until a pass succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<RetentionErrorBody>,
 }
 
 /// `GET /admin/v1/users` parameters.

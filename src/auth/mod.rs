@@ -21,8 +21,6 @@ use std::time::Duration;
 
 use ferry_proto::keys::{self, DeviceCertificate};
 use rand::RngCore as _;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
 
 use crate::config::{AdminConfig, AuthConfig};
 use crate::keys::ServerKey;
@@ -37,9 +35,6 @@ use jwt::JwtKeys;
 
 /// How long a login challenge may be redeemed.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(60);
-
-/// How often expired challenges, refresh tokens and denylist entries are removed.
-const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Why a caller was refused. Clients only ever learn "invalid token" or "login
 /// refused"; the reason goes to metrics and debug logs.
@@ -158,7 +153,6 @@ pub struct Auth {
     admin: AdminKeys,
     store: Arc<dyn AuthStore>,
     relay: Relay,
-    clock: crate::clock::SharedClock,
 }
 
 /// 32 (or `N`) bytes from the operating system's RNG.
@@ -189,12 +183,10 @@ impl Auth {
         admin: &AdminConfig,
         store: Arc<dyn AuthStore>,
         relay: Relay,
-        clock: crate::clock::SharedClock,
     ) -> Self {
         Self {
             store,
             relay,
-            clock,
             jwt: JwtKeys::new(key, &auth.issuer, auth.token_ttl.as_secs()),
             refresh_ttl: auth.refresh_ttl,
             admin: AdminKeys::new(admin),
@@ -355,24 +347,5 @@ impl Auth {
         self.store
             .revoke_access_token(&id.jti, ms(id.expires_at + jwt::LEEWAY_SECS), now)
             .await
-    }
-}
-
-impl Auth {
-    /// Removes expired challenges, refresh tokens and denylist entries every
-    /// `PURGE_INTERVAL` (10 minutes) until `cancel`.
-    pub async fn purge_loop(self: Arc<Self>, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(PURGE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = cancel.cancelled() => return,
-            }
-            match self.store.purge_expired_auth(self.clock.unix_ms()).await {
-                Ok(n) => debug!(removed = n, "purged expired auth rows"),
-                Err(e) => warn!(error = %e, "purging expired auth rows failed"),
-            }
-        }
     }
 }

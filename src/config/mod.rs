@@ -40,7 +40,7 @@ pub use tls::TlsError;
 pub use types::{
     AdminConfig, AdminKey, AdminScope, AuthConfig, Config, ConfigError, CorsOrigins,
     DatabaseConfig, Environment, Issue, Limits, LogConfig, LogFormat, NON_SETTING_ENV_VARS,
-    REDACTED, RedisUrl, ServerConfig, ServerKeySource, TEST_ENV_PREFIX, TlsConfig,
+    REDACTED, RedisUrl, RetentionConfig, ServerConfig, ServerKeySource, TEST_ENV_PREFIX, TlsConfig,
 };
 
 /// The example configuration shipped with Ferry (`ferry.example.toml`): every setting

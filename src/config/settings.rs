@@ -53,6 +53,13 @@ pub(super) enum Type {
         /// Longest allowed duration.
         max: Duration,
     },
+    /// Like [`Type::Duration`], or the empty string for "off".
+    OptDuration {
+        /// Shortest allowed duration.
+        min: Duration,
+        /// Longest allowed duration.
+        max: Duration,
+    },
     /// A list of strings; comma-separated in the environment.
     List,
     /// `[[admin.keys]]`: tables of `name`, `scope`, `sha256`; in the environment
@@ -167,7 +174,7 @@ macro_rules! section_name {
 }
 
 use DefaultValue::{Empty, Flag, Num, Text};
-use Type::{Addr, AdminKeys, Bool, Int, List, Str};
+use Type::{Addr, AdminKeys, Bool, Int, List, OptDuration, Str};
 
 settings! {
     [top]
@@ -410,6 +417,62 @@ settings! {
         dump: |c| int(c.limits.rest_requests_per_token_per_sec),
     }
 
+    [retention]
+    /// The retention job: it runs inside `ferry serve` every `interval` (1s to 1d),
+    /// and on demand (`ferry retention run`, POST /admin/v1/retention/run). Every run
+    /// deletes expired events (ttl), spent and expired login challenges, refresh
+    /// tokens and denylist entries, and whatever the policies below select. With
+    /// several instances on one PostgreSQL database one runs it at a time.
+    interval {
+        ty: Type::Duration { min: secs(1), max: secs(86_400) },
+        default: Text("1m"),
+        dump: |c| duration(c.retention.interval),
+    }
+    /// Most rows deleted per transaction (100 to 100000); the job yields between
+    /// transactions, so writers and readers are never held up for long.
+    batch {
+        ty: Int { min: 100, max: 100_000 },
+        default: Num(5000),
+        dump: |c| int(c.retention.batch),
+    }
+    /// Delete each user's events published longer ago than this (1h to 100 years),
+    /// e.g. "90d"; "" keeps them. A prefix of the log goes: devices that sync from
+    /// below it are told the log was truncated.
+    max_age {
+        ty: OptDuration { min: secs(3600), max: secs(36_500 * 86_400) },
+        default: Text(""),
+        dump: |c| opt_duration(c.retention.max_age),
+    }
+    /// Keep each user's newest N events and delete the older ones (a prefix of the
+    /// log, as for max_age); 0 keeps them all.
+    max_events_per_user {
+        ty: Int { min: 0, max: 1_000_000_000 },
+        default: Num(0),
+        dump: |c| int(c.retention.max_events_per_user),
+    }
+    /// Compaction: delete an event that has a `key` once a newer event with the same
+    /// key has existed for compact_after (1m to 100 years). The newest event of every
+    /// key is always kept, so conflict checks stay exact.
+    compact_keys {
+        ty: Bool,
+        default: Flag(false),
+        dump: |c| toml::Value::Boolean(c.retention.compact_after.is_some()),
+    }
+    compact_after {
+        ty: Type::Duration { min: secs(60), max: secs(36_500 * 86_400) },
+        default: Text("7d"),
+        dump: |c| duration(c.retention.compact_after_setting),
+    }
+    /// Remove devices not seen for this long (1d to 100 years) and not connected now,
+    /// with their refresh tokens, e.g. "365d"; "" keeps them. A removed device that
+    /// comes back with a valid certificate is registered anew; a revoked one stays
+    /// refused while its certificate may be valid.
+    inactive_device_after {
+        ty: OptDuration { min: secs(86_400), max: secs(36_500 * 86_400) },
+        default: Text(""),
+        dump: |c| opt_duration(c.retention.inactive_device_after),
+    }
+
     [auth]
     /// REST API access tokens (JWTs signed with the server key). `iss` of the tokens
     /// this server issues, and the only issuer it accepts.
@@ -590,6 +653,10 @@ fn duration(d: Duration) -> toml::Value {
     text(duration::format(d))
 }
 
+fn opt_duration(d: Option<Duration>) -> toml::Value {
+    d.map_or_else(|| text(""), duration)
+}
+
 fn list<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> toml::Value {
     toml::Value::Array(items.into_iter().map(|s| text(s.as_ref())).collect())
 }
@@ -597,7 +664,9 @@ fn list<S: AsRef<str>>(items: impl IntoIterator<Item = S>) -> toml::Value {
 /// Converts an environment value to the TOML value its setting expects.
 pub(super) fn env_value(ty: Type, value: &str) -> Result<toml::Value, String> {
     match ty {
-        Str | Addr | Type::Duration { .. } => Ok(toml::Value::String(value.to_string())),
+        Str | Addr | Type::Duration { .. } | OptDuration { .. } => {
+            Ok(toml::Value::String(value.to_string()))
+        }
         Bool => match value.trim() {
             "true" | "1" => Ok(toml::Value::Boolean(true)),
             "false" | "0" => Ok(toml::Value::Boolean(false)),
@@ -644,7 +713,7 @@ pub(super) fn env_value(ty: Type, value: &str) -> Result<toml::Value, String> {
 /// Checks a value from the file against its setting's type. The error is a phrase.
 pub(super) fn check_file_value(ty: Type, value: &toml::Value) -> Result<(), String> {
     let ok = match ty {
-        Str | Addr | Type::Duration { .. } => value.is_str(),
+        Str | Addr | Type::Duration { .. } | OptDuration { .. } => value.is_str(),
         Bool => value.is_bool(),
         Int { .. } => return check_int(value),
         List => value
@@ -667,6 +736,7 @@ pub(super) fn check_file_value(ty: Type, value: &toml::Value) -> Result<(), Stri
         let expected = match ty {
             Str | Addr => "a string",
             Type::Duration { .. } => "a duration string such as \"10s\"",
+            OptDuration { .. } => "a duration string such as \"90d\", or \"\" for off",
             Bool => "true or false",
             Int { .. } => unreachable!("handled above"),
             List => "an array of strings",
@@ -712,13 +782,28 @@ mod tests {
                     let d = duration::parse(default.as_str().unwrap()).unwrap();
                     assert!(min <= d && d <= max, "{}", s.path());
                 }
+                OptDuration { min, max } => {
+                    let text = default.as_str().unwrap();
+                    if !text.is_empty() {
+                        let d = duration::parse(text).unwrap();
+                        assert!(min <= d && d <= max, "{}", s.path());
+                    }
+                }
                 _ => {}
             }
         }
         assert_eq!(
             sections().collect::<Vec<_>>(),
             [
-                "server", "tls", "database", "limits", "auth", "admin", "redis", "log"
+                "server",
+                "tls",
+                "database",
+                "limits",
+                "retention",
+                "auth",
+                "admin",
+                "redis",
+                "log"
             ]
         );
         assert_eq!(

@@ -38,6 +38,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Resource limits and timeouts.
     pub limits: Limits,
+    /// The `[retention]` section: what the retention job deletes, and how often.
+    pub retention: RetentionConfig,
     /// REST API tokens.
     pub auth: AuthConfig,
     /// `[redis] url`: cross-instance live relay over Redis pub/sub, for several
@@ -292,6 +294,25 @@ impl fmt::Debug for DatabaseConfig {
             .field("migrate_on_start", &self.migrate_on_start)
             .finish()
     }
+}
+
+/// The `[retention]` section, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionConfig {
+    /// How often the job runs inside `ferry serve`.
+    pub interval: Duration,
+    /// Most rows deleted per transaction.
+    pub batch: u32,
+    /// Events older than this go (a prefix of each log); `None`: off.
+    pub max_age: Option<Duration>,
+    /// Each user keeps its newest N events; 0: off.
+    pub max_events_per_user: u64,
+    /// Keyed events superseded for this long go; `None`: compaction is off.
+    pub compact_after: Option<Duration>,
+    /// `retention.compact_after` as set (printed even while compaction is off).
+    pub compact_after_setting: Duration,
+    /// Devices not seen for this long (and not connected) go; `None`: off.
+    pub inactive_device_after: Option<Duration>,
 }
 
 /// The `[limits]` section: validated sizes, rates and timeouts.

@@ -16,11 +16,12 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 use super::duration;
 use super::settings::{self, SETTINGS, Setting, Type};
-use super::settings::{admin, auth, database, limits, log, redis, server, tls, top};
+use super::settings::{admin, auth, database, limits, log, redis, retention, server, tls, top};
 use super::types::{
     AdminConfig, AdminKey, AdminScope, AuthConfig, Config, ConfigError, CorsOrigins,
     DatabaseConfig, Environment, Issue, Limits, LogConfig, LogFormat, NON_SETTING_ENV_VARS,
-    RedisUrl, ServerConfig, ServerKeySource, TEST_ENV_PREFIX, TlsConfig, redact_db_url,
+    RedisUrl, RetentionConfig, ServerConfig, ServerKeySource, TEST_ENV_PREFIX, TlsConfig,
+    redact_db_url,
 };
 use crate::keys::{self, ServerKey};
 
@@ -317,6 +318,35 @@ impl Checker<'_> {
         }
     }
 
+    /// A duration, or `None` for the empty string ("off").
+    fn opt_duration(&mut self, s: &Setting) -> Option<Option<Duration>> {
+        let Type::OptDuration { min, max } = s.ty else {
+            unreachable!("{} is not an optional duration", s.path())
+        };
+        let text = self.text(s);
+        if text.trim().is_empty() {
+            return Some(None);
+        }
+        match duration::parse(&text) {
+            Err(why) => {
+                self.err(&s.path(), format!("{text:?} {why} (or \"\" for off)"));
+                None
+            }
+            Ok(d) if d < min || d > max => {
+                self.err(
+                    &s.path(),
+                    format!(
+                        "{text:?} is out of range (allowed: {} to {}, or \"\" for off)",
+                        duration::format(min),
+                        duration::format(max)
+                    ),
+                );
+                None
+            }
+            Ok(d) => Some(Some(d)),
+        }
+    }
+
     /// An integer within its declared range.
     fn int<T: TryFrom<u64>>(&mut self, s: &Setting) -> Option<T> {
         let Type::Int { max, .. } = s.ty else {
@@ -430,6 +460,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
     let connect_timeout = c.duration(&database::connect_timeout);
 
     let limits = limits(c);
+    let retention = retention(c);
     let auth = auth(c);
     let admin = admin(c);
     let redis_url = redis_url(c);
@@ -458,11 +489,32 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
             migrate_on_start: c.flag(&database::migrate_on_start),
         },
         limits: limits?,
+        retention: retention?,
         auth: auth?,
         admin: admin?,
         redis_url: redis_url?,
         log: log?,
         loaded_key,
+    })
+}
+
+fn retention(c: &mut Checker<'_>) -> Option<RetentionConfig> {
+    let interval = c.duration(&retention::interval);
+    let batch = c.int(&retention::batch);
+    let max_age = c.opt_duration(&retention::max_age);
+    let max_events_per_user = c.int(&retention::max_events_per_user);
+    let compact = c.flag(&retention::compact_keys);
+    let compact_after = c.duration(&retention::compact_after);
+    let inactive_device_after = c.opt_duration(&retention::inactive_device_after);
+    let compact_after_setting = compact_after?;
+    Some(RetentionConfig {
+        interval: interval?,
+        batch: batch?,
+        max_age: max_age?,
+        max_events_per_user: max_events_per_user?,
+        compact_after: compact.then_some(compact_after_setting),
+        compact_after_setting,
+        inactive_device_after: inactive_device_after?,
     })
 }
 

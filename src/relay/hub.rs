@@ -288,6 +288,23 @@ impl Hub {
         map.get(user).cloned().unwrap_or_default()
     }
 
+    /// Whether `device` of `user` has a live session here.
+    pub fn is_connected(&self, user: &UserId, device: &DeviceId) -> bool {
+        let map = self.shard(user).lock().expect("hub lock poisoned");
+        map.get(user)
+            .is_some_and(|sessions| sessions.iter().any(|s| s.device == *device))
+    }
+
+    /// Every device with a live session here (a snapshot).
+    pub fn devices(&self) -> Vec<(UserId, DeviceId)> {
+        let mut out = Vec::new();
+        for shard in &self.shared.shards {
+            let map = shard.lock().expect("hub lock poisoned");
+            out.extend(map.values().flatten().map(|s| (s.user, s.device)));
+        }
+        out
+    }
+
     /// Connects this hub to the other instances. Once only.
     pub fn attach_peers(&self, peers: Box<dyn Peers>) {
         let _ = self.shared.peers.set(peers);

@@ -23,6 +23,8 @@
 //!   its [`hub::Peers`].
 //! - [`admissions`]: the memo of admitted devices.
 //! - [`last_seen`]: `last_seen` times of ended sessions, written once a second.
+//! - [`retention`]: the retention job (expiry, compaction, age and count limits,
+//!   inactive devices, spent authentication rows).
 //! - `ops`: publish, sync, cursor, devices and revoke, shared by the WebSocket
 //!   session and the REST API.
 //! - `sessions`: admitting a device, joining the hub and leaving it.
@@ -34,6 +36,7 @@ pub mod bus;
 pub mod hub;
 pub mod last_seen;
 mod ops;
+pub mod retention;
 mod sessions;
 pub mod writer;
 
@@ -116,6 +119,7 @@ struct Inner {
     limits: RelayLimits,
     write_health: Arc<WriteHealth>,
     clock: SharedClock,
+    retention: retention::Job,
 }
 
 impl Relay {
@@ -129,6 +133,7 @@ impl Relay {
         metrics: Arc<Metrics>,
         limits: RelayLimits,
         bus: bool,
+        retention: &crate::config::RetentionConfig,
         clock: SharedClock,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let hub = Hub::new(limits.outbound_queue, limits.outbound_queue_bytes);
@@ -153,6 +158,11 @@ impl Relay {
             hub,
             admissions,
             last_seen: LastSeen::default(),
+            retention: retention::Job::new(
+                retention::Policy::from_config(retention),
+                retention.interval,
+                metrics.clone(),
+            ),
             metrics,
             limits,
             write_health,
@@ -184,10 +194,15 @@ impl Relay {
         .await
     }
 
-    /// Spawns the core's background jobs on `tracker`: the `last_seen` writer and
-    /// the admission memo's watch for commits by other processes. Both stop at
-    /// `cancel`; [`Relay::flush_last_seen`] writes what is left.
+    /// Spawns the core's background jobs on `tracker`: the `last_seen` writer (and
+    /// the hourly record of live sessions' `last_seen`), the admission memo's watch
+    /// for commits by other processes, and the retention job. All stop at `cancel`;
+    /// [`Relay::flush_last_seen`] writes what is left.
     pub fn spawn_jobs(&self, tracker: &TaskTracker, cancel: &CancellationToken) {
+        let (this, stop) = (self.clone(), cancel.clone());
+        tracker.spawn(async move { this.retention_loop(stop).await });
+        let (this, stop) = (self.clone(), cancel.clone());
+        tracker.spawn(async move { this.touch_live_loop(stop).await });
         let (this, stop) = (self.clone(), cancel.clone());
         tracker.spawn(async move {
             last_seen::flush_loop(&this.inner.last_seen, this.inner.store.as_ref(), stop).await;
@@ -201,6 +216,69 @@ impl Relay {
             )
             .await;
         });
+    }
+
+    /// Runs a retention pass every `retention.interval` until `cancel`.
+    async fn retention_loop(&self, cancel: CancellationToken) {
+        let job = &self.inner.retention;
+        let interval = job.interval;
+        loop {
+            job.set_next_run(
+                self.inner
+                    .clock
+                    .unix_ms()
+                    .saturating_add(interval.as_millis() as i64),
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = cancel.cancelled() => return,
+            }
+            // A failure is logged and counted by the job; the next interval retries.
+            let run = job.run(self.inner.store.as_ref(), &self.inner.clock, false, self);
+            tokio::select! {
+                _ = run => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Records the `last_seen` of every live session every
+    /// [`retention::LIVE_TOUCH_EVERY`], so long sessions never look inactive.
+    async fn touch_live_loop(&self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(retention::LIVE_TOUCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = cancel.cancelled() => return,
+            }
+            let now = self.inner.clock.unix_ms();
+            for (user, device) in self.inner.hub.devices() {
+                self.inner.last_seen.record(user, device, now);
+            }
+        }
+    }
+
+    /// Runs one retention pass now with the configured policy (the admin API's
+    /// `POST /admin/v1/retention/run`); `skipped` when another pass holds the lock.
+    pub async fn run_retention(
+        &self,
+        dry_run: bool,
+    ) -> Result<retention::Report, retention::Failed> {
+        self.inner
+            .retention
+            .run(self.inner.store.as_ref(), &self.inner.clock, dry_run, self)
+            .await
+    }
+
+    /// The retention job's last pass, next run and last error.
+    pub fn retention_status(&self) -> retention::Status {
+        self.inner.retention.status()
+    }
+
+    /// The database's size on disk in bytes, where the backend can tell.
+    pub async fn database_bytes(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.store.database_bytes().await
     }
 
     /// Writes the `last_seen` times recorded and not yet written (at shutdown, once
@@ -234,5 +312,16 @@ impl Relay {
     /// failed, recently, and none succeeded since.
     pub fn writes_failing(&self) -> bool {
         self.inner.write_health.failing(self.inner.clock.unix_ms())
+    }
+}
+
+/// The live sessions of this instance, as the retention job sees them.
+impl retention::LiveDevices for Relay {
+    fn is_connected(&self, user: &crate::model::UserId, device: &DeviceId) -> bool {
+        self.inner.hub.is_connected(user, device)
+    }
+
+    fn forget(&self, user: &crate::model::UserId, device: &DeviceId) {
+        self.inner.admissions.forget(user, device);
     }
 }

@@ -20,6 +20,7 @@ mod append;
 mod migrate;
 mod options;
 mod postgres;
+mod retention;
 mod shared;
 mod sqlite;
 
@@ -33,6 +34,7 @@ pub use migrate::{
     KnownMigration, MigrationStatus, UnknownMigration, migrate_down, migrate_status, migrate_up,
 };
 pub use postgres::PgStore;
+pub use retention::RetentionLock;
 pub use sqlite::SqliteStore;
 
 /// The in-memory half of [`Store::append`] (seq assignment, duplicate and
@@ -246,8 +248,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// Retention: removes up to `limit` of the user's oldest events with
     /// `seq < before` and returns how many were removed. The user's retention watermark
     /// moves up with them, so a later [`Store::events_after`] from below it reports
-    /// `truncated_oldest`. Seqs are never reused. Idempotent; call again while it
-    /// returns `limit` to delete in bounded batches.
+    /// `truncated_oldest`. Seqs are never reused, and the head never moves. The newest
+    /// event of a key that goes is remembered in `retired_keys` (see
+    /// [`RetentionStore`]). Idempotent; call again while it returns `limit` to delete
+    /// in bounded batches.
     async fn prune_before(&self, user: &UserId, before: u64, limit: u32)
     -> Result<u64, StoreError>;
 }
@@ -361,10 +365,14 @@ pub trait AuthStore: Send + Sync + 'static {
         jti: &str,
     ) -> Result<AccessStatus, StoreError>;
 
-    /// Removes expired challenges, expired refresh tokens, denylisted `jti`s whose
-    /// tokens have expired anyway, and revocations kept across an erasure whose
-    /// certificate has expired; returns how many rows went.
-    async fn purge_expired_auth(&self, now: UnixMs) -> Result<u64, StoreError>;
+    /// Removes up to `limit` rows of: expired challenges, expired refresh tokens,
+    /// denylisted `jti`s whose tokens have expired anyway, and revocations kept across
+    /// an erasure or a device cleanup whose certificate has expired; returns how many
+    /// rows went (call again while it returns `limit`).
+    async fn purge_expired_auth(&self, now: UnixMs, limit: u32) -> Result<u64, StoreError>;
+
+    /// How many rows [`AuthStore::purge_expired_auth`] would remove at `now`.
+    async fn count_expired_auth(&self, now: UnixMs) -> Result<u64, StoreError>;
 }
 
 /// Administration: totals, users, an operator's revocation, erasure.
@@ -401,12 +409,99 @@ pub trait AdminStore: Send + Sync + 'static {
     async fn erase_user(&self, user: &UserId) -> Result<Option<ErasedCounts>, StoreError>;
 }
 
+/// Retention: the deletions the retention job makes, each in bounded batches (one
+/// transaction per call), and the reads that plan them. Every `delete_*`/`prune`
+/// call is idempotent; the caller repeats it while it returns `limit`.
+///
+/// Deleting the newest event of a key (an expired one, or one in a pruned prefix)
+/// records its seq in `retired_keys`, so compare-and-set publishes keep being judged
+/// against the key's true newest seq ([`EventLog::append`]).
+#[async_trait]
+pub trait RetentionStore: Send + Sync + 'static {
+    /// The retention lock, held until the returned guard is released or dropped;
+    /// `None` when another runner holds it (PostgreSQL: a session advisory lock, so
+    /// one instance of a cluster runs the job at a time; SQLite: this process).
+    async fn retention_lock(&self) -> Result<Option<RetentionLock>, StoreError>;
+
+    /// Deletes up to `limit` events expired at `now` (`expires_at <= now`).
+    async fn delete_expired(&self, now: UnixMs, limit: u32) -> Result<u64, StoreError>;
+
+    /// How many events are expired at `now`.
+    async fn count_expired(&self, now: UnixMs) -> Result<u64, StoreError>;
+
+    /// Deletes up to `limit` keyed events superseded by a newer event of the same
+    /// user and key published at or before `cutoff`. The newest event of every key
+    /// is never deleted by this.
+    async fn delete_superseded(&self, cutoff: UnixMs, limit: u32) -> Result<u64, StoreError>;
+
+    /// How many events [`RetentionStore::delete_superseded`] would delete.
+    async fn count_superseded(&self, cutoff: UnixMs) -> Result<u64, StoreError>;
+
+    /// Up to `limit` users (in id order, after `after`) whose oldest stored event was
+    /// published before `cutoff`.
+    async fn users_with_events_before(
+        &self,
+        cutoff: UnixMs,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> Result<Vec<UserId>, StoreError>;
+
+    /// Up to `limit` users (in id order, after `after`) whose log spans more than
+    /// `keep` seqs above its retention watermark (`head - pruned_through > keep`):
+    /// those that may hold more than `keep` events.
+    async fn users_spanning_more_than(
+        &self,
+        keep: u64,
+        after: Option<&UserId>,
+        limit: u32,
+    ) -> Result<Vec<UserId>, StoreError>;
+
+    /// The user's oldest `limit` stored events with `seq > after`: `(seq, ts)`,
+    /// ascending (expired ones included).
+    async fn oldest_events(
+        &self,
+        user: &UserId,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, UnixMs)>, StoreError>;
+
+    /// The seq of the user's `n`-th newest stored event (`n >= 1`), if it holds that
+    /// many.
+    async fn nth_newest_seq(&self, user: &UserId, n: u64) -> Result<Option<u64>, StoreError>;
+
+    /// How many stored events of the user have `seq < before`.
+    async fn count_events_before(&self, user: &UserId, before: u64) -> Result<u64, StoreError>;
+
+    /// Up to `limit` devices (in `(user, device)` order, after `after`) last seen
+    /// before `seen_before`.
+    async fn devices_seen_before(
+        &self,
+        seen_before: UnixMs,
+        after: Option<(UserId, DeviceId)>,
+        limit: u32,
+    ) -> Result<Vec<(UserId, DeviceId)>, StoreError>;
+
+    /// Removes those of `devices` still last seen before `seen_before`, with their
+    /// refresh tokens, in one transaction; returns how many went. A revoked one whose
+    /// certificate may still be valid at `now` is remembered in `kept_revocations`
+    /// first, so registering it again stores it revoked
+    /// ([`Devices::register_device`]). The users and their logs stay.
+    async fn remove_devices(
+        &self,
+        devices: &[(UserId, DeviceId)],
+        seen_before: UnixMs,
+        now: UnixMs,
+    ) -> Result<u64, StoreError>;
+}
+
 /// What the relay needs from durable storage: every concern below, on one database.
 ///
 /// Each concern is a trait of its own, so a part of the server can be handed only
 /// the one it needs (REST authentication gets an [`AuthStore`]).
 #[async_trait]
-pub trait Store: EventLog + Devices + AuthStore + AdminStore + Send + Sync + 'static {
+pub trait Store:
+    EventLog + Devices + AuthStore + AdminStore + RetentionStore + Send + Sync + 'static
+{
     /// Which backend this is.
     fn backend(&self) -> Backend;
 
@@ -421,7 +516,7 @@ pub trait Store: EventLog + Devices + AuthStore + AdminStore + Send + Sync + 'st
     }
 
     /// The database's size on disk in bytes, where the backend can tell (SQLite:
-    /// pages × page size; PostgreSQL: `pg_database_size`).
+    /// pages × page size, plus the write-ahead log; PostgreSQL: `pg_database_size`).
     async fn database_bytes(&self) -> Result<Option<u64>, StoreError>;
 
     /// Connections of the pool(s) `(in use, idle)`, for metrics.

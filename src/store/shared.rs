@@ -295,22 +295,50 @@ macro_rules! auth_and_admin_sql {
             async fn purge_expired_auth(
                 &self,
                 now: $crate::model::UnixMs,
+                limit: u32,
             ) -> Result<u64, $crate::store::StoreError> {
                 let mut removed = 0;
                 for sql in [
-                    "DELETE FROM auth_challenges WHERE expires_at <= $1",
-                    "DELETE FROM revoked_tokens WHERE expires_at <= $1",
-                    "DELETE FROM refresh_tokens WHERE expires_at <= $1",
+                    "DELETE FROM auth_challenges WHERE challenge IN \
+                       (SELECT challenge FROM auth_challenges WHERE expires_at <= $1 LIMIT $2)",
+                    "DELETE FROM revoked_tokens WHERE jti IN \
+                       (SELECT jti FROM revoked_tokens WHERE expires_at <= $1 LIMIT $2)",
+                    "DELETE FROM refresh_tokens WHERE token_hash IN \
+                       (SELECT token_hash FROM refresh_tokens WHERE expires_at <= $1 LIMIT $2)",
                     // A kept revocation ends when the certificate it blocks expires.
-                    "DELETE FROM kept_revocations WHERE until IS NOT NULL AND until <= $1",
+                    "DELETE FROM kept_revocations WHERE (user_id, device_id) IN \
+                       (SELECT user_id, device_id FROM kept_revocations \
+                        WHERE until IS NOT NULL AND until <= $1 LIMIT $2)",
                 ] {
+                    let left = u64::from(limit).saturating_sub(removed);
+                    if left == 0 {
+                        break;
+                    }
                     removed += sqlx::query(sql)
                         .bind(now)
+                        .bind($crate::store::to_db(left))
                         .execute(&self.$writer)
                         .await?
                         .rows_affected();
                 }
                 Ok(removed)
+            }
+
+            async fn count_expired_auth(
+                &self,
+                now: $crate::model::UnixMs,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT (SELECT count(*) FROM auth_challenges WHERE expires_at <= $1) \
+                          + (SELECT count(*) FROM revoked_tokens WHERE expires_at <= $1) \
+                          + (SELECT count(*) FROM refresh_tokens WHERE expires_at <= $1) \
+                          + (SELECT count(*) FROM kept_revocations \
+                             WHERE until IS NOT NULL AND until <= $1)",
+                )
+                .bind(now)
+                .fetch_one(&self.$reader)
+                .await?;
+                Ok($crate::store::from_db(n))
             }
         }
 
@@ -420,6 +448,7 @@ macro_rules! auth_and_admin_sql {
                     revocations: run("DELETE FROM used_revocations WHERE user_id = $1").await?,
                     devices: run("DELETE FROM devices WHERE user_id = $1").await?,
                 };
+                run("DELETE FROM retired_keys WHERE user_id = $1").await?;
                 let users = run("DELETE FROM users WHERE user_id = $1").await?;
                 if users == 0 && counts == ErasedCounts::default() {
                     tx.rollback().await?;

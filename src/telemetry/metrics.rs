@@ -56,6 +56,8 @@ pub struct Metrics {
     pub bus_received: IntCounter,
     /// The REST API, its tokens and the admin API.
     pub api: ApiMetrics,
+    /// The retention job and the database's size.
+    pub retention: RetentionMetrics,
 }
 
 impl Metrics {
@@ -192,8 +194,10 @@ impl Metrics {
             ))
             .expect("process collector registers once");
         let api = ApiMetrics::register(&registry);
+        let retention = RetentionMetrics::register(&registry);
         Self {
             api,
+            retention,
             registry,
             handshakes,
             sessions_live,
@@ -237,6 +241,91 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Metrics of the retention job (`crate::relay::retention`), and the database size
+/// it watches.
+pub struct RetentionMetrics {
+    /// Rows deleted, by `reason` (`expired`, `age`, `count`, `compacted`,
+    /// `inactive_device`, `auth`).
+    pub deleted: IntCounterVec,
+    /// Runs by `outcome` (`ok`, `error`, `skipped`: another runner held the lock).
+    pub runs: IntCounterVec,
+    /// When the last run that succeeded ended, Unix seconds (0: none yet).
+    pub last_success: IntGauge,
+    /// How long runs took.
+    pub run_seconds: Histogram,
+    /// The database's size on disk (SQLite: pages × page size plus the write-ahead
+    /// log; PostgreSQL: `pg_database_size`), set when scraped.
+    pub database_bytes: IntGauge,
+}
+
+impl RetentionMetrics {
+    fn register(registry: &Registry) -> Self {
+        let deleted = IntCounterVec::new(
+            Opts::new(
+                "retention_deleted_total",
+                "Rows the retention job deleted, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let runs = IntCounterVec::new(
+            Opts::new("retention_runs_total", "Retention runs by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let last_success = IntGauge::new(
+            "retention_last_success_timestamp_seconds",
+            "When the last successful retention run ended (Unix seconds)",
+        )
+        .expect("valid metric");
+        let run_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "retention_run_duration_seconds",
+                "How long retention runs took",
+            )
+            .buckets(vec![
+                0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0,
+            ]),
+        )
+        .expect("valid metric");
+        let database_bytes = IntGauge::new(
+            "database_size_bytes",
+            "Size of the database on disk in bytes",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(deleted.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(runs.clone()),
+            Box::new(last_success.clone()),
+            Box::new(run_seconds.clone()),
+            Box::new(database_bytes.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        // Every label value exists from the start, so rates and alerts see zeros.
+        for reason in [
+            "expired",
+            "age",
+            "count",
+            "compacted",
+            "inactive_device",
+            "auth",
+        ] {
+            deleted.with_label_values(&[reason]);
+        }
+        for outcome in ["ok", "error", "skipped"] {
+            runs.with_label_values(&[outcome]);
+        }
+        Self {
+            deleted,
+            runs,
+            last_success,
+            run_seconds,
+            database_bytes,
+        }
     }
 }
 

@@ -87,7 +87,33 @@ super::shared::auth_and_admin_sql! {
     lock_user: Some("SELECT 1 FROM users WHERE user_id = $1 FOR UPDATE"),
 }
 
+super::retention::retention_sql! {
+    store: PgStore,
+    reader: pool,
+    writer: pool,
+    // `ctid = ANY(ARRAY(…))`: a TID scan of exactly the rows picked.
+    delete_expired: "DELETE FROM events WHERE ctid = ANY(ARRAY( \
+          SELECT ctid FROM events WHERE expires_at <= $1 LIMIT $2)) \
+        RETURNING user_id, seq, event_key",
+    delete_superseded: concat!(
+        "DELETE FROM events WHERE ctid = ANY(ARRAY(SELECT e.ctid FROM events AS e WHERE ",
+        super::retention::superseded!(),
+        " LIMIT $2))"
+    ),
+}
+
 impl PgStore {
+    /// The retention lock: a session advisory lock on a connection taken from the
+    /// pool for as long as the lock is held (`None`: another session holds it).
+    async fn take_retention_lock(&self) -> Result<Option<super::RetentionLock>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(super::retention::PG_RETENTION_LOCK)
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(got.then(|| super::RetentionLock::postgres(conn)))
+    }
+
     /// A write transaction (what the shared SQL in `super::shared` writes through).
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
         Ok(self.pool.begin().await?)
@@ -185,10 +211,14 @@ super::shared::event_log! {
             if !cas_keys.is_empty() {
                 let key_users: Vec<&[u8]> = cas_keys.iter().map(|(u, _)| &u.0[..]).collect();
                 let key_keys: Vec<&[u8]> = cas_keys.iter().map(|(_, k)| *k).collect();
+                // The newest seq of the key: its newest stored event, or the one
+                // retention retired (deleted while it was the newest).
                 let key_heads: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> = sqlx::query_as(
                     "SELECT v.user_id, v.event_key, \
-                        (SELECT max(e.seq) FROM events AS e \
-                         WHERE e.user_id = v.user_id AND e.event_key = v.event_key) \
+                        GREATEST((SELECT max(e.seq) FROM events AS e \
+                                  WHERE e.user_id = v.user_id AND e.event_key = v.event_key), \
+                                 (SELECT r.seq FROM retired_keys AS r \
+                                  WHERE r.user_id = v.user_id AND r.event_key = v.event_key)) \
                      FROM UNNEST($1::bytea[], $2::bytea[]) AS v(user_id, event_key)",
                 )
                 .bind(&key_users[..])
@@ -294,6 +324,11 @@ super::shared::event_log! {
             .fetch_one(&mut *tx)
             .await?;
             if let Some(upper) = upper {
+                sqlx::query(super::retention::RETIRE_PREFIX_KEYS)
+                    .bind(&user.0[..])
+                    .bind(upper)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("DELETE FROM events WHERE user_id = $1 AND seq <= $2")
                     .bind(&user.0[..])
                     .bind(upper)

@@ -43,6 +43,11 @@ pub struct SqliteStore {
     /// Stops the background checkpointer when the last clone of the store drops
     /// (held only for its `Drop`).
     _checkpointer: std::sync::Arc<tokio_util::sync::DropGuard>,
+    /// The retention lock of this process.
+    retention: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The write-ahead log file, counted in [`Store::database_bytes`] (`None` for an
+    /// in-memory database).
+    wal: Option<std::path::PathBuf>,
 }
 
 /// One device to register, and where its row goes.
@@ -99,14 +104,20 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new()
             .max_connections(opts.max_connections.max(1))
             .acquire_timeout(opts.connect_timeout)
-            .connect_with(conn_opts)
+            .connect_with(conn_opts.clone())
             .await?;
-        Ok(Self::with_pools(writer, reader))
+        let file = conn_opts.get_filename();
+        let wal = (file != std::path::Path::new(":memory:")).then(|| {
+            let mut name = file.as_os_str().to_owned();
+            name.push("-wal");
+            std::path::PathBuf::from(name)
+        });
+        Ok(Self::with_pools(writer, reader, wal))
     }
 
     /// The store on its two pools, with its background tasks (checkpoints,
     /// registrations) started.
-    fn with_pools(writer: SqlitePool, reader: SqlitePool) -> Self {
+    fn with_pools(writer: SqlitePool, reader: SqlitePool, wal: Option<std::path::PathBuf>) -> Self {
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(checkpoint_loop(reader.clone(), stop.clone()));
         let (registrations, queue) = tokio::sync::mpsc::channel(MAX_REGISTRATIONS * 4);
@@ -116,7 +127,20 @@ impl SqliteStore {
             reader,
             registrations,
             _checkpointer: std::sync::Arc::new(stop.drop_guard()),
+            retention: std::sync::Arc::default(),
+            wal,
         }
+    }
+
+    /// The retention lock: one run per process at a time (the write lock keeps the
+    /// deletions of anyone else on the file apart from ours).
+    async fn take_retention_lock(&self) -> Result<Option<super::RetentionLock>, StoreError> {
+        Ok(self
+            .retention
+            .clone()
+            .try_lock_owned()
+            .ok()
+            .map(super::RetentionLock::local))
     }
 }
 
@@ -340,7 +364,13 @@ impl Store for SqliteStore {
         )
         .fetch_optional(&self.reader)
         .await?;
-        Ok(bytes.map(from_db))
+        // A missing log (before the first write, or after a clean close) is 0 bytes.
+        let wal = self
+            .wal
+            .as_ref()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len());
+        Ok(bytes.map(|b| from_db(b) + wal))
     }
 
     fn pool_stats(&self) -> (u32, u32) {
@@ -348,6 +378,20 @@ impl Store for SqliteStore {
         let idle = (self.writer.num_idle() + self.reader.num_idle()) as u32;
         (size.saturating_sub(idle), idle)
     }
+}
+
+super::retention::retention_sql! {
+    store: SqliteStore,
+    reader: reader,
+    writer: writer,
+    delete_expired: "DELETE FROM events WHERE rowid IN \
+          (SELECT rowid FROM events WHERE expires_at <= $1 LIMIT $2) \
+        RETURNING user_id, seq, event_key",
+    delete_superseded: concat!(
+        "DELETE FROM events WHERE rowid IN (SELECT e.rowid FROM events AS e WHERE ",
+        super::retention::superseded!(),
+        " LIMIT $2)"
+    ),
 }
 
 super::shared::event_log! {
@@ -415,20 +459,24 @@ super::shared::event_log! {
             }
 
             for chunk in cas_keys.chunks(MAX_PARAMS / 2) {
+                // The newest seq of the key: its newest stored event, or the one
+                // retention retired (deleted while it was the newest).
                 let mut q = QueryBuilder::<Sqlite>::new(
                     "SELECT v.column1, v.column2, \
-                        (SELECT max(e.seq) FROM events AS e \
-                         WHERE e.user_id = v.column1 AND e.event_key = v.column2) \
+                        max(coalesce((SELECT max(e.seq) FROM events AS e \
+                                      WHERE e.user_id = v.column1 AND e.event_key = v.column2), 0), \
+                            coalesce((SELECT r.seq FROM retired_keys AS r \
+                                      WHERE r.user_id = v.column1 AND r.event_key = v.column2), 0)) \
                      FROM (",
                 );
                 q.push_values(chunk, |mut b, (u, key)| {
                     b.push_bind(&u.0[..]).push_bind(*key);
                 });
                 q.push(") AS v");
-                let rows: Vec<(Vec<u8>, Vec<u8>, Option<i64>)> =
+                let rows: Vec<(Vec<u8>, Vec<u8>, i64)> =
                     q.build_query_as().fetch_all(&mut *tx).await?;
                 for (u, key, seq) in rows {
-                    if let Some(seq) = seq {
+                    if seq > 0 {
                         snapshot
                             .key_heads
                             .insert((UserId(key32(&u, "events.user_id")?), key), from_db(seq));
@@ -499,6 +547,11 @@ super::shared::event_log! {
             .fetch_one(&mut *tx)
             .await?;
             if let Some(upper) = upper {
+                sqlx::query(super::retention::RETIRE_PREFIX_KEYS)
+                    .bind(&user.0[..])
+                    .bind(upper)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("DELETE FROM events WHERE user_id = ? AND seq <= ?")
                     .bind(&user.0[..])
                     .bind(upper)
@@ -664,7 +717,7 @@ mod tests {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts.clone())
         };
-        let store = SqliteStore::with_pools(pool(1).await.unwrap(), pool(2).await.unwrap());
+        let store = SqliteStore::with_pools(pool(1).await.unwrap(), pool(2).await.unwrap(), None);
         (store, url)
     }
 

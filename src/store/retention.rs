@@ -1,0 +1,378 @@
+//! The retention SQL: [`super::RetentionStore`] for both backends, written once
+//! with `$N` placeholders like `super::shared`, and the lock that keeps runs from
+//! overlapping ([`RetentionLock`]).
+//!
+//! The two statements that pick rows to delete by a row identifier (`rowid` on
+//! SQLite, `ctid` on PostgreSQL) are macro arguments; everything else is shared.
+
+use sqlx::pool::PoolConnection;
+
+/// Key of the PostgreSQL session advisory lock held while a retention run goes on
+/// ("ferry-rt" in ASCII; the migration lock is "ferry-mg").
+pub(super) const PG_RETENTION_LOCK: i64 = 0x6665_7272_792d_7274;
+
+/// The retention lock, held while this value lives (see
+/// [`super::RetentionStore::retention_lock`]). [`RetentionLock::release`] gives it
+/// back; dropping it without that also ends it (PostgreSQL: its connection is
+/// closed, which ends the session and its advisory lock).
+#[derive(Debug)]
+pub struct RetentionLock {
+    held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// A lock of this process (SQLite).
+    Local(#[allow(dead_code)] tokio::sync::OwnedMutexGuard<()>),
+    /// The advisory lock of this connection's session (PostgreSQL).
+    Postgres(Option<PoolConnection<sqlx::Postgres>>),
+}
+
+impl RetentionLock {
+    pub(super) fn local(guard: tokio::sync::OwnedMutexGuard<()>) -> Self {
+        Self {
+            held: Held::Local(guard),
+        }
+    }
+
+    pub(super) fn postgres(conn: PoolConnection<sqlx::Postgres>) -> Self {
+        Self {
+            held: Held::Postgres(Some(conn)),
+        }
+    }
+
+    /// Releases the lock (PostgreSQL: unlocks, and the connection goes back to the
+    /// pool; if the unlock fails the connection is closed instead).
+    pub async fn release(mut self) {
+        if let Held::Postgres(conn) = &mut self.held
+            && let Some(mut conn) = conn.take()
+        {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(PG_RETENTION_LOCK)
+                .execute(&mut *conn)
+                .await;
+            if unlocked.is_err() {
+                conn.close_on_drop();
+            }
+        }
+    }
+}
+
+impl Drop for RetentionLock {
+    fn drop(&mut self) {
+        if let Held::Postgres(Some(conn)) = &mut self.held {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// Upserts the seq of a deleted event into `retired_keys` when it was the newest
+/// of its key (no newer event of the key is left): `$1` user, `$2` key, `$3` seq.
+pub(super) const RETIRE_KEY: &str = "INSERT INTO retired_keys (user_id, event_key, seq) \
+     SELECT $1, $2, $3 WHERE NOT EXISTS \
+       (SELECT 1 FROM events WHERE user_id = $1 AND event_key = $2 AND seq > $3) \
+     ON CONFLICT (user_id, event_key) DO UPDATE SET seq = excluded.seq \
+       WHERE excluded.seq > retired_keys.seq";
+
+/// Before a prefix of a user's log (`$1`, every `seq <= $2`) is deleted: retires
+/// each key whose newest event is in it.
+pub(super) const RETIRE_PREFIX_KEYS: &str = "INSERT INTO retired_keys (user_id, event_key, seq) \
+     SELECT e.user_id, e.event_key, max(e.seq) FROM events AS e \
+     WHERE e.user_id = $1 AND e.seq <= $2 AND e.event_key IS NOT NULL \
+       AND NOT EXISTS (SELECT 1 FROM events AS n \
+                       WHERE n.user_id = e.user_id AND n.event_key = e.event_key AND n.seq > $2) \
+     GROUP BY e.user_id, e.event_key \
+     ON CONFLICT (user_id, event_key) DO UPDATE SET seq = excluded.seq \
+       WHERE excluded.seq > retired_keys.seq";
+
+/// The condition of a superseded keyed event `e` (`$1`: the cutoff).
+macro_rules! superseded {
+    () => {
+        "e.event_key IS NOT NULL AND EXISTS (SELECT 1 FROM events AS n \
+         WHERE n.user_id = e.user_id AND n.event_key = e.event_key AND n.seq > e.seq \
+           AND n.ts <= $1)"
+    };
+}
+pub(super) use superseded;
+
+/// Implements [`super::RetentionStore`] for a backend that has an inherent
+/// `write_tx()` (as for `super::shared`) and `take_retention_lock()`.
+///
+/// - `delete_expired`: deletes up to `$2` events with `expires_at <= $1`, returning
+///   `user_id, seq, event_key` of each;
+/// - `delete_superseded`: deletes up to `$2` events `e` meeting [`superseded!`].
+macro_rules! retention_sql {
+    (
+        store: $store:ty,
+        reader: $reader:ident,
+        writer: $writer:ident,
+        delete_expired: $delete_expired:expr,
+        delete_superseded: $delete_superseded:expr $(,)?
+    ) => {
+        #[async_trait::async_trait]
+        impl $crate::store::RetentionStore for $store {
+            async fn retention_lock(
+                &self,
+            ) -> Result<Option<$crate::store::RetentionLock>, $crate::store::StoreError> {
+                self.take_retention_lock().await
+            }
+
+            async fn delete_expired(
+                &self,
+                now: $crate::model::UnixMs,
+                limit: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.write_tx().await?;
+                let rows: Vec<(Vec<u8>, i64, Option<Vec<u8>>)> = sqlx::query_as($delete_expired)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                // The newest deleted seq of each key, then retired if nothing newer is
+                // left (after the delete, in the same transaction).
+                let mut keys: std::collections::HashMap<(&[u8], &[u8]), i64> =
+                    std::collections::HashMap::new();
+                for (user, seq, key) in &rows {
+                    if let Some(key) = key {
+                        let s = keys.entry((&user[..], &key[..])).or_insert(*seq);
+                        *s = (*s).max(*seq);
+                    }
+                }
+                for ((user, key), seq) in keys {
+                    sqlx::query($crate::store::retention::RETIRE_KEY)
+                        .bind(user)
+                        .bind(key)
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(rows.len() as u64)
+            }
+
+            async fn count_expired(
+                &self,
+                now: $crate::model::UnixMs,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM events WHERE expires_at IS NOT NULL AND expires_at <= $1",
+                )
+                .bind(now)
+                .fetch_one(&self.$reader)
+                .await?;
+                Ok($crate::store::from_db(n))
+            }
+
+            async fn delete_superseded(
+                &self,
+                cutoff: $crate::model::UnixMs,
+                limit: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query($delete_superseded)
+                    .bind(cutoff)
+                    .bind(i64::from(limit))
+                    .execute(&self.$writer)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn count_superseded(
+                &self,
+                cutoff: $crate::model::UnixMs,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let n: i64 = sqlx::query_scalar(concat!(
+                    "SELECT count(*) FROM events AS e WHERE ",
+                    $crate::store::retention::superseded!()
+                ))
+                .bind(cutoff)
+                .fetch_one(&self.$reader)
+                .await?;
+                Ok($crate::store::from_db(n))
+            }
+
+            async fn users_with_events_before(
+                &self,
+                cutoff: $crate::model::UnixMs,
+                after: Option<&$crate::model::UserId>,
+                limit: u32,
+            ) -> Result<Vec<$crate::model::UserId>, $crate::store::StoreError> {
+                let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT u.user_id FROM users AS u WHERE u.user_id > $1 \
+                       AND (SELECT e.ts FROM events AS e WHERE e.user_id = u.user_id \
+                            ORDER BY e.seq LIMIT 1) < $2 \
+                     ORDER BY u.user_id LIMIT $3",
+                )
+                .bind(after.map_or_else(Vec::new, |u| u.0.to_vec()))
+                .bind(cutoff)
+                .bind(i64::from(limit))
+                .fetch_all(&self.$reader)
+                .await?;
+                rows.iter()
+                    .map(|u| Ok($crate::model::UserId($crate::store::key32(u, "users.user_id")?)))
+                    .collect()
+            }
+
+            async fn users_spanning_more_than(
+                &self,
+                keep: u64,
+                after: Option<&$crate::model::UserId>,
+                limit: u32,
+            ) -> Result<Vec<$crate::model::UserId>, $crate::store::StoreError> {
+                let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT user_id FROM users WHERE user_id > $1 AND head - pruned_through > $2 \
+                     ORDER BY user_id LIMIT $3",
+                )
+                .bind(after.map_or_else(Vec::new, |u| u.0.to_vec()))
+                .bind($crate::store::to_db(keep))
+                .bind(i64::from(limit))
+                .fetch_all(&self.$reader)
+                .await?;
+                rows.iter()
+                    .map(|u| Ok($crate::model::UserId($crate::store::key32(u, "users.user_id")?)))
+                    .collect()
+            }
+
+            async fn oldest_events(
+                &self,
+                user: &$crate::model::UserId,
+                after: u64,
+                limit: u32,
+            ) -> Result<Vec<(u64, $crate::model::UnixMs)>, $crate::store::StoreError> {
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT seq, ts FROM events WHERE user_id = $1 AND seq > $2 \
+                     ORDER BY seq LIMIT $3",
+                )
+                .bind(&user.0[..])
+                .bind($crate::store::to_db(after))
+                .bind(i64::from(limit))
+                .fetch_all(&self.$reader)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(seq, ts)| ($crate::store::from_db(seq), ts))
+                    .collect())
+            }
+
+            async fn nth_newest_seq(
+                &self,
+                user: &$crate::model::UserId,
+                n: u64,
+            ) -> Result<Option<u64>, $crate::store::StoreError> {
+                let seq: Option<i64> = sqlx::query_scalar(
+                    "SELECT seq FROM events WHERE user_id = $1 ORDER BY seq DESC LIMIT 1 OFFSET $2",
+                )
+                .bind(&user.0[..])
+                .bind($crate::store::to_db(n.saturating_sub(1)))
+                .fetch_optional(&self.$reader)
+                .await?;
+                Ok(seq.map($crate::store::from_db))
+            }
+
+            async fn count_events_before(
+                &self,
+                user: &$crate::model::UserId,
+                before: u64,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM events WHERE user_id = $1 AND seq < $2",
+                )
+                .bind(&user.0[..])
+                .bind($crate::store::to_db(before))
+                .fetch_one(&self.$reader)
+                .await?;
+                Ok($crate::store::from_db(n))
+            }
+
+            async fn devices_seen_before(
+                &self,
+                seen_before: $crate::model::UnixMs,
+                after: Option<($crate::model::UserId, $crate::model::DeviceId)>,
+                limit: u32,
+            ) -> Result<
+                Vec<($crate::model::UserId, $crate::model::DeviceId)>,
+                $crate::store::StoreError,
+            > {
+                use $crate::model::{DeviceId, UserId};
+                let (au, ad) = after.map_or_else(
+                    || (Vec::new(), Vec::new()),
+                    |(u, d)| (u.0.to_vec(), d.0.to_vec()),
+                );
+                let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
+                    "SELECT user_id, device_id FROM devices WHERE last_seen < $1 \
+                       AND (user_id > $2 OR (user_id = $2 AND device_id > $3)) \
+                     ORDER BY user_id, device_id LIMIT $4",
+                )
+                .bind(seen_before)
+                .bind(au)
+                .bind(ad)
+                .bind(i64::from(limit))
+                .fetch_all(&self.$reader)
+                .await?;
+                rows.iter()
+                    .map(|(u, d)| {
+                        Ok((
+                            UserId($crate::store::key32(u, "devices.user_id")?),
+                            DeviceId($crate::store::key32(d, "devices.device_id")?),
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn remove_devices(
+                &self,
+                devices: &[($crate::model::UserId, $crate::model::DeviceId)],
+                seen_before: $crate::model::UnixMs,
+                now: $crate::model::UnixMs,
+            ) -> Result<u64, $crate::store::StoreError> {
+                if devices.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.write_tx().await?;
+                let mut removed = 0;
+                for (user, device) in devices {
+                    // A revoked device is remembered while its certificate may be valid.
+                    sqlx::query(
+                        "INSERT INTO kept_revocations (user_id, device_id, revoked_at, until) \
+                         SELECT user_id, device_id, revoked_at, \
+                                CASE WHEN cert_expires_at = 0 THEN NULL \
+                                     ELSE cert_expires_at * 1000 END \
+                         FROM devices WHERE user_id = $1 AND device_id = $2 AND last_seen < $3 \
+                           AND revoked_at IS NOT NULL \
+                           AND (cert_expires_at = 0 OR cert_expires_at * 1000 > $4) \
+                         ON CONFLICT (user_id, device_id) DO NOTHING",
+                    )
+                    .bind(&user.0[..])
+                    .bind(&device.0[..])
+                    .bind(seen_before)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2 \
+                           AND EXISTS (SELECT 1 FROM devices WHERE user_id = $1 \
+                                       AND device_id = $2 AND last_seen < $3)",
+                    )
+                    .bind(&user.0[..])
+                    .bind(&device.0[..])
+                    .bind(seen_before)
+                    .execute(&mut *tx)
+                    .await?;
+                    removed += sqlx::query(
+                        "DELETE FROM devices WHERE user_id = $1 AND device_id = $2 \
+                           AND last_seen < $3",
+                    )
+                    .bind(&user.0[..])
+                    .bind(&device.0[..])
+                    .bind(seen_before)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                tx.commit().await?;
+                Ok(removed)
+            }
+        }
+    };
+}
+
+pub(super) use retention_sql;
