@@ -32,7 +32,7 @@ Example (10 minutes; retention every minute, events live 60 s):
   ./target/release/ferry-load steady --rate 1000 --ttl 60 --minutes 10
 
 The exit code is non-zero when any publish was lost (refused or left unanswered), \
-and with --fail-on-growth also when the database file kept growing.")]
+and with --fail-on-growth also unless the database file stopped growing.")]
 pub(crate) struct SteadyArgs {
     /// The `ferry` binary (default: `ferry` beside this executable).
     #[arg(long, visible_alias = "exe")]
@@ -69,7 +69,8 @@ pub(crate) struct SteadyArgs {
     /// this many times its largest size up to the half-way mark.
     #[arg(long, default_value_t = 1.1)]
     pub(crate) growth_limit: f64,
-    /// Fail (exit code 2) when the database file did not stop growing.
+    /// Fail (exit code 2) unless `ferry.db` stopped growing (kept growing, or too
+    /// few samples to tell, fails).
     #[arg(long)]
     pub(crate) fail_on_growth: bool,
     /// After publishing stops, how long to wait for the last acks.
@@ -109,7 +110,7 @@ struct Plateau {
     /// `max_second_half / max_first_half`.
     growth: Option<f64>,
     /// `max_second_half ≤ limit × max_first_half`; `None`: no sample after the
-    /// half-way mark.
+    /// half-way mark, or nothing to compare with (size 0 up to it).
     stopped_growing: Option<bool>,
 }
 
@@ -122,13 +123,18 @@ impl Plateau {
             max_first_half: first,
             max_second_half: second.unwrap_or(0),
             growth: second.and_then(|s| stats::ratio(s as f64, first as f64)),
-            stopped_growing: second.map(|s| s as f64 <= limit * first as f64),
+            stopped_growing: second
+                .filter(|_| first > 0)
+                .map(|s| s as f64 <= limit * first as f64),
         }
     }
 
     fn text(&self, name: &str, half: f64, limit: f64) -> String {
         let verdict = match self.stopped_growing {
-            None => "too few samples to tell (none after the half-way mark)".to_string(),
+            None if self.max_first_half == 0 => {
+                "cannot tell (size 0 up to the half-way mark)".to_string()
+            }
+            None => "cannot tell (no sample after the half-way mark)".to_string(),
             Some(true) => format!("stopped growing (≤ {limit}×)"),
             Some(false) => format!("KEPT GROWING (> {limit}×)"),
         };
@@ -326,7 +332,7 @@ async fn scenario(
         match db.stopped_growing {
             Some(true) => "stopped growing",
             Some(false) => "kept growing",
-            None => "was sampled too rarely to tell",
+            None => "cannot be judged (see above)",
         }
     );
     say(json, &text);
@@ -389,5 +395,9 @@ mod tests {
 
         let p = Plateau::of(&[(0.0, 100)], 60.0, 1.1);
         assert_eq!(p.stopped_growing, None);
+        assert!(p.text("x", 60.0, 1.1).contains("no sample after"));
+        let p = Plateau::of(&[(0.0, 0), (90.0, 0)], 60.0, 1.1);
+        assert_eq!(p.stopped_growing, None);
+        assert!(p.text("x", 60.0, 1.1).contains("size 0"));
     }
 }
