@@ -202,3 +202,85 @@ fn usage_errors_exit_2_and_help_exits_0() {
         assert!(stdout(&help).contains(sub), "{}", stdout(&help));
     }
 }
+
+/// `ferry retention run`: `--dry-run` counts and deletes nothing; a run deletes and
+/// prints a line per reason; both against the configured (SQLite) database.
+#[test]
+fn retention_run_counts_then_deletes() {
+    use ferry::store::{DeviceId, NewEvent, StoreOptions, UserId};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ferry.db");
+    let url = format!("sqlite://{}", db.display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let count = |url: &str| -> i64 {
+        rt.block_on(async {
+            use sqlx::Connection as _;
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query_scalar("SELECT count(*) FROM events")
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        })
+    };
+    rt.block_on(async {
+        let store = ferry::store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        // Seven events that expired long ago, three that never expire.
+        let batch: Vec<NewEvent> = (0..10)
+            .map(|i| NewEvent {
+                user: UserId([7; 32]),
+                id: uuid::Uuid::now_v7(),
+                device: DeviceId([8; 32]),
+                payload: vec![i; 16],
+                key: None,
+                base: None,
+                ttl: (i < 7).then_some(1),
+                ts: 1_000,
+            })
+            .collect();
+        store.append(&batch).await.unwrap();
+    });
+    assert_eq!(count(&url), 10);
+    let data_dir = dir.path().display().to_string();
+    let env = [("FERRY_DATA_DIR", data_dir.as_str())];
+
+    let out = ferry(dir.path(), &["retention", "run", "--dry-run"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("retention dry run: 7 rows would be deleted"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().eq(["expired", "7"])),
+        "{text}"
+    );
+    assert_eq!(count(&url), 10, "a dry run deletes nothing");
+
+    let out = ferry(dir.path(), &["retention", "run"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("retention run: 7 rows deleted"), "{text}");
+    for reason in ["age", "count", "compacted", "inactive_device", "auth"] {
+        assert!(
+            text.lines().any(|l| l.split_whitespace().eq([reason, "0"])),
+            "{reason}: {text}"
+        );
+    }
+    assert_eq!(count(&url), 3);
+
+    // A database the binary cannot run on: a clear error, exit 1.
+    let out = ferry(
+        dir.path(),
+        &["retention", "run"],
+        &[("FERRY_DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("error: retention ("),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -768,3 +768,67 @@ fn log_format_setting() {
     let err = rejects("[log]\nformat = 'xml'", &[], "log.format");
     assert!(err.to_string().contains("(FERRY_LOG_FORMAT)"), "{err}");
 }
+
+#[test]
+fn retention_settings_are_validated() {
+    let c = load("", &[]).unwrap();
+    assert_eq!(c.retention.interval, std::time::Duration::from_secs(60));
+    assert_eq!(c.retention.batch, 5000);
+    assert_eq!(c.retention.max_age, None);
+    assert_eq!(
+        c.retention.compact_after, None,
+        "compaction is off by default"
+    );
+    assert_eq!(c.retention.inactive_device_after, None);
+    let c = load(
+        "[retention]\nmax_age = \"90d\"\ncompact_keys = true\ninactive_device_after = \"365d\"",
+        &[("FERRY_RETENTION_MAX_EVENTS_PER_USER", "1000")],
+    )
+    .unwrap();
+    assert_eq!(
+        c.retention.max_age,
+        Some(std::time::Duration::from_secs(90 * 86_400))
+    );
+    assert_eq!(
+        c.retention.compact_after,
+        Some(std::time::Duration::from_secs(7 * 86_400))
+    );
+    assert_eq!(c.retention.max_events_per_user, 1000);
+    assert_eq!(
+        c.retention.inactive_device_after,
+        Some(std::time::Duration::from_secs(365 * 86_400))
+    );
+    // Empty means off, from the environment too.
+    let c = load(
+        "[retention]\nmax_age = \"90d\"",
+        &[("FERRY_RETENTION_MAX_AGE", "")],
+    )
+    .unwrap();
+    assert_eq!(c.retention.max_age, None);
+
+    rejects(
+        "[retention]\ninterval = \"500ms\"",
+        &[],
+        "retention.interval",
+    );
+    rejects("[retention]\ninterval = \"2d\"", &[], "retention.interval");
+    rejects("", &[("FERRY_RETENTION_BATCH", "10")], "retention.batch");
+    let e = rejects("[retention]\nmax_age = \"5m\"", &[], "retention.max_age");
+    assert!(e.to_string().contains("or \"\" for off"), "{e}");
+    rejects(
+        "[retention]\nmax_age = \"ninety days\"",
+        &[],
+        "retention.max_age",
+    );
+    rejects(
+        "",
+        &[("FERRY_RETENTION_INACTIVE_DEVICE_AFTER", "1h")],
+        "retention.inactive_device_after",
+    );
+    rejects(
+        "[retention]\ncompact_after = \"1s\"",
+        &[],
+        "retention.compact_after",
+    );
+    rejects("[retention]\nmax_age = 90", &[], "retention.max_age");
+}

@@ -846,3 +846,45 @@ each_backend!(
         within(b.close()).await;
     }
 );
+
+each_backend!(
+    a_log_truncated_by_retention_is_a_typed_item_the_application_sees,
+    &[
+        ("FERRY_RETENTION_INTERVAL", "1s"),
+        ("FERRY_RETENTION_MAX_EVENTS_PER_USER", "2"),
+    ],
+    |srv| {
+        let user = UserKey::generate();
+        let client = within(Client::connect(device_opts(&srv.ws_url(), &user, false)))
+            .await
+            .unwrap();
+        for i in 0..5 {
+            publish(&client, &format!("e{i}")).await;
+        }
+        // The server's retention job keeps the newest two.
+        let mut page = within(client.sync(0, 10)).await.unwrap();
+        for _ in 0..200 {
+            if page.truncated.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            page = within(client.sync(0, 10)).await.unwrap();
+        }
+        assert_eq!(page.truncated, Some(4));
+        let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [4, 5]);
+
+        // A stream from the start reports the truncation, then goes on.
+        let mut stream = client.sync_from(0);
+        match within(stream.next()).await {
+            Some(Err(ClientError::Truncated { oldest })) => assert_eq!(oldest, 4),
+            other => panic!("expected the truncation first, got {other:?}"),
+        }
+        assert_eq!(next_event(&mut stream).await.seq, 4);
+        assert_eq!(next_event(&mut stream).await.seq, 5);
+        // A stream past the watermark is not told anything.
+        let mut stream = client.sync_from(3);
+        assert_eq!(next_event(&mut stream).await.seq, 4);
+        within(client.close()).await;
+    }
+);
