@@ -364,7 +364,7 @@ pub(crate) async fn run(args: &RetentionArgs) -> anyhow::Result<bool> {
     let mut child = spec
         .start_ready(Duration::from_secs(60))
         .await
-        .with_context(|| format!("cannot start the server {}", spec.exe.display()))?;
+        .context("starting `ferry serve`")?;
     let sqlite_dir = args.database_url.is_empty().then(|| dir.path());
     let r = scenario(args, &spec, sqlite_dir, &key_seed).await;
     let _ = child.start_kill();

@@ -173,7 +173,7 @@ pub(crate) async fn run(args: &SteadyArgs) -> anyhow::Result<bool> {
     let mut child = spec
         .start_ready(Duration::from_secs(60))
         .await
-        .with_context(|| format!("cannot start the server {}", spec.exe.display()))?;
+        .context("starting `ferry serve`")?;
     let r = scenario(args, &spec, dir.path(), &key_seed).await;
     if let Ok(Some(status)) = child.try_wait() {
         eprintln!("the server exited during the run ({status})");

@@ -261,14 +261,36 @@ impl Relay {
 
     /// Runs one retention pass now with the configured policy (the admin API's
     /// `POST /admin/v1/retention/run`); `skipped` when another pass holds the lock.
+    ///
+    /// The pass runs on a task of its own: a caller that stops waiting (an HTTP
+    /// request past its timeout) does not cut it short, and its outcome still lands
+    /// in [`Relay::retention_status`].
     pub async fn run_retention(
         &self,
         dry_run: bool,
     ) -> Result<retention::Report, retention::Failed> {
-        self.inner
-            .retention
-            .run(self.inner.store.as_ref(), &self.inner.clock, dry_run, self)
-            .await
+        let this = self.clone();
+        let started_at = self.inner.clock.unix_ms();
+        tokio::spawn(async move {
+            let inner = &this.inner;
+            inner
+                .retention
+                .run(inner.store.as_ref(), &inner.clock, dry_run, &this)
+                .await
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(retention::Failed {
+                partial: retention::Report {
+                    dry_run,
+                    skipped: false,
+                    started_at,
+                    duration: std::time::Duration::ZERO,
+                    deleted: retention::Deleted::default(),
+                },
+                error: StoreError::Other(format!("the retention pass ended abnormally: {e}")),
+            })
+        })
     }
 
     /// The retention job's last pass, next run and last error.

@@ -52,6 +52,15 @@ const PAGE: u32 = 500;
 /// Devices removed per transaction at most (each is three statements).
 const DEVICES_PER_TX: usize = 500;
 
+/// How long one deleting transaction should hold the database: the SQLite writer is
+/// shared with the relay's group commit, so a publish waits at most about this long
+/// behind the job. Transactions start at 100 rows and grow or shrink toward it, up
+/// to [`Policy::batch`].
+const TX_TARGET: Duration = Duration::from_millis(8);
+
+/// The first (and smallest) transaction size while adapting to [`TX_TARGET`].
+const MIN_TX_ROWS: u32 = 100;
+
 /// What the job deletes: `[retention]` as the job reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -292,6 +301,14 @@ struct Pass<'a, 'p> {
     deleted: Deleted,
 }
 
+/// The next transaction's size: scaled by how far `took` was from [`TX_TARGET`]
+/// (at most doubling, at least halving), within `MIN_TX_ROWS..=max`.
+fn next_limit(limit: u32, took: Duration, max: u32) -> u32 {
+    let took = took.as_secs_f64().max(1e-6);
+    let factor = (TX_TARGET.as_secs_f64() / took).clamp(0.5, 2.0);
+    ((f64::from(limit) * factor) as u32).clamp(MIN_TX_ROWS.min(max), max)
+}
+
 /// `now - d` in Unix ms, saturating.
 fn before(now: UnixMs, d: Duration) -> UnixMs {
     now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -323,19 +340,24 @@ impl Pass<'_, '_> {
         Ok(())
     }
 
-    /// Repeats `delete` (one transaction each) while it fills its batch.
+    /// Repeats `delete` (one transaction each) while it fills its batch; each
+    /// transaction's size adapts toward [`TX_TARGET`] (at most `batch` rows).
     async fn drain<F, Fut>(&mut self, reason: Reason, mut delete: F) -> Result<(), StoreError>
     where
         F: FnMut(u32) -> Fut,
         Fut: std::future::Future<Output = Result<u64, StoreError>>,
     {
-        let batch = self.policy.batch;
+        let max = self.policy.batch;
+        let mut limit = MIN_TX_ROWS.min(max);
         loop {
-            let n = delete(batch).await?;
+            let started = Instant::now();
+            let n = delete(limit).await?;
+            let took = started.elapsed();
             self.add(reason, n);
-            if n < u64::from(batch) {
+            if n < u64::from(limit) {
                 return Ok(());
             }
+            limit = next_limit(limit, took, max);
             tokio::task::yield_now().await;
         }
     }
@@ -608,5 +630,25 @@ fn count_deleted(metrics: &RetentionMetrics, deleted: &Deleted) {
             .deleted
             .with_label_values(&[reason.as_str()])
             .inc_by(deleted.get(reason));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transactions_adapt_toward_the_target_within_bounds() {
+        let ms = Duration::from_millis;
+        // Fast: grows, at most doubling, never past the batch.
+        assert_eq!(next_limit(100, ms(1), 5000), 200);
+        assert_eq!(next_limit(4000, ms(1), 5000), 5000);
+        // Slow: shrinks, at most halving, never below the minimum.
+        assert_eq!(next_limit(1000, ms(80), 5000), 500);
+        assert_eq!(next_limit(150, ms(80), 5000), MIN_TX_ROWS);
+        // On target: stays.
+        assert_eq!(next_limit(700, TX_TARGET, 5000), 700);
+        // A batch below the minimum is the bound.
+        assert_eq!(next_limit(50, ms(1), 50), 50);
     }
 }
