@@ -587,7 +587,14 @@ async fn instances_on_one_postgres_database_take_turns() {
         );
     }
     assert_eq!(scalar(&db, "SELECT count(*) FROM events").await, 10);
-    drop(holder);
+    // Released for certain before the next step (a dropped connection's session
+    // may end a moment later).
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(0x6665_7272_792d_7274_i64)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder.close().await.unwrap();
 
     // Both at once: the passes never overlap, so the rows are deleted exactly
     // once between them.
