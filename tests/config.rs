@@ -775,10 +775,7 @@ fn retention_settings_are_validated() {
     assert_eq!(c.retention.interval, std::time::Duration::from_secs(60));
     assert_eq!(c.retention.batch, 5000);
     assert_eq!(c.retention.max_age, None);
-    assert_eq!(
-        c.retention.compact_after, None,
-        "compaction is off by default"
-    );
+    assert!(!c.retention.compact_keys, "compaction is off by default");
     assert_eq!(c.retention.inactive_device_after, None);
     let c = load(
         "[retention]\nmax_age = \"90d\"\ncompact_keys = true\ninactive_device_after = \"365d\"",
@@ -789,9 +786,10 @@ fn retention_settings_are_validated() {
         c.retention.max_age,
         Some(std::time::Duration::from_secs(90 * 86_400))
     );
+    assert!(c.retention.compact_keys);
     assert_eq!(
         c.retention.compact_after,
-        Some(std::time::Duration::from_secs(7 * 86_400))
+        std::time::Duration::from_secs(7 * 86_400)
     );
     assert_eq!(c.retention.max_events_per_user, 1000);
     assert_eq!(

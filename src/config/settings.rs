@@ -457,12 +457,12 @@ settings! {
     compact_keys {
         ty: Bool,
         default: Flag(false),
-        dump: |c| toml::Value::Boolean(c.retention.compact_after.is_some()),
+        dump: |c| toml::Value::Boolean(c.retention.compact_keys),
     }
     compact_after {
         ty: Type::Duration { min: secs(60), max: secs(36_500 * 86_400) },
         default: Text("7d"),
-        dump: |c| duration(c.retention.compact_after_setting),
+        dump: |c| duration(c.retention.compact_after),
     }
     /// Remove devices not seen for this long (1d to 100 years) and not connected now,
     /// with their refresh tokens, e.g. "365d"; "" keeps them. A removed device that

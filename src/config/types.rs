@@ -307,10 +307,10 @@ pub struct RetentionConfig {
     pub max_age: Option<Duration>,
     /// Each user keeps its newest N events; 0: off.
     pub max_events_per_user: u64,
-    /// Keyed events superseded for this long go; `None`: compaction is off.
-    pub compact_after: Option<Duration>,
-    /// `retention.compact_after` as set (printed even while compaction is off).
-    pub compact_after_setting: Duration,
+    /// Compaction: keyed events superseded for `compact_after` go.
+    pub compact_keys: bool,
+    /// How long a keyed event stays after a newer one of its key (with `compact_keys`).
+    pub compact_after: Duration,
     /// Devices not seen for this long (and not connected) go; `None`: off.
     pub inactive_device_after: Option<Duration>,
 }

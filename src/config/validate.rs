@@ -503,17 +503,16 @@ fn retention(c: &mut Checker<'_>) -> Option<RetentionConfig> {
     let batch = c.int(&retention::batch);
     let max_age = c.opt_duration(&retention::max_age);
     let max_events_per_user = c.int(&retention::max_events_per_user);
-    let compact = c.flag(&retention::compact_keys);
+    let compact_keys = c.flag(&retention::compact_keys);
     let compact_after = c.duration(&retention::compact_after);
     let inactive_device_after = c.opt_duration(&retention::inactive_device_after);
-    let compact_after_setting = compact_after?;
     Some(RetentionConfig {
         interval: interval?,
         batch: batch?,
         max_age: max_age?,
         max_events_per_user: max_events_per_user?,
-        compact_after: compact.then_some(compact_after_setting),
-        compact_after_setting,
+        compact_keys,
+        compact_after: compact_after?,
         inactive_device_after: inactive_device_after?,
     })
 }

@@ -83,7 +83,7 @@ impl Policy {
             batch: c.batch.max(1),
             max_age: c.max_age,
             max_events_per_user: c.max_events_per_user,
-            compact_after: c.compact_after,
+            compact_after: c.compact_keys.then_some(c.compact_after),
             inactive_device_after: c.inactive_device_after,
         }
     }

@@ -66,11 +66,16 @@ impl Drop for RetentionLock {
     }
 }
 
-/// Upserts the seq of a deleted event into `retired_keys` when it was the newest
-/// of its key (no newer event of the key is left): `$1` user, `$2` key, `$3` seq.
-pub(super) const RETIRE_KEY: &str = "INSERT INTO retired_keys (user_id, event_key, seq) \
-     SELECT $1, $2, $3 WHERE NOT EXISTS \
-       (SELECT 1 FROM events WHERE user_id = $1 AND event_key = $2 AND seq > $3) \
+/// Upserts the seqs of deleted events into `retired_keys` where each was the newest
+/// of its key (no newer event of the key is left); a `VALUES` list of
+/// `(user, key, seq)` follows, then [`RETIRE_KEYS_END`].
+pub(super) const RETIRE_KEYS: &str = "INSERT INTO retired_keys (user_id, event_key, seq) \
+     SELECT v.column1, v.column2, v.column3 FROM (";
+
+/// The end of [`RETIRE_KEYS`].
+pub(super) const RETIRE_KEYS_END: &str = ") AS v WHERE NOT EXISTS \
+       (SELECT 1 FROM events AS e \
+        WHERE e.user_id = v.column1 AND e.event_key = v.column2 AND e.seq > v.column3) \
      ON CONFLICT (user_id, event_key) DO UPDATE SET seq = excluded.seq \
        WHERE excluded.seq > retired_keys.seq";
 
@@ -104,6 +109,7 @@ pub(super) use superseded;
 macro_rules! retention_sql {
     (
         store: $store:ty,
+        db: $db:ty,
         reader: $reader:ident,
         writer: $writer:ident,
         delete_expired: $delete_expired:expr,
@@ -129,7 +135,7 @@ macro_rules! retention_sql {
                     .fetch_all(&mut *tx)
                     .await?;
                 // The newest deleted seq of each key, then retired if nothing newer is
-                // left (after the delete, in the same transaction).
+                // left (after the delete, in the same transaction): one statement.
                 let mut keys: std::collections::HashMap<(&[u8], &[u8]), i64> =
                     std::collections::HashMap::new();
                 for (user, seq, key) in &rows {
@@ -138,13 +144,17 @@ macro_rules! retention_sql {
                         *s = (*s).max(*seq);
                     }
                 }
-                for ((user, key), seq) in keys {
-                    sqlx::query($crate::store::retention::RETIRE_KEY)
-                        .bind(user)
-                        .bind(key)
-                        .bind(seq)
-                        .execute(&mut *tx)
-                        .await?;
+                // At most `limit` rows (100000), three parameters each.
+                let keys: Vec<_> = keys.into_iter().collect();
+                for chunk in keys.chunks(10_000) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        $crate::store::retention::RETIRE_KEYS,
+                    );
+                    q.push_values(chunk, |mut b, ((user, key), seq)| {
+                        b.push_bind(*user).push_bind(*key).push_bind(*seq);
+                    });
+                    q.push($crate::store::retention::RETIRE_KEYS_END);
+                    q.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(rows.len() as u64)
@@ -327,47 +337,39 @@ macro_rules! retention_sql {
                 if devices.is_empty() {
                     return Ok(0);
                 }
+                // Three statements for all of them, each naming the devices in a
+                // `VALUES` list (two parameters each; callers pass a few hundred).
+                let listed = |q: &mut sqlx::QueryBuilder<$db>| {
+                    q.push("(user_id, device_id) IN (");
+                    q.push_values(devices, |mut b, (user, device)| {
+                        b.push_bind(user.0.to_vec()).push_bind(device.0.to_vec());
+                    });
+                    q.push(") AND last_seen < ").push_bind(seen_before);
+                };
                 let mut tx = self.write_tx().await?;
-                let mut removed = 0;
-                for (user, device) in devices {
-                    // A revoked device is remembered while its certificate may be valid.
-                    sqlx::query(
-                        "INSERT INTO kept_revocations (user_id, device_id, revoked_at, until) \
-                         SELECT user_id, device_id, revoked_at, \
-                                CASE WHEN cert_expires_at = 0 THEN NULL \
-                                     ELSE cert_expires_at * 1000 END \
-                         FROM devices WHERE user_id = $1 AND device_id = $2 AND last_seen < $3 \
-                           AND revoked_at IS NOT NULL \
-                           AND (cert_expires_at = 0 OR cert_expires_at * 1000 > $4) \
-                         ON CONFLICT (user_id, device_id) DO NOTHING",
-                    )
-                    .bind(&user.0[..])
-                    .bind(&device.0[..])
-                    .bind(seen_before)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2 \
-                           AND EXISTS (SELECT 1 FROM devices WHERE user_id = $1 \
-                                       AND device_id = $2 AND last_seen < $3)",
-                    )
-                    .bind(&user.0[..])
-                    .bind(&device.0[..])
-                    .bind(seen_before)
-                    .execute(&mut *tx)
-                    .await?;
-                    removed += sqlx::query(
-                        "DELETE FROM devices WHERE user_id = $1 AND device_id = $2 \
-                           AND last_seen < $3",
-                    )
-                    .bind(&user.0[..])
-                    .bind(&device.0[..])
-                    .bind(seen_before)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                }
+                // A revoked device is remembered while its certificate may be valid.
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO kept_revocations (user_id, device_id, revoked_at, until) \
+                     SELECT user_id, device_id, revoked_at, \
+                            CASE WHEN cert_expires_at = 0 THEN NULL \
+                                 ELSE cert_expires_at * 1000 END \
+                     FROM devices WHERE ",
+                );
+                listed(&mut q);
+                q.push(" AND revoked_at IS NOT NULL AND (cert_expires_at = 0 OR cert_expires_at * 1000 > ")
+                    .push_bind(now)
+                    .push(") ON CONFLICT (user_id, device_id) DO NOTHING");
+                q.build().execute(&mut *tx).await?;
+                let mut q = sqlx::QueryBuilder::<$db>::new(
+                    "DELETE FROM refresh_tokens WHERE (user_id, device_id) IN \
+                       (SELECT user_id, device_id FROM devices WHERE ",
+                );
+                listed(&mut q);
+                q.push(")");
+                q.build().execute(&mut *tx).await?;
+                let mut q = sqlx::QueryBuilder::<$db>::new("DELETE FROM devices WHERE ");
+                listed(&mut q);
+                let removed = q.build().execute(&mut *tx).await?.rows_affected();
                 tx.commit().await?;
                 Ok(removed)
             }

@@ -21,7 +21,7 @@ use super::options::postgres_options as connect_options;
 use super::{
     AppendOutcome, Backend, DeviceCert, DeviceId, DeviceRecord, DeviceRow, NewEvent, RevokeOutcome,
     Store, StoreError, StoreOptions, UnixMs, UserId, device_record, event_id, from_db, key32,
-    migrate, to_db, watermark,
+    migrate, to_db,
 };
 
 /// Upper bound for any one statement of the server's pool, so a stuck lock or a slow
@@ -89,6 +89,7 @@ super::shared::auth_and_admin_sql! {
 
 super::retention::retention_sql! {
     store: PgStore,
+    db: sqlx::Postgres,
     reader: pool,
     writer: pool,
     // `ctid = ANY(ARRAY(…))`: a TID scan of exactly the rows picked.
@@ -149,6 +150,8 @@ super::shared::event_log! {
     // The rest of the trait is SQL both backends share (`super::shared`).
     impl EventLog for PgStore {
         reader: pool;
+        // The user's counter row, locked as `append` locks it.
+        lock_head: " FOR NO KEY UPDATE";
 
         async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
             if batch.is_empty() {
@@ -297,53 +300,6 @@ super::shared::event_log! {
             // A commit error means the outcome is unknown to us: report it, never ack.
             tx.commit().await?;
             Ok(plan.outcomes)
-        }
-
-        async fn prune_before(
-            &self,
-            user: &UserId,
-            before: u64,
-            limit: u32,
-        ) -> Result<u64, StoreError> {
-            let mut tx = self.pool.begin().await?;
-            let Some(head): Option<i64> =
-                sqlx::query_scalar("SELECT head FROM users WHERE user_id = $1 FOR NO KEY UPDATE")
-                    .bind(&user.0[..])
-                    .fetch_optional(&mut *tx)
-                    .await?
-            else {
-                return Ok(0);
-            };
-            let (upper, count): (Option<i64>, i64) = sqlx::query_as(
-                "SELECT max(seq), count(*) FROM \
-                     (SELECT seq FROM events WHERE user_id = $1 AND seq < $2 ORDER BY seq LIMIT $3) AS p",
-            )
-            .bind(&user.0[..])
-            .bind(to_db(before))
-            .bind(i64::from(limit))
-            .fetch_one(&mut *tx)
-            .await?;
-            if let Some(upper) = upper {
-                sqlx::query(super::retention::RETIRE_PREFIX_KEYS)
-                    .bind(&user.0[..])
-                    .bind(upper)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM events WHERE user_id = $1 AND seq <= $2")
-                    .bind(&user.0[..])
-                    .bind(upper)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(
-                "UPDATE users SET pruned_through = GREATEST(pruned_through, $2) WHERE user_id = $1",
-            )
-            .bind(&user.0[..])
-            .bind(watermark(head, before, limit, upper, count))
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(from_db(count))
         }
     }
 }

@@ -23,7 +23,7 @@ use super::options::sqlite_options as connect_options;
 use super::{
     AppendOutcome, Backend, DeviceCert, DeviceId, DeviceRecord, DeviceRow, NewEvent, RevokeOutcome,
     Store, StoreError, StoreOptions, UnixMs, UserId, device_record, event_id, from_db, key32,
-    migrate, to_db, watermark,
+    migrate, to_db,
 };
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` (since 3.32): multi-row statements
@@ -382,6 +382,7 @@ impl Store for SqliteStore {
 
 super::retention::retention_sql! {
     store: SqliteStore,
+    db: Sqlite,
     reader: reader,
     writer: writer,
     delete_expired: "DELETE FROM events WHERE rowid IN \
@@ -398,6 +399,8 @@ super::shared::event_log! {
     // The rest of the trait is SQL both backends share (`super::shared`).
     impl EventLog for SqliteStore {
         reader: reader;
+        // `BEGIN IMMEDIATE` already excludes appends.
+        lock_head: "";
 
         async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
             if batch.is_empty() {
@@ -519,53 +522,6 @@ super::shared::event_log! {
             // Durable on return (synchronous = FULL): only now may outcomes be acked.
             tx.commit().await?;
             Ok(plan.outcomes)
-        }
-
-        async fn prune_before(
-            &self,
-            user: &UserId,
-            before: u64,
-            limit: u32,
-        ) -> Result<u64, StoreError> {
-            let mut tx = WriteTx::begin(&self.writer).await?;
-            let Some((head, _)): Option<(i64, i64)> =
-                sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = ?")
-                    .bind(&user.0[..])
-                    .fetch_optional(&mut *tx)
-                    .await?
-            else {
-                tx.rollback().await?;
-                return Ok(0);
-            };
-            let (upper, count): (Option<i64>, i64) = sqlx::query_as(
-                "SELECT max(seq), count(*) FROM \
-                     (SELECT seq FROM events WHERE user_id = ? AND seq < ? ORDER BY seq LIMIT ?)",
-            )
-            .bind(&user.0[..])
-            .bind(to_db(before))
-            .bind(i64::from(limit))
-            .fetch_one(&mut *tx)
-            .await?;
-            if let Some(upper) = upper {
-                sqlx::query(super::retention::RETIRE_PREFIX_KEYS)
-                    .bind(&user.0[..])
-                    .bind(upper)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM events WHERE user_id = ? AND seq <= ?")
-                    .bind(&user.0[..])
-                    .bind(upper)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let watermark = watermark(head, before, limit, upper, count);
-            sqlx::query("UPDATE users SET pruned_through = max(pruned_through, ?) WHERE user_id = ?")
-                .bind(watermark)
-                .bind(&user.0[..])
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(from_db(count))
         }
     }
 }
