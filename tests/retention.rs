@@ -133,6 +133,54 @@ async fn metric(api: &Api, series: &str) -> f64 {
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
 
+/// Polls `check` every 50 ms for up to 10 s; panics with `what` if it never holds.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// `POST /admin/v1/retention/run?dry_run=true`: the counts.
+async fn dry_run(api: &Api) -> Value {
+    let r = api
+        .admin(
+            Method::POST,
+            "/admin/v1/retention/run?dry_run=true",
+            Some(WRITE),
+        )
+        .await;
+    assert_eq!(r.ok()["dry_run"], true);
+    r.ok()["deleted"].clone()
+}
+
+/// `GET /admin/v1/users/{user}`.
+async fn user_detail(api: &Api, user: &str) -> Value {
+    api.admin(Method::GET, &format!("/admin/v1/users/{user}"), Some(READ))
+        .await
+        .ok()
+        .clone()
+}
+
+/// `GET /admin/v1/retention`.
+async fn retention_status(api: &Api) -> Value {
+    api.admin(Method::GET, "/admin/v1/retention", Some(READ))
+        .await
+        .ok()
+        .clone()
+}
+
+async fn events(db: &TestDb) -> i64 {
+    scalar(db, "SELECT count(*) FROM events").await
+}
+
 fn key(k: &str) -> String {
     b64u::encode(k.as_bytes())
 }
@@ -151,28 +199,20 @@ async fn expired_events_leave_the_table_and_conflicts_stay_exact() {
         // The newest event of key "k" expires: the key's head must stay its seq.
         let k1 = stored(&mut c, json!({"key": key("k"), "base": 0, "ttl": 1})).await;
         let keep2 = stored(&mut c, json!({})).await;
-        assert_eq!(scalar(&db, "SELECT count(*) FROM events").await, 6);
+        assert_eq!(events(&db).await, 6);
 
         // Nothing has expired yet: a run deletes nothing.
         assert_eq!(run(&api).await["expired"], 0);
         clock.jump_wall(2_000);
 
         // A dry run counts and deletes nothing.
-        let r = api
-            .admin(
-                Method::POST,
-                "/admin/v1/retention/run?dry_run=true",
-                Some(WRITE),
-            )
-            .await;
-        assert_eq!(r.ok()["dry_run"], true);
-        assert_eq!(r.ok()["deleted"]["expired"], 4);
-        assert_eq!(scalar(&db, "SELECT count(*) FROM events").await, 6);
+        assert_eq!(dry_run(&api).await["expired"], 4);
+        assert_eq!(events(&db).await, 6);
 
         let deleted = run(&api).await;
         assert_eq!(deleted["expired"], 4, "{deleted}");
         // Gone from the table, not only hidden.
-        assert_eq!(scalar(&db, "SELECT count(*) FROM events").await, 2);
+        assert_eq!(events(&db).await, 2);
         assert_eq!(
             scalar(
                 &db,
@@ -206,10 +246,7 @@ async fn expired_events_leave_the_table_and_conflicts_stay_exact() {
         );
         assert!(metric(&api, "ferry_retention_last_success_timestamp_seconds").await > 0.0);
         assert!(metric(&api, "ferry_database_size_bytes").await > 0.0);
-        let status = api
-            .admin(Method::GET, "/admin/v1/retention", Some(READ))
-            .await;
-        let status = status.ok();
+        let status = retention_status(&api).await;
         assert_eq!(status["last_run"]["deleted"]["expired"], 0);
         assert_eq!(status["running"], false);
         assert!(status["last_success_at"].as_i64().unwrap() > 0);
@@ -226,6 +263,65 @@ async fn expired_events_leave_the_table_and_conflicts_stay_exact() {
     }
 }
 
+/// Batches smaller than the work: several transactions per policy, pages of a
+/// user's log, and the policies one after another in one pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_cross_transaction_and_page_boundaries() {
+    for db in databases().await {
+        let clock = JumpingClock::new();
+        let (srv, api) = start(
+            &db,
+            &clock,
+            &[
+                ("FERRY_RETENTION_BATCH", "100"),
+                ("FERRY_RETENTION_MAX_AGE", "1h"),
+                ("FERRY_RETENTION_MAX_EVENTS_PER_USER", "5"),
+            ],
+        )
+        .await;
+        let mut c = connect(&srv.ws_url(), TestUser::random().device()).await;
+        for _ in 0..250 {
+            stored(&mut c, json!({"ttl": 1})).await;
+        }
+        clock.jump_wall(2_000);
+        // Count finds nothing to keep apart: every stored event is gone first.
+        let deleted = run(&api).await;
+        assert_eq!(
+            (deleted["expired"].as_u64(), deleted["count"].as_u64()),
+            (Some(250), Some(0))
+        );
+        assert_eq!(events(&db).await, 0);
+
+        for _ in 0..250 {
+            stored(&mut c, json!({})).await;
+        }
+        clock.jump_wall(2 * HOUR_MS);
+        for _ in 0..10 {
+            stored(&mut c, json!({})).await;
+        }
+        // A dry run counts each policy on its own.
+        let counted = dry_run(&api).await;
+        assert_eq!(counted["age"], 250, "{counted}");
+        assert_eq!(counted["count"], 255, "{counted}");
+        assert_eq!(events(&db).await, 260);
+        // Age takes the 250 old ones (three pages of 100), then count keeps 5 of
+        // the 10 young ones.
+        let deleted = run(&api).await;
+        assert_eq!(
+            (deleted["age"].as_u64(), deleted["count"].as_u64()),
+            (Some(250), Some(5))
+        );
+        assert_eq!(
+            sync(&mut c, 0).await,
+            ((506..=510).collect::<Vec<u64>>(), 510, Some(506))
+        );
+        assert_eq!(sync(&mut c, 505).await.2, None);
+        srv.stop().await;
+        db.finish("passes_cross_transaction_and_page_boundaries")
+            .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_background_job_deletes_expired_events_within_an_interval() {
     for db in databases().await {
@@ -237,15 +333,10 @@ async fn the_background_job_deletes_expired_events_within_an_interval() {
         }
         clock.jump_wall(1_500);
         // The job runs every second by itself; it must get to them.
-        let mut left = -1;
-        for _ in 0..200 {
-            left = scalar(&db, "SELECT count(*) FROM events").await;
-            if left == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(left, 0, "the background job deleted the expired events");
+        eventually("the background job deleted the expired events", || async {
+            events(&db).await == 0
+        })
+        .await;
         assert!(metric(&api, "ferry_retention_runs_total{outcome=\"ok\"}").await >= 1.0);
         srv.stop().await;
         db.finish("the_background_job_deletes_expired_events_within_an_interval")
@@ -270,7 +361,7 @@ async fn max_age_truncates_sync_and_the_head_never_moves_back() {
         ];
         assert_eq!(young, vec![6, 7]);
         assert_eq!(run(&api).await["age"], 5);
-        assert_eq!(scalar(&db, "SELECT count(*) FROM events").await, 2);
+        assert_eq!(events(&db).await, 2);
         // A device behind the watermark is told; one past it is not.
         assert_eq!(sync(&mut c, 0).await, (vec![6, 7], 7, Some(6)));
         assert_eq!(sync(&mut c, 5).await, (vec![6, 7], 7, None));
@@ -285,11 +376,9 @@ async fn max_age_truncates_sync_and_the_head_never_moves_back() {
         assert_eq!(run(&api).await["age"], 2);
         assert_eq!(sync(&mut c, 0).await, (vec![], 7, Some(8)));
         let u = b64u::encode(&user.key.verifying_key().to_bytes());
-        let detail = api
-            .admin(Method::GET, &format!("/admin/v1/users/{u}"), Some(READ))
-            .await;
-        assert_eq!(detail.ok()["user"]["head"], 7);
-        assert_eq!(detail.ok()["user"]["pruned_through"], 7);
+        let detail = user_detail(&api, &u).await;
+        assert_eq!(detail["user"]["head"], 7);
+        assert_eq!(detail["user"]["pruned_through"], 7);
         assert_eq!(stored(&mut c, json!({})).await, 8, "seqs are never reused");
 
         srv.stop().await;
@@ -311,14 +400,7 @@ async fn max_events_per_user_keeps_the_newest() {
         for _ in 0..2 {
             stored(&mut b, json!({})).await;
         }
-        let r = api
-            .admin(
-                Method::POST,
-                "/admin/v1/retention/run?dry_run=true",
-                Some(WRITE),
-            )
-            .await;
-        assert_eq!(r.ok()["deleted"]["count"], 2);
+        assert_eq!(dry_run(&api).await["count"], 2);
         assert_eq!(run(&api).await["count"], 2);
         assert_eq!(sync(&mut a, 0).await, (vec![3, 4, 5], 5, Some(3)));
         assert_eq!(sync(&mut b, 0).await, (vec![1, 2], 2, None));
@@ -406,20 +488,15 @@ async fn inactive_devices_go_and_a_revoked_one_stays_refused() {
             .await;
         assert_eq!(r.status, 204, "{}", r.text);
         let devices = |r: &Value| r["devices"].as_array().unwrap().len();
-        let detail = api
-            .admin(Method::GET, &format!("/admin/v1/users/{u}"), Some(READ))
-            .await;
-        assert_eq!(devices(detail.ok()), 3);
+        assert_eq!(devices(&user_detail(&api, &u).await), 3);
 
         clock.jump_wall(2 * DAY_MS);
         // The live device was last seen as long ago, but it is connected.
         assert_eq!(run(&api).await["inactive_device"], 2);
-        let detail = api
-            .admin(Method::GET, &format!("/admin/v1/users/{u}"), Some(READ))
-            .await;
-        assert_eq!(devices(detail.ok()), 1);
+        let detail = user_detail(&api, &u).await;
+        assert_eq!(devices(&detail), 1);
         assert_eq!(scalar(&db, "SELECT count(*) FROM devices").await, 1);
-        assert_eq!(detail.ok()["user"]["head"], 3, "the user and its log stay");
+        assert_eq!(detail["user"]["head"], 3, "the user and its log stay");
 
         // The revoked device is still refused.
         assert_eq!(
@@ -429,11 +506,8 @@ async fn inactive_devices_go_and_a_revoked_one_stays_refused() {
         // The idle one comes back as a new device: cursor 0.
         let mut i = connect(&srv.ws_url(), idle.clone()).await;
         assert_eq!(sync(&mut i, 0).await.0, vec![1, 2, 3]);
-        let detail = api
-            .admin(Method::GET, &format!("/admin/v1/users/{u}"), Some(READ))
-            .await;
         let idle_key = b64u::encode(idle.device_key.verifying_key().as_bytes());
-        let back = detail.ok()["devices"]
+        let back = user_detail(&api, &u).await["devices"]
             .as_array()
             .unwrap()
             .iter()
@@ -475,6 +549,24 @@ async fn spent_and_expired_auth_rows_are_purged() {
             metric(&api, "ferry_retention_deleted_total{reason=\"auth\"}").await,
             2.0
         );
+        // A pass that meets a storage error answers with it (here a table gone:
+        // 500; an unreachable database: 503) and records it.
+        db.exec(
+            "ALTER TABLE kept_revocations RENAME TO kept_revocations_away",
+            "ALTER TABLE kept_revocations RENAME TO kept_revocations_away",
+        )
+        .await;
+        api.admin(Method::POST, "/admin/v1/retention/run", Some(WRITE))
+            .await
+            .error(500, "internal");
+        assert!(retention_status(&api).await["last_error"]["message"].is_string());
+        db.exec(
+            "ALTER TABLE kept_revocations_away RENAME TO kept_revocations",
+            "ALTER TABLE kept_revocations_away RENAME TO kept_revocations",
+        )
+        .await;
+        run(&api).await;
+        assert!(retention_status(&api).await.get("last_error").is_none());
         srv.stop().await;
         db.finish("spent_and_expired_auth_rows_are_purged").await;
     }
@@ -494,61 +586,35 @@ async fn a_failing_run_is_counted_and_retried() {
         )
         .await;
         clock.jump_wall(2_000);
-        let mut errors = 0.0;
-        for _ in 0..200 {
-            errors = metric(&api, "ferry_retention_runs_total{outcome=\"error\"}").await;
-            if errors >= 1.0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(errors >= 1.0, "a failed run is counted");
-        let status = api
-            .admin(Method::GET, "/admin/v1/retention", Some(READ))
-            .await;
-        let message = status.ok()["last_error"]["message"]
+        eventually("a failed run is counted", || async {
+            metric(&api, "ferry_retention_runs_total{outcome=\"error\"}").await >= 1.0
+        })
+        .await;
+        let message = retention_status(&api).await["last_error"]["message"]
             .as_str()
             .unwrap()
             .to_string();
         assert!(message.contains("kept_revocations"), "{message}");
         // The server keeps serving while the job fails.
         stored(&mut c, json!({})).await;
-        assert_eq!(scalar(&db, "SELECT count(*) FROM events").await, 2);
+        assert_eq!(events(&db).await, 2);
 
         db.exec(
             "ALTER TABLE kept_revocations_away RENAME TO kept_revocations",
             "ALTER TABLE kept_revocations_away RENAME TO kept_revocations",
         )
         .await;
-        let mut left = -1;
-        for _ in 0..200 {
-            left = scalar(&db, "SELECT count(*) FROM events").await;
-            if left == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert_eq!(
-            left, 1,
-            "the next interval retried and deleted the expired event"
-        );
-        let status = api
-            .admin(Method::GET, "/admin/v1/retention", Some(READ))
-            .await;
-        // The error is cleared by the first pass that succeeds (poll: a pass may be
+        eventually(
+            "the next interval retried and deleted the expired event",
+            || async { events(&db).await == 1 },
+        )
+        .await;
+        // The error is cleared by the first pass that succeeds (polled: a pass may be
         // between its delete and its bookkeeping).
-        let mut cleared = status.ok().get("last_error").is_none();
-        for _ in 0..100 {
-            if cleared {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let s = api
-                .admin(Method::GET, "/admin/v1/retention", Some(READ))
-                .await;
-            cleared = s.ok().get("last_error").is_none();
-        }
-        assert!(cleared);
+        eventually("a successful pass cleared last_error", || async {
+            retention_status(&api).await.get("last_error").is_none()
+        })
+        .await;
         srv.stop().await;
         db.finish("a_failing_run_is_counted_and_retried").await;
     }
@@ -586,7 +652,7 @@ async fn instances_on_one_postgres_database_take_turns() {
             1.0
         );
     }
-    assert_eq!(scalar(&db, "SELECT count(*) FROM events").await, 10);
+    assert_eq!(events(&db).await, 10);
     // Released for certain before the next step (a dropped connection's session
     // may end a moment later).
     sqlx::query("SELECT pg_advisory_unlock($1)")
@@ -616,7 +682,7 @@ async fn instances_on_one_postgres_database_take_turns() {
         r2.text
     );
     assert_eq!(done.iter().sum::<u64>(), 10);
-    assert_eq!(scalar(&db, "SELECT count(*) FROM events").await, 0);
+    assert_eq!(events(&db).await, 0);
     one.stop().await;
     two.stop().await;
     db.finish("instances_on_one_postgres_database_take_turns")

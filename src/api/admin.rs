@@ -302,7 +302,8 @@ pub(crate) async fn retention_status(
     responses(
         (status = 200, description = "What the pass deleted", body = RetentionRunResponse),
         (status = 409, description = "Another pass is running", body = ErrorBody),
-        (status = 503, description = "The database failed during the pass", body = ErrorBody),
+        (status = 500, description = "A storage error during the pass", body = ErrorBody),
+        (status = 503, description = "The database could not be reached during the pass", body = ErrorBody),
     )
 )]
 pub(crate) async fn retention_run(
