@@ -62,7 +62,9 @@ impl Fleet {
         devices: u32,
         payload: usize,
         window: u32,
+        json: bool,
     ) -> anyhow::Result<Self> {
+        let started = std::time::Instant::now();
         if payload < crate::check::HEADER_LEN {
             bail!(
                 "--payload must be at least {} bytes",
@@ -116,6 +118,13 @@ impl Fleet {
                 }
             })
             .collect();
+        common::say(
+            json,
+            &format!(
+                "connected {total} sessions in {:.1} s",
+                started.elapsed().as_secs_f64()
+            ),
+        );
         Ok(Self {
             devices,
             window: window.max(1) as usize,

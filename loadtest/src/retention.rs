@@ -437,7 +437,6 @@ async fn scenario(
 ) -> anyhow::Result<bool> {
     let json = args.json;
     let status_before = preflight(spec).await?;
-    let total = args.users * args.devices;
     say(
         json,
         &format!(
@@ -460,7 +459,6 @@ async fn scenario(
             args.seconds
         ),
     );
-    let connect_started = Instant::now();
     let mut fleet = Fleet::connect(
         &spec.ws_url(),
         &crate::serve_env::public_key(key_seed),
@@ -468,15 +466,9 @@ async fn scenario(
         args.devices,
         args.payload,
         args.window,
+        json,
     )
     .await?;
-    say(
-        json,
-        &format!(
-            "connected {total} sessions in {:.1} s",
-            connect_started.elapsed().as_secs_f64()
-        ),
-    );
     let metrics_url = spec.metrics_url();
     let size_start = Size::read(&metrics_url, sqlite_dir).await;
 

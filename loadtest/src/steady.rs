@@ -11,7 +11,7 @@
 //! `--growth-limit` (1.1) times its largest size up to the half-way mark.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use serde::Serialize;
@@ -194,7 +194,6 @@ async fn scenario(
     key_seed: &[u8; 32],
 ) -> anyhow::Result<bool> {
     let json = args.json;
-    let total = args.users * args.devices;
     let run_for = Duration::from_secs_f64(args.minutes * 60.0);
     say(
         json,
@@ -212,7 +211,6 @@ async fn scenario(
             args.sample_every.as_secs_f64(),
         ),
     );
-    let connect_started = Instant::now();
     let mut fleet = Fleet::connect(
         &spec.ws_url(),
         &crate::serve_env::public_key(key_seed),
@@ -220,15 +218,9 @@ async fn scenario(
         args.devices,
         args.payload,
         args.window,
+        json,
     )
     .await?;
-    say(
-        json,
-        &format!(
-            "connected {total} sessions in {:.1} s",
-            connect_started.elapsed().as_secs_f64()
-        ),
-    );
     let metrics_url = spec.metrics_url();
     let mut phase = fleet.start("steady", Pace::Rate(args.rate), Some(args.ttl));
     let start = phase.started();
