@@ -315,7 +315,7 @@ fn migrate(args: &MigrateArgs) -> ExitCode {
 }
 
 fn retention_run(args: &RetentionRunArgs) -> ExitCode {
-    use crate::relay::retention::{self, NoLiveDevices, Policy, Reason};
+    use crate::relay::retention::{self, Policy, Reason, Standalone};
     use std::io::IsTerminal as _;
 
     let config = match load_config(args.config.clone()) {
@@ -357,7 +357,7 @@ fn retention_run(args: &RetentionRunArgs) -> ExitCode {
             &policy,
             now,
             dry_run,
-            &NoLiveDevices,
+            &Standalone,
             &mut progress,
         )
         .await

@@ -277,3 +277,55 @@ pub struct ErasedCounts {
     /// Pending login challenges.
     pub challenges: u64,
 }
+
+/// A bounded deletion of the retention job that a backend may run inside a
+/// transaction of its own making ([`crate::store::Store::append_with`]): each is
+/// one batch of the matching `RetentionStore`/`EventLog` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Chore {
+    /// Up to `limit` events expired at `now`.
+    DeleteExpired {
+        /// Unix ms.
+        now: UnixMs,
+        /// Most rows.
+        limit: u32,
+    },
+    /// Up to `limit` keyed events superseded at or before `cutoff`.
+    DeleteSuperseded {
+        /// Unix ms.
+        cutoff: UnixMs,
+        /// Most rows.
+        limit: u32,
+    },
+    /// Up to `limit` of the user's oldest events with `seq < before`.
+    Prune {
+        /// Whose log.
+        user: UserId,
+        /// The first seq kept.
+        before: u64,
+        /// Most rows.
+        limit: u32,
+    },
+}
+
+impl Chore {
+    /// The most rows it deletes.
+    pub fn limit(&self) -> u32 {
+        match self {
+            Self::DeleteExpired { limit, .. }
+            | Self::DeleteSuperseded { limit, .. }
+            | Self::Prune { limit, .. } => *limit,
+        }
+    }
+
+    /// The same chore with another limit.
+    pub fn with_limit(&self, limit: u32) -> Self {
+        let mut c = self.clone();
+        match &mut c {
+            Self::DeleteExpired { limit: l, .. }
+            | Self::DeleteSuperseded { limit: l, .. }
+            | Self::Prune { limit: l, .. } => *l = limit,
+        }
+        c
+    }
+}

@@ -688,3 +688,57 @@ async fn instances_on_one_postgres_database_take_turns() {
     db.finish("instances_on_one_postgres_database_take_turns")
         .await;
 }
+
+/// A deletion that fails never costs a publish: on SQLite the job's deletions ride
+/// the relay's transactions, in a savepoint that rolls back alone; a publish sent
+/// while the pass fails is acked, and the expired event stays for the next pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_deletion_never_costs_a_publish() {
+    for db in databases().await {
+        let clock = JumpingClock::new();
+        let (srv, api) = start(&db, &clock, &[]).await;
+        let mut c = connect(&srv.ws_url(), TestUser::random().device()).await;
+        // An expired keyed event: deleting it writes `retired_keys`, which is gone.
+        stored(&mut c, json!({"key": key("k"), "ttl": 1})).await;
+        clock.jump_wall(2_000);
+        db.exec(
+            "ALTER TABLE retired_keys RENAME TO retired_keys_away",
+            "ALTER TABLE retired_keys RENAME TO retired_keys_away",
+        )
+        .await;
+        let ws = srv.ws_url();
+        let publisher = tokio::spawn(async move {
+            let mut p = connect(&ws, TestUser::random().device()).await;
+            let mut acked = 0;
+            for _ in 0..100 {
+                stored(&mut p, json!({})).await;
+                acked += 1;
+            }
+            acked
+        });
+        for _ in 0..3 {
+            api.admin(Method::POST, "/admin/v1/retention/run", Some(WRITE))
+                .await
+                .error(500, "internal");
+        }
+        assert_eq!(publisher.await.unwrap(), 100);
+        assert_eq!(
+            scalar(
+                &db,
+                "SELECT count(*) FROM events WHERE expires_at IS NOT NULL"
+            )
+            .await,
+            1,
+            "the failed deletion was rolled back"
+        );
+        db.exec(
+            "ALTER TABLE retired_keys_away RENAME TO retired_keys",
+            "ALTER TABLE retired_keys_away RENAME TO retired_keys",
+        )
+        .await;
+        assert_eq!(run(&api).await["expired"], 1);
+        assert_eq!(events(&db).await, 100);
+        srv.stop().await;
+        db.finish("a_failing_deletion_never_costs_a_publish").await;
+    }
+}

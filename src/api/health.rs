@@ -123,7 +123,7 @@ const DATABASE_SIZE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `GET /metrics`: Prometheus text format. The pool gauges and the database size
 /// are sampled here (the size keeps its last value when the database does not
-/// answer within [`DATABASE_SIZE_TIMEOUT`]).
+/// answer within a second).
 pub async fn metrics(State(app): State<App>) -> Response {
     let (in_use, idle) = app.relay.pool_stats();
     let pool = &app.metrics.api.db_pool;

@@ -337,13 +337,24 @@ impl Relay {
     }
 }
 
-/// The live sessions of this instance, as the retention job sees them.
-impl retention::LiveDevices for Relay {
+/// The live sessions of this instance, as the retention job sees them, and its
+/// writer: on SQLite the job's event deletions ride the group commit's
+/// transactions ([`writer::Writer::chore`]); on PostgreSQL, where writers do not
+/// queue for one connection, the job writes its own.
+#[async_trait::async_trait]
+impl retention::Host for Relay {
     fn is_connected(&self, user: &crate::model::UserId, device: &DeviceId) -> bool {
         self.inner.hub.is_connected(user, device)
     }
 
     fn forget(&self, user: &crate::model::UserId, device: &DeviceId) {
         self.inner.admissions.forget(user, device);
+    }
+
+    async fn chore(&self, chore: crate::model::Chore) -> Option<Result<u64, StoreError>> {
+        match self.inner.store.backend() {
+            Backend::Sqlite => Some(self.inner.writer.chore(chore).await),
+            Backend::Postgres => None,
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The retention job: what leaves the disk, and when.
 //!
-//! One pass ([`run_pass`]) goes through the policies in this order, each in
-//! transactions of at most [`Policy::batch`] rows with a yield between them:
+//! One pass ([`run_pass`]) goes through the policies in this order, each deleting
+//! at most [`Policy::batch`] rows per transaction:
 //!
 //! 1. `auth`: expired login challenges, refresh tokens, denylist entries and kept
 //!    revocations whose certificate has expired;
@@ -15,6 +15,15 @@
 //! 5. `inactive_device` (`retention.inactive_device_after`): devices not seen for
 //!    that long and not connected here, with their refresh tokens; a revoked one is
 //!    remembered while its certificate may be valid.
+//!
+//! Where the deleting transactions come from: the event deletions (2–4) are
+//! [`Chore`]s handed to the [`Host`]. In `ferry serve` on SQLite they ride the
+//! relay's group-commit transactions, a slice of a few milliseconds in each
+//! ([`super::writer`]), so publishes never queue behind the job for SQLite's one
+//! write connection or pay for its syncs; on PostgreSQL, and in
+//! `ferry retention run`, the pass writes its own transactions, sized toward
+//! about 8 ms each, with a yield between them. Devices and authentication rows are
+//! always written by the pass itself.
 //!
 //! A pass first takes the store's retention lock ([`RetentionStore::retention_lock`]):
 //! with several instances on one PostgreSQL database, one runs a pass at a time and
@@ -39,7 +48,7 @@ use tracing::{info, warn};
 
 use crate::clock::SharedClock;
 use crate::config::RetentionConfig;
-use crate::model::{DeviceId, UnixMs, UserId};
+use crate::model::{Chore, DeviceId, UnixMs, UserId};
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics::RetentionMetrics;
 
@@ -192,27 +201,38 @@ pub struct Report {
     pub deleted: Deleted,
 }
 
-/// What a pass needs from the live sessions of the instance running it.
-pub trait LiveDevices: Send + Sync {
+/// What a pass needs from the server running it: its live sessions, and where its
+/// event deletions are written.
+#[async_trait::async_trait]
+pub trait Host: Send + Sync {
     /// Whether the device has a live session (it is never removed then).
     fn is_connected(&self, user: &UserId, device: &DeviceId) -> bool;
 
     /// Forgets anything remembered about the device before its row goes.
     fn forget(&self, user: &UserId, device: &DeviceId);
+
+    /// Runs an event deletion to its end, in slices of at most its limit, and
+    /// returns the rows deleted; `None`: the pass runs it on the store itself,
+    /// transaction by transaction.
+    async fn chore(&self, chore: Chore) -> Option<Result<u64, StoreError>>;
 }
 
-/// No live sessions: a pass run outside `ferry serve` (`ferry retention run`).
-/// Devices connected to a running server are still safe: their `last_seen` is
-/// at most [`LIVE_TOUCH_EVERY`] old.
+/// No server: a pass run by `ferry retention run`. Devices connected to a running
+/// server are still safe: their `last_seen` is at most [`LIVE_TOUCH_EVERY`] old.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct NoLiveDevices;
+pub struct Standalone;
 
-impl LiveDevices for NoLiveDevices {
+#[async_trait::async_trait]
+impl Host for Standalone {
     fn is_connected(&self, _: &UserId, _: &DeviceId) -> bool {
         false
     }
 
     fn forget(&self, _: &UserId, _: &DeviceId) {}
+
+    async fn chore(&self, _: Chore) -> Option<Result<u64, StoreError>> {
+        None
+    }
 }
 
 /// Where a pass reports progress: `(reason, rows so far for it)` after every
@@ -237,7 +257,7 @@ pub async fn run_pass(
     policy: &Policy,
     now: UnixMs,
     dry_run: bool,
-    live: &dyn LiveDevices,
+    host: &dyn Host,
     progress: Progress<'_>,
 ) -> Result<Report, Failed> {
     let started = Instant::now();
@@ -272,7 +292,7 @@ pub async fn run_pass(
         policy,
         now,
         dry_run,
-        live,
+        host,
         progress,
         deleted: Deleted::default(),
     };
@@ -296,7 +316,7 @@ struct Pass<'a, 'p> {
     policy: &'a Policy,
     now: UnixMs,
     dry_run: bool,
-    live: &'a dyn LiveDevices,
+    host: &'a dyn Host,
     progress: Progress<'p>,
     deleted: Deleted,
 }
@@ -362,6 +382,22 @@ impl Pass<'_, '_> {
         }
     }
 
+    /// Runs an event deletion to its end: through the host when it writes them
+    /// (SQLite: in the relay's own transactions), else transaction by transaction.
+    async fn delete(&mut self, reason: Reason, chore: Chore) -> Result<(), StoreError> {
+        if let Some(done) = self.host.chore(chore.clone()).await {
+            let n = done?;
+            self.add(reason, n);
+            return Ok(());
+        }
+        let store = self.store;
+        self.drain(reason, |limit| {
+            let slice = chore.with_limit(limit);
+            async move { store.run_chore(&slice).await }
+        })
+        .await
+    }
+
     async fn auth(&mut self) -> Result<(), StoreError> {
         let (store, now) = (self.store, self.now);
         if self.dry_run {
@@ -380,7 +416,8 @@ impl Pass<'_, '_> {
             self.add(Reason::Expired, n);
             return Ok(());
         }
-        self.drain(Reason::Expired, |limit| store.delete_expired(now, limit))
+        let limit = self.policy.batch;
+        self.delete(Reason::Expired, Chore::DeleteExpired { now, limit })
             .await
     }
 
@@ -391,10 +428,9 @@ impl Pass<'_, '_> {
             self.add(Reason::Compacted, n);
             return Ok(());
         }
-        self.drain(Reason::Compacted, |limit| {
-            store.delete_superseded(cutoff, limit)
-        })
-        .await
+        let limit = self.policy.batch;
+        self.delete(Reason::Compacted, Chore::DeleteSuperseded { cutoff, limit })
+            .await
     }
 
     /// `max_age`: each user's longest prefix of events published before `cutoff`.
@@ -427,12 +463,16 @@ impl Pass<'_, '_> {
             // Everything below the first young event goes (holes included); if the
             // page held only old events, everything up to its last one does.
             let end = events.get(old).map_or(last_old + 1, |&(seq, _)| seq);
-            let n = if self.dry_run {
-                old as u64
+            if self.dry_run {
+                self.add(Reason::Age, old as u64);
             } else {
-                self.store.prune_before(user, end, batch).await?
-            };
-            self.add(Reason::Age, n);
+                let chore = Chore::Prune {
+                    user: *user,
+                    before: end,
+                    limit: batch,
+                };
+                self.delete(Reason::Age, chore).await?;
+            }
             if old < events.len() || events.len() < batch as usize {
                 return Ok(());
             }
@@ -459,11 +499,12 @@ impl Pass<'_, '_> {
                     self.add(Reason::Count, n);
                     continue;
                 }
-                let store = self.store;
-                self.drain(Reason::Count, |limit| {
-                    store.prune_before(user, last + 1, limit)
-                })
-                .await?;
+                let chore = Chore::Prune {
+                    user: *user,
+                    before: last + 1,
+                    limit: self.policy.batch,
+                };
+                self.delete(Reason::Count, chore).await?;
             }
             match users.last() {
                 Some(last) if users.len() == PAGE as usize => after = Some(*last),
@@ -481,7 +522,7 @@ impl Pass<'_, '_> {
                 .await?;
             let idle: Vec<(UserId, DeviceId)> = page
                 .iter()
-                .filter(|(u, d)| !self.live.is_connected(u, d))
+                .filter(|(u, d)| !self.host.is_connected(u, d))
                 .copied()
                 .collect();
             if self.dry_run {
@@ -491,7 +532,7 @@ impl Pass<'_, '_> {
                     // Forgotten first: a handshake from now on reads the store, and a
                     // registration moves `last_seen`, which keeps the row.
                     for (u, d) in chunk {
-                        self.live.forget(u, d);
+                        self.host.forget(u, d);
                     }
                     let n = self
                         .store
@@ -566,13 +607,13 @@ impl Job {
         store: &dyn Store,
         clock: &SharedClock,
         dry_run: bool,
-        live: &dyn LiveDevices,
+        host: &dyn Host,
     ) -> Result<Report, Failed> {
         let now = clock.unix_ms();
         self.status.lock().expect("retention status lock").running = true;
         let metrics = self.metrics();
         let mut progress = |_: Reason, _: u64| {};
-        let result = run_pass(store, &self.policy, now, dry_run, live, &mut progress).await;
+        let result = run_pass(store, &self.policy, now, dry_run, host, &mut progress).await;
         let mut status = self.status.lock().expect("retention status lock");
         status.running = false;
         match &result {

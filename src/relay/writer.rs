@@ -6,6 +6,14 @@
 //! that arrive while one transaction commits form the next batch. Throughput grows
 //! with load instead of collapsing to one commit per event.
 //!
+//! The retention job's deletions on SQLite ride these transactions
+//! ([`Writer::chore`]): while a chore is standing, every transaction carries one
+//! slice of it after the batch's rows (one commit and one sync for both, and no
+//! second claim on SQLite's single write connection), and when no publish is
+//! waiting a slice is written alone. A slice is sized to take about
+//! [`RIDE_TARGET`] of statements in a transaction with publishes, [`ALONE_TARGET`]
+//! alone.
+//!
 //! The test-only feature `fault-ack-before-commit` breaks the rule on purpose: it
 //! acks a batch before its transaction commits, so that the crash campaign
 //! (`ferry-load crash`) can show that its checker catches lost acked events. It does
@@ -27,7 +35,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::hub::{Hub, Outbound};
-use crate::store::{AppendOutcome, NewEvent, Store, StoreError};
+use crate::model::Chore;
+use crate::store::{AppendOutcome, ChoreResult, NewEvent, Store, StoreError};
 use crate::telemetry::metrics::Metrics;
 
 /// Largest batch written in one transaction.
@@ -41,6 +50,82 @@ pub struct WriteRequest {
     pub reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
     /// When the session received it (publish → ack latency).
     pub received: Instant,
+}
+
+/// How long a chore's slice should take in a transaction that carries publishes:
+/// what it adds to their publish → ack latency.
+pub const RIDE_TARGET: Duration = Duration::from_millis(2);
+
+/// How long a slice written alone should take: a publish that arrives meanwhile
+/// waits for it.
+pub const ALONE_TARGET: Duration = Duration::from_millis(8);
+
+/// The first (and smallest) slice.
+const MIN_SLICE: u32 = 100;
+
+/// A retention chore for the writer: slices of `chore` (each at most its limit)
+/// until one deletes fewer rows than it may, then the total.
+pub struct ChoreRequest {
+    /// What to delete; its limit is the most rows of one slice.
+    pub chore: Chore,
+    /// The rows deleted in all, or the first error.
+    pub reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// The chore being written, a slice per transaction.
+struct Standing {
+    chore: Chore,
+    /// The largest slice (the request's limit).
+    max: u32,
+    /// The next slice.
+    slice: u32,
+    total: u64,
+    reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+impl Standing {
+    fn new(req: ChoreRequest) -> Self {
+        let max = req.chore.limit().max(1);
+        Self {
+            slice: MIN_SLICE.min(max),
+            max,
+            chore: req.chore,
+            total: 0,
+            reply: req.reply,
+        }
+    }
+
+    /// Takes a slice's outcome; `Some(self)` while there is more to do.
+    fn after(mut self, done: ChoreResult, with_publishes: bool) -> Option<Self> {
+        match done {
+            Ok((rows, took)) => {
+                self.total += rows;
+                if rows < u64::from(self.slice) {
+                    let _ = self.reply.send(Ok(self.total));
+                    return None;
+                }
+                let target = if with_publishes {
+                    RIDE_TARGET
+                } else {
+                    ALONE_TARGET
+                };
+                self.slice = next_slice(self.slice, took, target, self.max);
+                Some(self)
+            }
+            Err(e) => {
+                let _ = self.reply.send(Err(e));
+                None
+            }
+        }
+    }
+}
+
+/// The next slice: scaled by how far `took` was from `target` (at most doubling,
+/// at least halving), within `MIN_SLICE..=max`.
+pub fn next_slice(slice: u32, took: Duration, target: Duration, max: u32) -> u32 {
+    let took = took.as_secs_f64().max(1e-6);
+    let factor = (target.as_secs_f64() / took).clamp(0.5, 2.0);
+    ((f64::from(slice) * factor) as u32).clamp(MIN_SLICE.min(max), max)
 }
 
 /// How long a failed append keeps [`WriteHealth::failing`] true when nothing is
@@ -80,6 +165,7 @@ impl WriteHealth {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<WriteRequest>,
+    chores: mpsc::Sender<ChoreRequest>,
 }
 
 impl Writer {
@@ -93,8 +179,21 @@ impl Writer {
         clock: crate::clock::SharedClock,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(queue.max(MAX_BATCH));
-        let task = tokio::spawn(run(rx, store, hub, metrics, health, clock));
-        (Self { tx }, task)
+        let (chores, chores_rx) = mpsc::channel(4);
+        let task = tokio::spawn(run(rx, chores_rx, store, hub, metrics, health, clock));
+        (Self { tx, chores }, task)
+    }
+
+    /// Runs `chore` to its end in slices that ride the writer's transactions (see
+    /// the module docs); returns the rows deleted in all.
+    pub async fn chore(&self, chore: Chore) -> Result<u64, StoreError> {
+        let stopped = || StoreError::Unavailable("writer stopped".into());
+        let (reply, rx) = oneshot::channel();
+        self.chores
+            .send(ChoreRequest { chore, reply })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Queues an event and waits for its durable outcome.
@@ -116,6 +215,7 @@ impl Writer {
 
 async fn run(
     mut rx: mpsc::Receiver<WriteRequest>,
+    mut chores: mpsc::Receiver<ChoreRequest>,
     store: Arc<dyn Store>,
     hub: Hub,
     metrics: Arc<Metrics>,
@@ -126,16 +226,72 @@ async fn run(
     let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
     let mut waiting: Vec<(oneshot::Sender<Result<AppendOutcome, StoreError>>, Instant)> =
         Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut standing: Option<Standing> = None;
+    let mut open = true;
+    loop {
+        if standing.is_none() {
+            // Nothing to do but wait: for publishes, or a chore.
+            tokio::select! {
+                biased;
+                n = rx.recv_many(&mut batch, MAX_BATCH), if open => {
+                    if n == 0 {
+                        open = false;
+                    }
+                }
+                Some(req) = chores.recv() => standing = Some(Standing::new(req)),
+                else => return,
+            }
+            if !open && batch.is_empty() && standing.is_none() {
+                return;
+            }
+        } else if open {
+            // A chore stands: take the publishes that are waiting, without waiting.
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(req) => batch.push(req),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if standing.is_none()
+            && let Ok(req) = chores.try_recv()
+        {
+            standing = Some(Standing::new(req));
+        }
         // Move the events out of the requests: the payloads are never copied.
         for req in batch.drain(..) {
             events.push(req.event);
             waiting.push((req.reply, req.received));
         }
-        metrics.batch_size.observe(events.len() as f64);
+        let with_publishes = !events.is_empty();
+        if with_publishes {
+            metrics.batch_size.observe(events.len() as f64);
+        }
         #[cfg(feature = "fault-ack-before-commit")]
         fault::ack_before_commit(store.as_ref(), &events, &mut waiting).await;
-        let result = store.append(&events).await;
+        let (result, chore_done) = match &standing {
+            None => (store.append(&events).await, None),
+            Some(s) => match store
+                .append_with(&events, &s.chore.with_limit(s.slice))
+                .await
+            {
+                Ok((outcomes, done)) => (Ok(outcomes), Some(done)),
+                Err(e) => {
+                    let chore_error = StoreError::Unavailable(e.to_string());
+                    (Err(e), Some(Err(chore_error)))
+                }
+            },
+        };
+        if let (Some(s), Some(done)) = (standing.take(), chore_done) {
+            standing = s.after(done, with_publishes);
+        }
+        if !with_publishes {
+            continue;
+        }
         match &result {
             Ok(_) => health.succeeded(clock.unix_ms()),
             Err(_) => health.failed(clock.unix_ms()),
@@ -240,6 +396,21 @@ pub fn event_json(ev: &NewEvent, seq: Option<u64>, ts: i64) -> Outbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slices_adapt_toward_their_target_within_bounds() {
+        let ms = Duration::from_millis;
+        // Fast: grows, at most doubling, never past the request's limit.
+        assert_eq!(next_slice(100, ms(1), RIDE_TARGET, 5000), 200);
+        assert_eq!(next_slice(4000, ms(1), ALONE_TARGET, 5000), 5000);
+        // Slow: shrinks, at most halving, never below the minimum.
+        assert_eq!(next_slice(1000, ms(80), RIDE_TARGET, 5000), 500);
+        assert_eq!(next_slice(150, ms(80), RIDE_TARGET, 5000), MIN_SLICE);
+        // On target: stays.
+        assert_eq!(next_slice(700, RIDE_TARGET, RIDE_TARGET, 5000), 700);
+        // A limit below the minimum is the bound.
+        assert_eq!(next_slice(50, ms(1), RIDE_TARGET, 50), 50);
+    }
 
     #[test]
     fn writes_fail_from_a_failure_until_a_success_or_the_hold_ends() {

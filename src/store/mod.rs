@@ -494,6 +494,9 @@ pub trait RetentionStore: Send + Sync + 'static {
     ) -> Result<u64, StoreError>;
 }
 
+/// What a [`Chore`] did: the rows it deleted and how long its statements took.
+pub type ChoreResult = Result<(u64, Duration), StoreError>;
+
 /// What the relay needs from durable storage: every concern below, on one database.
 ///
 /// Each concern is a trait of its own, so a part of the server can be handed only
@@ -522,6 +525,45 @@ pub trait Store:
     /// Connections of the pool(s) `(in use, idle)`, for metrics.
     fn pool_stats(&self) -> (u32, u32) {
         (0, 0)
+    }
+
+    /// [`EventLog::append`] and one [`Chore`] of the retention job, committed
+    /// together where the backend gains by it. SQLite runs the chore inside the
+    /// batch's transaction, after its rows (one commit, one sync, one turn on the
+    /// single write connection), in a savepoint: a chore that fails is rolled back
+    /// alone and its error is the second value, while the batch commits. Here, by
+    /// default, the chore runs after the batch in a transaction of its own. An
+    /// empty batch runs only the chore. The outer error is the batch's; the second
+    /// value is the chore's rows and how long its statements took.
+    async fn append_with(
+        &self,
+        batch: &[NewEvent],
+        chore: &Chore,
+    ) -> Result<(Vec<AppendOutcome>, ChoreResult), StoreError> {
+        let outcomes = if batch.is_empty() {
+            Vec::new()
+        } else {
+            self.append(batch).await?
+        };
+        let started = std::time::Instant::now();
+        let done = self.run_chore(chore).await;
+        Ok((outcomes, done.map(|rows| (rows, started.elapsed()))))
+    }
+
+    /// One [`Chore`] in a transaction of its own: the matching
+    /// [`RetentionStore`]/[`EventLog`] call.
+    async fn run_chore(&self, chore: &Chore) -> Result<u64, StoreError> {
+        match chore {
+            Chore::DeleteExpired { now, limit } => self.delete_expired(*now, *limit).await,
+            Chore::DeleteSuperseded { cutoff, limit } => {
+                self.delete_superseded(*cutoff, *limit).await
+            }
+            Chore::Prune {
+                user,
+                before,
+                limit,
+            } => self.prune_before(user, *before, *limit).await,
+        }
     }
 }
 

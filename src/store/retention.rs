@@ -101,38 +101,43 @@ macro_rules! superseded {
 pub(super) use superseded;
 
 /// Implements [`super::RetentionStore`] for a backend that has an inherent
-/// `write_tx()` (as for `super::shared`) and `take_retention_lock()`.
+/// `write_tx()` (as for `super::shared`) and `take_retention_lock()`, and the
+/// deletions as inherent functions on a connection inside a write transaction
+/// (`expired_in`, `superseded_in`, `prune_in`, `chore_in`), so a backend can also
+/// run them inside a transaction of its own (SQLite: its appends').
 ///
+/// - `conn`: the backend's connection type;
 /// - `delete_expired`: deletes up to `$2` events with `expires_at <= $1`, returning
 ///   `user_id, seq, event_key` of each;
-/// - `delete_superseded`: deletes up to `$2` events `e` meeting [`superseded!`].
+/// - `delete_superseded`: deletes up to `$2` events `e` meeting [`superseded!`];
+/// - `lock_head`: appended to the `SELECT` that reads the user's head when pruning,
+///   so an append of the user waits for the prune (PostgreSQL
+///   `" FOR NO KEY UPDATE"`; empty where the write transaction already excludes
+///   appends).
 macro_rules! retention_sql {
     (
         store: $store:ty,
         db: $db:ty,
+        conn: $conn:ty,
         reader: $reader:ident,
         writer: $writer:ident,
         delete_expired: $delete_expired:expr,
-        delete_superseded: $delete_superseded:expr $(,)?
+        delete_superseded: $delete_superseded:expr,
+        lock_head: $lock_head:literal $(,)?
     ) => {
-        #[async_trait::async_trait]
-        impl $crate::store::RetentionStore for $store {
-            async fn retention_lock(
-                &self,
-            ) -> Result<Option<$crate::store::RetentionLock>, $crate::store::StoreError> {
-                self.take_retention_lock().await
-            }
-
-            async fn delete_expired(
-                &self,
+        impl $store {
+            /// [`RetentionStore::delete_expired`] inside the caller's transaction.
+            ///
+            /// [`RetentionStore::delete_expired`]: $crate::store::RetentionStore::delete_expired
+            async fn expired_in(
+                conn: &mut $conn,
                 now: $crate::model::UnixMs,
                 limit: u32,
             ) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = self.write_tx().await?;
                 let rows: Vec<(Vec<u8>, i64, Option<Vec<u8>>)> = sqlx::query_as($delete_expired)
                     .bind(now)
                     .bind(i64::from(limit))
-                    .fetch_all(&mut *tx)
+                    .fetch_all(&mut *conn)
                     .await?;
                 // The newest deleted seq of each key, then retired if nothing newer is
                 // left (after the delete, in the same transaction): one statement.
@@ -154,10 +159,119 @@ macro_rules! retention_sql {
                         b.push_bind(*user).push_bind(*key).push_bind(*seq);
                     });
                     q.push($crate::store::retention::RETIRE_KEYS_END);
-                    q.build().execute(&mut *tx).await?;
+                    q.build().execute(&mut *conn).await?;
                 }
-                tx.commit().await?;
                 Ok(rows.len() as u64)
+            }
+
+            /// [`RetentionStore::delete_superseded`] inside the caller's transaction.
+            ///
+            /// [`RetentionStore::delete_superseded`]: $crate::store::RetentionStore::delete_superseded
+            async fn superseded_in(
+                conn: &mut $conn,
+                cutoff: $crate::model::UnixMs,
+                limit: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query($delete_superseded)
+                    .bind(cutoff)
+                    .bind(i64::from(limit))
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            /// [`EventLog::prune_before`] inside the caller's transaction.
+            ///
+            /// [`EventLog::prune_before`]: $crate::store::EventLog::prune_before
+            async fn prune_in(
+                conn: &mut $conn,
+                user: &$crate::model::UserId,
+                before: u64,
+                limit: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                use $crate::store::{from_db, to_db, watermark};
+                let head: Option<i64> = sqlx::query_scalar(concat!(
+                    "SELECT head FROM users WHERE user_id = $1",
+                    $lock_head
+                ))
+                .bind(&user.0[..])
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(head) = head else {
+                    return Ok(0);
+                };
+                let (upper, count): (Option<i64>, i64) = sqlx::query_as(
+                    "SELECT max(seq), count(*) FROM \
+                     (SELECT seq FROM events WHERE user_id = $1 AND seq < $2 \
+                      ORDER BY seq LIMIT $3) AS p",
+                )
+                .bind(&user.0[..])
+                .bind(to_db(before))
+                .bind(i64::from(limit))
+                .fetch_one(&mut *conn)
+                .await?;
+                if let Some(upper) = upper {
+                    sqlx::query($crate::store::retention::RETIRE_PREFIX_KEYS)
+                        .bind(&user.0[..])
+                        .bind(upper)
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("DELETE FROM events WHERE user_id = $1 AND seq <= $2")
+                        .bind(&user.0[..])
+                        .bind(upper)
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                sqlx::query(
+                    "UPDATE users SET pruned_through = \
+                       CASE WHEN pruned_through < $2 THEN $2 ELSE pruned_through END \
+                     WHERE user_id = $1",
+                )
+                .bind(&user.0[..])
+                .bind(watermark(head, before, limit, upper, count))
+                .execute(&mut *conn)
+                .await?;
+                Ok(from_db(count))
+            }
+
+            /// One [`Chore`](crate::model::Chore) inside the caller's transaction
+            /// (SQLite's `append_with`; unused on PostgreSQL, whose chores run on
+            /// their own).
+            #[allow(dead_code)]
+            async fn chore_in(
+                conn: &mut $conn,
+                chore: &$crate::model::Chore,
+            ) -> Result<u64, $crate::store::StoreError> {
+                use $crate::model::Chore;
+                match chore {
+                    Chore::DeleteExpired { now, limit } => Self::expired_in(conn, *now, *limit).await,
+                    Chore::DeleteSuperseded { cutoff, limit } => {
+                        Self::superseded_in(conn, *cutoff, *limit).await
+                    }
+                    Chore::Prune { user, before, limit } => {
+                        Self::prune_in(conn, user, *before, *limit).await
+                    }
+                }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::RetentionStore for $store {
+            async fn retention_lock(
+                &self,
+            ) -> Result<Option<$crate::store::RetentionLock>, $crate::store::StoreError> {
+                self.take_retention_lock().await
+            }
+
+            async fn delete_expired(
+                &self,
+                now: $crate::model::UnixMs,
+                limit: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.write_tx().await?;
+                let n = Self::expired_in(&mut tx, now, limit).await?;
+                tx.commit().await?;
+                Ok(n)
             }
 
             async fn count_expired(
@@ -178,12 +292,10 @@ macro_rules! retention_sql {
                 cutoff: $crate::model::UnixMs,
                 limit: u32,
             ) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query($delete_superseded)
-                    .bind(cutoff)
-                    .bind(i64::from(limit))
-                    .execute(&self.$writer)
-                    .await?;
-                Ok(done.rows_affected())
+                let mut tx = self.write_tx().await?;
+                let n = Self::superseded_in(&mut tx, cutoff, limit).await?;
+                tx.commit().await?;
+                Ok(n)
             }
 
             async fn count_superseded(

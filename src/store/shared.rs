@@ -464,15 +464,12 @@ macro_rules! auth_and_admin_sql {
 pub(super) use auth_and_admin_sql;
 
 /// Implements [`super::EventLog`] for a backend: `head`, `events_after` and
-/// `prune_before`, whose SQL is the same on both backends, come from here; the
-/// backend writes `append` in its dialect inside the invocation. `lock_head` is
-/// appended to the `SELECT` that reads the user's head when pruning, so an append
-/// of the user waits for the prune (PostgreSQL `" FOR NO KEY UPDATE"`; empty where
-/// the write transaction already excludes appends).
+/// `prune_before` (through the backend's `prune_in`, from
+/// `super::retention::retention_sql!`), whose SQL is the same on both backends,
+/// come from here; the backend writes `append` in its dialect inside the invocation.
 macro_rules! event_log {
     (impl EventLog for $store:ty {
         reader: $reader:ident;
-        lock_head: $lock_head:literal;
         $($dialect:tt)*
     }) => {
         #[async_trait::async_trait]
@@ -523,52 +520,10 @@ macro_rules! event_log {
                 before: u64,
                 limit: u32,
             ) -> Result<u64, $crate::store::StoreError> {
-                use $crate::store::{from_db, to_db, watermark};
                 let mut tx = self.write_tx().await?;
-                let head: Option<i64> = sqlx::query_scalar(concat!(
-                    "SELECT head FROM users WHERE user_id = $1",
-                    $lock_head
-                ))
-                .bind(&user.0[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(head) = head else {
-                    tx.rollback().await?;
-                    return Ok(0);
-                };
-                let (upper, count): (Option<i64>, i64) = sqlx::query_as(
-                    "SELECT max(seq), count(*) FROM \
-                     (SELECT seq FROM events WHERE user_id = $1 AND seq < $2 \
-                      ORDER BY seq LIMIT $3) AS p",
-                )
-                .bind(&user.0[..])
-                .bind(to_db(before))
-                .bind(i64::from(limit))
-                .fetch_one(&mut *tx)
-                .await?;
-                if let Some(upper) = upper {
-                    sqlx::query($crate::store::retention::RETIRE_PREFIX_KEYS)
-                        .bind(&user.0[..])
-                        .bind(upper)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("DELETE FROM events WHERE user_id = $1 AND seq <= $2")
-                        .bind(&user.0[..])
-                        .bind(upper)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query(
-                    "UPDATE users SET pruned_through = \
-                       CASE WHEN pruned_through < $2 THEN $2 ELSE pruned_through END \
-                     WHERE user_id = $1",
-                )
-                .bind(&user.0[..])
-                .bind(watermark(head, before, limit, upper, count))
-                .execute(&mut *tx)
-                .await?;
+                let n = Self::prune_in(&mut tx, user, before, limit).await?;
                 tx.commit().await?;
-                Ok(from_db(count))
+                Ok(n)
             }
 
             $($dialect)*

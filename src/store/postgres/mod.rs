@@ -90,6 +90,7 @@ super::shared::auth_and_admin_sql! {
 super::retention::retention_sql! {
     store: PgStore,
     db: sqlx::Postgres,
+    conn: sqlx::PgConnection,
     reader: pool,
     writer: pool,
     // `ctid = ANY(ARRAY(…))`: a TID scan of exactly the rows picked.
@@ -101,6 +102,8 @@ super::retention::retention_sql! {
         super::retention::superseded!(),
         " LIMIT $2))"
     ),
+    // The user's counter row, locked as `append` locks it.
+    lock_head: " FOR NO KEY UPDATE",
 }
 
 impl PgStore {
@@ -150,8 +153,6 @@ super::shared::event_log! {
     // The rest of the trait is SQL both backends share (`super::shared`).
     impl EventLog for PgStore {
         reader: pool;
-        // The user's counter row, locked as `append` locks it.
-        lock_head: " FOR NO KEY UPDATE";
 
         async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
             if batch.is_empty() {

@@ -373,6 +373,30 @@ impl Store for SqliteStore {
         Ok(bytes.map(|b| from_db(b) + wal))
     }
 
+    async fn append_with(
+        &self,
+        batch: &[NewEvent],
+        chore: &crate::model::Chore,
+    ) -> Result<(Vec<AppendOutcome>, super::ChoreResult), StoreError> {
+        let mut tx = WriteTx::begin(&self.writer).await?;
+        let outcomes = append_in(&mut tx, batch).await?;
+        // The chore in a savepoint: its failure must not cost the batch. A failure
+        // that ended the whole transaction (SQLite rolls back by itself on a full
+        // disk, say) makes `ROLLBACK TO` fail, and then the batch fails too.
+        tx.execute("SAVEPOINT chore").await?;
+        let started = std::time::Instant::now();
+        let done = Self::chore_in(&mut tx, chore)
+            .await
+            .map(|rows| (rows, started.elapsed()));
+        if done.is_err() {
+            tx.execute("ROLLBACK TO chore").await?;
+        }
+        tx.execute("RELEASE chore").await?;
+        // Durable on return (synchronous = FULL): only now may outcomes be acked.
+        tx.commit().await?;
+        Ok((outcomes, done))
+    }
+
     fn pool_stats(&self) -> (u32, u32) {
         let size = self.writer.size() + self.reader.size();
         let idle = (self.writer.num_idle() + self.reader.num_idle()) as u32;
@@ -383,6 +407,7 @@ impl Store for SqliteStore {
 super::retention::retention_sql! {
     store: SqliteStore,
     db: Sqlite,
+    conn: sqlx::SqliteConnection,
     reader: reader,
     writer: writer,
     delete_expired: "DELETE FROM events WHERE rowid IN \
@@ -393,137 +418,152 @@ super::retention::retention_sql! {
         super::retention::superseded!(),
         " LIMIT $2)"
     ),
+    // `BEGIN IMMEDIATE` already excludes appends.
+    lock_head: "",
 }
 
 super::shared::event_log! {
     // The rest of the trait is SQL both backends share (`super::shared`).
     impl EventLog for SqliteStore {
         reader: reader;
-        // `BEGIN IMMEDIATE` already excludes appends.
-        lock_head: "";
 
         async fn append(&self, batch: &[NewEvent]) -> Result<Vec<AppendOutcome>, StoreError> {
             if batch.is_empty() {
                 return Ok(Vec::new());
             }
-            let users = append::users(batch);
-            let ids = append::ids(batch);
-            let cas_keys = append::cas_keys(batch);
-            let now = batch.iter().map(|e| e.ts).max().unwrap_or_default();
-
             // The write lock, for the whole batch: no other writer of this file can
             // assign seqs until we commit.
-            //
-            // The writes below are `OR ROLLBACK`: a constraint they break (a bug: the plan
-            // decided every outcome under this lock) ends the whole transaction instead of
-            // undoing one statement. That spares SQLite a statement journal, a copy of
-            // every page a multi-row statement touches first, which was ~10 % of the
-            // writer thread in `perf`. The failed transaction's connection is discarded
-            // by `WriteTx` either way.
             let mut tx = WriteTx::begin(&self.writer).await?;
-            let mut snapshot = Snapshot::default();
+            let outcomes = append_in(&mut tx, batch).await?;
+            // Durable on return (synchronous = FULL): only now may outcomes be acked.
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+    }
+}
 
-            for chunk in users.chunks(MAX_PARAMS / 2) {
-                // Creates missing counter rows and reads every head in one statement. The
-                // no-op update is what makes RETURNING report existing rows too; the row
-                // is rewritten below anyway when its user gets events.
-                let mut q =
-                    QueryBuilder::<Sqlite>::new("INSERT OR ROLLBACK INTO users (user_id, created_at) ");
-                q.push_values(chunk, |mut b, u| {
-                    b.push_bind(&u.0[..]).push_bind(now);
-                });
-                q.push(" ON CONFLICT (user_id) DO UPDATE SET head = head RETURNING user_id, head");
-                let rows: Vec<(Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
-                for (u, head) in rows {
-                    snapshot
-                        .heads
-                        .insert(UserId(key32(&u, "users.user_id")?), from_db(head));
-                }
-            }
+/// The rows of an append batch, written inside `tx` (see [`EventLog::append`]); the
+/// caller commits. Nothing is written for an empty batch.
+///
+/// [`EventLog::append`]: super::EventLog::append
+async fn append_in(
+    tx: &mut sqlx::SqliteConnection,
+    batch: &[NewEvent],
+) -> Result<Vec<AppendOutcome>, StoreError> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users = append::users(batch);
+    let ids = append::ids(batch);
+    let cas_keys = append::cas_keys(batch);
+    let now = batch.iter().map(|e| e.ts).max().unwrap_or_default();
 
-            for chunk in ids.chunks(MAX_PARAMS / 2) {
-                // CROSS JOIN keeps the VALUES list as the outer loop: one probe of the
-                // (event_id, user_id) index per batch id.
-                let mut q =
-                    QueryBuilder::<Sqlite>::new("SELECT e.user_id, e.event_id, e.seq, e.ts FROM (");
-                q.push_values(chunk, |mut b, (u, id)| {
-                    b.push_bind(&u.0[..]).push_bind(&id.as_bytes()[..]);
-                });
-                q.push(
-                    ") AS v CROSS JOIN events AS e \
+    // The write lock, for the whole batch: no other writer of this file can
+    // assign seqs until we commit.
+    //
+    // The writes below are `OR ROLLBACK`: a constraint they break (a bug: the plan
+    // decided every outcome under this lock) ends the whole transaction instead of
+    // undoing one statement. That spares SQLite a statement journal, a copy of
+    // every page a multi-row statement touches first, which was ~10 % of the
+    // writer thread in `perf`. The failed transaction's connection is discarded
+    // by `WriteTx` either way.
+    let mut snapshot = Snapshot::default();
+
+    for chunk in users.chunks(MAX_PARAMS / 2) {
+        // Creates missing counter rows and reads every head in one statement. The
+        // no-op update is what makes RETURNING report existing rows too; the row
+        // is rewritten below anyway when its user gets events.
+        let mut q =
+            QueryBuilder::<Sqlite>::new("INSERT OR ROLLBACK INTO users (user_id, created_at) ");
+        q.push_values(chunk, |mut b, u| {
+            b.push_bind(&u.0[..]).push_bind(now);
+        });
+        q.push(" ON CONFLICT (user_id) DO UPDATE SET head = head RETURNING user_id, head");
+        let rows: Vec<(Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
+        for (u, head) in rows {
+            snapshot
+                .heads
+                .insert(UserId(key32(&u, "users.user_id")?), from_db(head));
+        }
+    }
+
+    for chunk in ids.chunks(MAX_PARAMS / 2) {
+        // CROSS JOIN keeps the VALUES list as the outer loop: one probe of the
+        // (event_id, user_id) index per batch id.
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT e.user_id, e.event_id, e.seq, e.ts FROM (");
+        q.push_values(chunk, |mut b, (u, id)| {
+            b.push_bind(&u.0[..]).push_bind(&id.as_bytes()[..]);
+        });
+        q.push(
+            ") AS v CROSS JOIN events AS e \
                      ON e.event_id = v.column2 AND e.user_id = v.column1",
-                );
-                let rows: Vec<(Vec<u8>, Vec<u8>, i64, i64)> =
-                    q.build_query_as().fetch_all(&mut *tx).await?;
-                for (u, id, seq, ts) in rows {
-                    let key = (UserId(key32(&u, "events.user_id")?), event_id(&id)?);
-                    snapshot.ids.insert(key, (from_db(seq), ts));
-                }
-            }
+        );
+        let rows: Vec<(Vec<u8>, Vec<u8>, i64, i64)> =
+            q.build_query_as().fetch_all(&mut *tx).await?;
+        for (u, id, seq, ts) in rows {
+            let key = (UserId(key32(&u, "events.user_id")?), event_id(&id)?);
+            snapshot.ids.insert(key, (from_db(seq), ts));
+        }
+    }
 
-            for chunk in cas_keys.chunks(MAX_PARAMS / 2) {
-                // The newest seq of the key: its newest stored event, or the one
-                // retention retired (deleted while it was the newest).
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "SELECT v.column1, v.column2, \
+    for chunk in cas_keys.chunks(MAX_PARAMS / 2) {
+        // The newest seq of the key: its newest stored event, or the one
+        // retention retired (deleted while it was the newest).
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT v.column1, v.column2, \
                         max(coalesce((SELECT max(e.seq) FROM events AS e \
                                       WHERE e.user_id = v.column1 AND e.event_key = v.column2), 0), \
                             coalesce((SELECT r.seq FROM retired_keys AS r \
                                       WHERE r.user_id = v.column1 AND r.event_key = v.column2), 0)) \
                      FROM (",
-                );
-                q.push_values(chunk, |mut b, (u, key)| {
-                    b.push_bind(&u.0[..]).push_bind(*key);
-                });
-                q.push(") AS v");
-                let rows: Vec<(Vec<u8>, Vec<u8>, i64)> =
-                    q.build_query_as().fetch_all(&mut *tx).await?;
-                for (u, key, seq) in rows {
-                    if seq > 0 {
-                        snapshot
-                            .key_heads
-                            .insert((UserId(key32(&u, "events.user_id")?), key), from_db(seq));
-                    }
-                }
+        );
+        q.push_values(chunk, |mut b, (u, key)| {
+            b.push_bind(&u.0[..]).push_bind(*key);
+        });
+        q.push(") AS v");
+        let rows: Vec<(Vec<u8>, Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
+        for (u, key, seq) in rows {
+            if seq > 0 {
+                snapshot
+                    .key_heads
+                    .insert((UserId(key32(&u, "events.user_id")?), key), from_db(seq));
             }
-
-            let plan = append::plan(batch, snapshot);
-
-            for chunk in plan.rows.chunks(MAX_PARAMS / 9) {
-                let mut q = QueryBuilder::<Sqlite>::new(
-                    "INSERT OR ROLLBACK INTO events \
-                     (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) ",
-                );
-                q.push_values(chunk, |mut b, row| {
-                    let e = row.event;
-                    b.push_bind(&e.user.0[..])
-                        .push_bind(to_db(row.seq))
-                        .push_bind(&e.id.as_bytes()[..])
-                        .push_bind(&e.device.0[..])
-                        .push_bind(e.ts)
-                        .push_bind(&e.payload[..])
-                        .push_bind(e.key.as_deref())
-                        .push_bind(e.ttl.map(to_db))
-                        .push_bind(row.expires_at);
-                });
-                q.build().execute(&mut *tx).await?;
-            }
-
-            for chunk in plan.heads.chunks(MAX_PARAMS / 2) {
-                let mut q =
-                    QueryBuilder::<Sqlite>::new("UPDATE OR ROLLBACK users SET head = v.column2 FROM (");
-                q.push_values(chunk, |mut b, (u, head)| {
-                    b.push_bind(&u.0[..]).push_bind(to_db(*head));
-                });
-                q.push(") AS v WHERE users.user_id = v.column1");
-                q.build().execute(&mut *tx).await?;
-            }
-
-            // Durable on return (synchronous = FULL): only now may outcomes be acked.
-            tx.commit().await?;
-            Ok(plan.outcomes)
         }
     }
+
+    let plan = append::plan(batch, snapshot);
+
+    for chunk in plan.rows.chunks(MAX_PARAMS / 9) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT OR ROLLBACK INTO events \
+                     (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) ",
+        );
+        q.push_values(chunk, |mut b, row| {
+            let e = row.event;
+            b.push_bind(&e.user.0[..])
+                .push_bind(to_db(row.seq))
+                .push_bind(&e.id.as_bytes()[..])
+                .push_bind(&e.device.0[..])
+                .push_bind(e.ts)
+                .push_bind(&e.payload[..])
+                .push_bind(e.key.as_deref())
+                .push_bind(e.ttl.map(to_db))
+                .push_bind(row.expires_at);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+
+    for chunk in plan.heads.chunks(MAX_PARAMS / 2) {
+        let mut q =
+            QueryBuilder::<Sqlite>::new("UPDATE OR ROLLBACK users SET head = v.column2 FROM (");
+        q.push_values(chunk, |mut b, (u, head)| {
+            b.push_bind(&u.0[..]).push_bind(to_db(*head));
+        });
+        q.push(") AS v WHERE users.user_id = v.column1");
+        q.build().execute(&mut *tx).await?;
+    }
+
+    Ok(plan.outcomes)
 }
 
 super::shared::devices! {
