@@ -742,3 +742,60 @@ async fn a_failing_deletion_never_costs_a_publish() {
         db.finish("a_failing_deletion_never_costs_a_publish").await;
     }
 }
+
+/// Deleted ciphertext leaves the SQLite file, not only the table: the bytes of an
+/// expired payload are not in the database file once a pass deleted it and the
+/// write-ahead log was checkpointed into the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_ciphertext_bytes_leave_the_sqlite_file() {
+    let db = TestDb::sqlite().await;
+    let clock = JumpingClock::new();
+    let (srv, api) = start(&db, &clock, &[]).await;
+    let mut c = connect(&srv.ws_url(), TestUser::random().device()).await;
+    let marker = b"expired-ciphertext-marker-7f3a91c2";
+    let keep = b"kept-ciphertext-marker-0b55d7e4";
+    for payload in [&marker[..], &keep[..]] {
+        let ttl = if payload == marker {
+            json!(1)
+        } else {
+            json!(null)
+        };
+        let mut msg = json!({
+            "type": "publish", "rid": "p", "id": new_event_id(),
+            "payload": b64u::encode(payload),
+        });
+        if !ttl.is_null() {
+            msg["ttl"] = ttl;
+        }
+        assert!(matches!(
+            c.request(&msg.to_string()).await,
+            ServerMessage::Ack { .. }
+        ));
+    }
+    let file = db.url().trim_start_matches("sqlite://").to_string();
+    let contains = |needle: &[u8]| {
+        let bytes = std::fs::read(&file).unwrap();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    };
+    let checkpoint = || async {
+        let mut conn = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+        sqlx::query("PRAGMA wal_checkpoint(FULL)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    };
+    checkpoint().await;
+    assert!(
+        contains(marker) && contains(keep),
+        "both payloads are in the file"
+    );
+    clock.jump_wall(2_000);
+    assert_eq!(run(&api).await["expired"], 1);
+    checkpoint().await;
+    assert!(contains(keep));
+    assert!(
+        !contains(marker),
+        "the expired ciphertext is still in the file"
+    );
+    srv.stop().await;
+}

@@ -31,7 +31,12 @@ pub(super) fn sqlite_options(url: &str, create: bool) -> Result<SqliteConnectOpt
         // against a crash of the process and could lose the last acked events.
         .synchronous(SqliteSynchronous::Full)
         .busy_timeout(BUSY_TIMEOUT)
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Deleted rows leave the file, not only the table: SQLite overwrites the
+        // content of deleted cells and freed pages with zeros (by default it leaves
+        // it where it was until the space is reused), so the ciphertext of an
+        // expired or pruned event is gone once the write-ahead log is checkpointed.
+        .pragma("secure_delete", "ON");
     if create {
         create_private(opts.get_filename())?;
     }
