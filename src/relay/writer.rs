@@ -257,10 +257,17 @@ async fn run(
                 }
             }
         }
+        // A chore whose caller stopped waiting (a pass cancelled at shutdown) ends.
+        if standing.as_ref().is_some_and(|s| s.reply.is_closed()) {
+            standing = None;
+        }
         if standing.is_none()
             && let Ok(req) = chores.try_recv()
         {
             standing = Some(Standing::new(req));
+        }
+        if batch.is_empty() && standing.is_none() {
+            continue;
         }
         // Move the events out of the requests: the payloads are never copied.
         for req in batch.drain(..) {
