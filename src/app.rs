@@ -14,7 +14,7 @@ use crate::auth::Auth;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::keys::ServerKey;
-use crate::limits::{ConnLimiter, KeyedGcra, RestLimiters};
+use crate::limits::{ConnLimiter, Limiter, RestLimiters, Shared};
 use crate::relay::Relay;
 use crate::telemetry::metrics::Metrics;
 
@@ -36,7 +36,9 @@ pub struct App {
     /// Concurrent connection caps.
     pub conns: Arc<ConnLimiter>,
     /// Handshake rate per IP.
-    pub handshake_rate: Arc<KeyedGcra<IpAddr>>,
+    pub handshake_rate: Arc<Limiter<IpAddr>>,
+    /// The limits' shared state in Redis, once connected (`limits.shared`).
+    pub shared_limits: Shared,
     /// REST rate limits (per IP, per token, admin-key failures).
     pub rest_limits: Arc<RestLimiters>,
     /// Device certificates whose signature a handshake already verified (a memo of

@@ -2,7 +2,6 @@
 //! listeners, and shut down within a deadline.
 
 use std::future::Future;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -16,7 +15,7 @@ use crate::auth::Auth;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::keys::{self, KeyOrigin, ServerKey};
-use crate::limits::{ConnLimiter, KeyedGcra, RestLimiters};
+use crate::limits::{ConnLimiter, Gcra, Limiter, RestLimiters, Shared, SharedLimits};
 use crate::relay::{Relay, RelayLimits};
 use crate::store::{self, MigrateMode, Store, StoreOptions};
 use crate::telemetry::metrics::Metrics;
@@ -115,13 +114,33 @@ pub async fn run_with(
         }
         None => None,
     };
-    let (app, writer_task) = build_app_with(config, key, store, clock);
+    // The database behind its circuit breaker: while it is down, calls fail fast
+    // instead of piling up behind the pool's timeout (`store::Guarded`).
+    let metrics = Arc::new(Metrics::new());
+    let store: Arc<dyn Store> = Arc::new(store::Guarded::database(
+        store,
+        metrics.cluster.breakers.clone(),
+        clock.clone(),
+    ));
+    let (app, writer_task) = build_app_on(config, key, store, clock, metrics);
     if let Some(url) = app.config.redis_url.clone() {
         app.relay
             .connect_bus(&url.0, app.shutdown.clone(), &app.tracker)
             .await
             .map_err(|e| ServerError::Redis(format!("{} ({})", e, url.redacted())))?;
         info!(redis = %url.redacted(), "cross-instance relay over Redis");
+        if app.config.limits.shared {
+            let cluster = &app.metrics.cluster;
+            let shared = SharedLimits::connect(
+                &url.0,
+                cluster.breakers.clone(),
+                cluster.limit_decisions.clone(),
+            )
+            .await
+            .map_err(|e| ServerError::Redis(format!("{} ({})", e, url.redacted())))?;
+            app.shared_limits.attach(shared);
+            info!("rate limits shared across instances in Redis");
+        }
     }
     let scheme = if tls.is_some() { "wss" } else { "ws" };
     let public_addr = listeners.public.local_addr().ok();
@@ -193,13 +212,26 @@ pub fn build_app_with(
     store: Arc<dyn Store>,
     clock: SharedClock,
 ) -> (App, tokio::task::JoinHandle<()>) {
+    build_app_on(config, key, store, clock, Arc::new(Metrics::new()))
+}
+
+/// [`build_app_with`] reporting to `metrics` (`run` makes them first, for the
+/// database's circuit breaker).
+fn build_app_on(
+    config: Config,
+    key: ServerKey,
+    store: Arc<dyn Store>,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+) -> (App, tokio::task::JoinHandle<()>) {
     let limits = &config.limits;
-    let metrics = Arc::new(Metrics::new());
+    let shared = Shared::default();
     let (relay, writer_task) = Relay::new(
         store.clone(),
         metrics.clone(),
         RelayLimits::from_config(limits),
         config.redis_url.is_some(),
+        &shared,
         &config.retention,
         clock.clone(),
     );
@@ -210,15 +242,21 @@ pub fn build_app_with(
             limits.rest_requests_per_ip_per_sec,
             limits.rest_requests_per_token_per_sec,
             config.admin.failure_burst,
+            &shared,
         )),
         conns: ConnLimiter::new(
             limits.max_connections_per_ip as usize,
             limits.max_connections as usize,
         ),
-        handshake_rate: Arc::new(KeyedGcra::<IpAddr>::new(
-            limits.handshakes_per_ip_per_sec,
-            limits.handshakes_per_ip_per_sec.saturating_mul(2),
+        handshake_rate: Arc::new(Limiter::new(
+            "handshake_ip",
+            Gcra::new(
+                limits.handshakes_per_ip_per_sec,
+                limits.handshakes_per_ip_per_sec.saturating_mul(2),
+            ),
+            shared.clone(),
         )),
+        shared_limits: shared,
         relay,
         metrics,
         clock,

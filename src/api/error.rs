@@ -37,7 +37,9 @@ pub struct ErrorObject {
     /// The request's id (also in the `x-request-id` response header): quote it when
     /// reporting a problem.
     pub request_id: String,
-    /// Extra facts for some codes (`conflict`: the event id, key and key head).
+    /// Extra facts for some codes (`conflict`: the event id, key and key head;
+    /// `unavailable` while the server fails fast on a database that is down:
+    /// `retry_after_ms`, also in `Retry-After`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
 }
@@ -164,6 +166,20 @@ impl ApiError {
         e
     }
 
+    /// 503 for a storage error of any kind: [`Self::unavailable`], and while the
+    /// database's circuit breaker is open ([`StoreError::CircuitOpen`]) with its wait
+    /// in `Retry-After` (seconds, rounded up) and `details.retry_after_ms`.
+    pub fn storage_unavailable(e: StoreError) -> Self {
+        let wait = e.retry_after();
+        let mut err = Self::unavailable(e);
+        if let Some(wait) = wait {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            err.0.retry_after = Some(wait);
+            err.0.details = Some(serde_json::json!({ "retry_after_ms": ms }));
+        }
+        err
+    }
+
     /// 500: a bug or an unexpected state; the detail is logged, not sent.
     pub fn internal(internal: impl std::fmt::Display) -> Self {
         let mut e = Self::new(
@@ -189,7 +205,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) => Self::unavailable(e),
+            e if e.is_unavailable() => Self::storage_unavailable(e),
             other => Self::internal(other),
         }
     }

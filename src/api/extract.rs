@@ -164,12 +164,13 @@ impl FromRequestParts<App> for AuthUser {
         let id = match app.auth.authenticate(token, app.clock.unix_ms()).await {
             Ok(id) => id,
             Err(AuthError::Refused(reason)) => return Err(refuse(reason)),
-            Err(AuthError::Store(e)) => return Err(ApiError::unavailable(e)),
+            Err(AuthError::Store(e)) => return Err(ApiError::storage_unavailable(e)),
         };
         let info = app
             .rest_limits
             .per_token
-            .check_info(&id.jti, app.clock.now());
+            .check_info(&id.jti, app.clock.now())
+            .await;
         if let Some(slot) = parts.extensions.get::<RateSlot>() {
             slot.set(info);
         }
@@ -194,7 +195,7 @@ impl FromRequestParts<App> for AdminRead {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        admin(parts, app, AdminScope::Read).map(Self)
+        admin(parts, app, AdminScope::Read).await.map(Self)
     }
 }
 
@@ -202,7 +203,7 @@ impl FromRequestParts<App> for AdminWrite {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        admin(parts, app, AdminScope::Write).map(Self)
+        admin(parts, app, AdminScope::Write).await.map(Self)
     }
 }
 
@@ -221,12 +222,12 @@ fn presented_admin_key(headers: &HeaderMap) -> Result<Option<&str>, ()> {
 /// Checks the admin key: a blocked IP gets 429 before the key is even looked at;
 /// a wrong or missing key counts as a failure of the IP (401, or 429 once over the
 /// limit); a key without the scope gets 403. The key's name goes to the log.
-fn admin(parts: &Parts, app: &App, need: AdminScope) -> Result<String, ApiError> {
+async fn admin(parts: &Parts, app: &App, need: AdminScope) -> Result<String, ApiError> {
     let ip = client_ip(&parts.extensions);
     let failures = &app.metrics.api.admin_auth_failures;
     let limiter = &app.rest_limits.admin_failures;
     let now = app.clock.now();
-    if let Err(wait) = limiter.peek(&ip, now) {
+    if let Err(wait) = limiter.peek(&ip, now).await {
         failures.with_label_values(&["rate_limited"]).inc();
         return Err(ApiError::rate_limited(
             "too many failed admin key attempts from this address",
@@ -239,7 +240,7 @@ fn admin(parts: &Parts, app: &App, need: AdminScope) -> Result<String, ApiError>
     };
     let Some(id) = found else {
         failures.with_label_values(&["invalid"]).inc();
-        let info = limiter.check_info(&ip, now);
+        let info = limiter.check_info(&ip, now).await;
         if let Some(wait) = info.retry_after {
             failures.with_label_values(&["rate_limited"]).inc();
             return Err(ApiError::rate_limited(

@@ -12,6 +12,8 @@ use crate::app::App;
 
 /// How long the database may take to answer a readiness probe.
 const READY_DEADLINE: Duration = Duration::from_secs(2);
+/// How long Redis may take to answer a readiness probe's `PING`.
+const REDIS_DEADLINE: Duration = Duration::from_secs(1);
 
 /// The process is up.
 #[utoipa::path(
@@ -30,9 +32,20 @@ pub async fn live() -> Response {
 
 /// Ready to serve: the database answers within the deadline and takes writes (no
 /// append failed in the last 10 s without one succeeding since), its schema is the one
-/// this binary needs (no pending, unknown or modified migration), Redis answers a
-/// `PING` when it is configured (`[redis] url`), and the server is not shutting down.
-/// The body names what failed.
+/// this binary needs (no pending, unknown or modified migration), and the server is
+/// not shutting down. The body names what failed.
+///
+/// The probe goes through the database's circuit breaker: while it is open the
+/// database check is `unavailable` at once, and the first probe after the open
+/// period finds out whether the database is back. `checks.database_breaker` is the
+/// breaker's state.
+///
+/// Redis (`[redis] url`) never makes an instance unready: the database is the truth,
+/// Redis only carries notifications and shared limits, and one Redis outage must not
+/// take every instance out of the load balancer at once. Its check is `ok` when it
+/// answers a `PING` and the bus is subscribed, and `degraded` otherwise (limits are
+/// then local, and live relay between instances resumes with a catch-up once Redis
+/// is back).
 #[utoipa::path(
     get,
     path = "/health/ready",
@@ -69,11 +82,17 @@ pub async fn ready(State(app): State<App>) -> Response {
     };
     let redis = match &app.config.redis_url {
         None => "not_configured",
-        Some(url) => match tokio::time::timeout(READY_DEADLINE, redis_ping(&url.0)).await {
-            Ok(Ok(())) => "ok",
-            Ok(Err(_)) => "unavailable",
-            Err(_) => "timeout",
-        },
+        Some(url) => {
+            let answers = matches!(
+                tokio::time::timeout(REDIS_DEADLINE, redis_ping(&url.0)).await,
+                Ok(Ok(()))
+            );
+            if answers && app.relay.bus_connected() {
+                "ok"
+            } else {
+                "degraded"
+            }
+        }
     };
     let shutting_down = app.shutdown.is_cancelled();
     let mut failed = Vec::new();
@@ -83,9 +102,6 @@ pub async fn ready(State(app): State<App>) -> Response {
     if migrations != "ok" {
         failed.push("migrations".to_string());
     }
-    if !matches!(redis, "ok" | "not_configured") {
-        failed.push("redis".to_string());
-    }
     if shutting_down {
         failed.push("shutdown".to_string());
     }
@@ -94,6 +110,7 @@ pub async fn ready(State(app): State<App>) -> Response {
         status: if ok { "ready" } else { "not_ready" }.into(),
         checks: ReadyChecks {
             database: db.into(),
+            database_breaker: app.relay.database_breaker().as_str().into(),
             migrations: migrations.into(),
             shutdown: if shutting_down { "in_progress" } else { "no" }.into(),
             redis: redis.into(),

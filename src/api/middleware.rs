@@ -86,7 +86,11 @@ pub(crate) async fn finish(
 
     let resp = async {
         if per_ip.0 && !exempt(&route) {
-            let info = app.rest_limits.per_ip.check_info(&ip, app.clock.now());
+            let info = app
+                .rest_limits
+                .per_ip
+                .check_info(&ip, app.clock.now())
+                .await;
             slot.set(info);
             if let Some(wait) = info.retry_after {
                 return ApiError::rate_limited("too many requests from this address", wait)

@@ -774,12 +774,18 @@ pub struct ReadyResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReadyChecks {
     /// `ok`, `write_failing` (it answers but refuses writes: a full disk, a read-only
-    /// file), `unavailable` or `timeout`.
+    /// file), `unavailable` (also while its circuit breaker is open) or `timeout`.
     pub database: String,
+    /// The database's circuit breaker: `closed`, `open` (after repeated failures
+    /// the server fails fast without asking the database) or `half_open` (one call
+    /// is probing it).
+    pub database_breaker: String,
     /// `ok`, `pending`, `unknown_version`, `modified` or `unavailable`.
     pub migrations: String,
     /// `no` or `in_progress`.
     pub shutdown: String,
-    /// `ok`, `unavailable`, `timeout`, or `not_configured` (no `[redis] url`).
+    /// `ok`, `degraded` (Redis does not answer a `PING` or the bus is not
+    /// subscribed: limits are local and live relay between instances waits; never a
+    /// reason to be unready), or `not_configured` (no `[redis] url`).
     pub redis: String,
 }

@@ -229,6 +229,7 @@ pub(crate) async fn publish(
     let ev = match app
         .relay
         .prepare_publish(id.user, id.device, p, app.clock.now())
+        .await
     {
         Ok(Prepared::Durable(ev)) => ev,
         Ok(Prepared::Ephemeral { delivered }) => {

@@ -17,7 +17,6 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::debug;
 
 use crate::app::App;
-use crate::limits::RateLimiter as _;
 use crate::net::ConnSlot;
 
 fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
@@ -80,7 +79,7 @@ pub async fn upgrade(
     if app.shutdown.is_cancelled() {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    if let Err(wait) = app.handshake_rate.check(&peer.ip(), app.clock.now()) {
+    if let Err(wait) = app.handshake_rate.check(&peer.ip(), app.clock.now()).await {
         app.metrics
             .connections_refused
             .with_label_values(&["handshake_rate"])

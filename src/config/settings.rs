@@ -416,6 +416,15 @@ settings! {
         default: Num(50),
         dump: |c| int(c.limits.rest_requests_per_token_per_sec),
     }
+    /// With redis.url set: decide every rate limit (publishes per device, handshakes
+    /// and REST requests per IP, REST requests per token, admin-key failures per IP)
+    /// in Redis, so the limits hold across all instances. While Redis does not answer,
+    /// each instance falls back to its own limits. false: per instance always.
+    shared {
+        ty: Bool,
+        default: Flag(true),
+        dump: |c| toml::Value::Boolean(c.limits.shared),
+    }
 
     [retention]
     /// The retention job: it runs inside `ferry serve` every `interval` (1s to 1d),

@@ -359,6 +359,8 @@ pub struct Limits {
     pub rest_requests_per_ip_per_sec: u32,
     /// REST requests per second with one access token (the burst is twice this).
     pub rest_requests_per_token_per_sec: u32,
+    /// Rate limits decided in Redis when `redis.url` is set (`limits.shared`).
+    pub shared: bool,
 }
 
 impl Limits {

@@ -913,6 +913,7 @@ fn limits(c: &mut Checker<'_>) -> Option<Limits> {
     let max_write_buffer_size: Option<usize> = c.int(&limits::max_write_buffer_size);
     let rest_requests_per_ip_per_sec = c.int(&limits::rest_requests_per_ip_per_sec);
     let rest_requests_per_token_per_sec = c.int(&limits::rest_requests_per_token_per_sec);
+    let shared = c.flag(&limits::shared);
     if let (Some(write), Some(max_write)) = (write_buffer_size, max_write_buffer_size) {
         let write: usize = write;
         if max_write <= write {
@@ -957,6 +958,7 @@ fn limits(c: &mut Checker<'_>) -> Option<Limits> {
         max_write_buffer_size: max_write_buffer_size?,
         rest_requests_per_ip_per_sec: rest_requests_per_ip_per_sec?,
         rest_requests_per_token_per_sec: rest_requests_per_token_per_sec?,
+        shared,
     })
 }
 

@@ -27,17 +27,37 @@ pub struct Erased {
 }
 
 impl Relay {
-    /// Stored totals and the live sessions of this instance.
+    /// Stored totals and the live sessions of every instance (of this one when the
+    /// cluster's directory does not answer).
     pub async fn stats(&self) -> Result<(StoreStats, u64), StoreError> {
         let stats = self.inner.store.stats().await?;
-        Ok((stats, self.inner.hub.len() as u64))
+        let local = self.inner.hub.len() as u64;
+        let live = match self.directory() {
+            Some(d) => d.total_sessions(local).await.unwrap_or(local),
+            None => local,
+        };
+        Ok((stats, live))
     }
 
-    fn view(&self, summary: UserSummary) -> UserView {
-        UserView {
-            live_sessions: self.inner.hub.sessions(&summary.user).len() as u64,
-            summary,
-        }
+    /// The users with their live sessions on every instance (on this one when the
+    /// cluster's directory does not answer).
+    async fn views(&self, summaries: Vec<UserSummary>) -> Vec<UserView> {
+        let users: Vec<UserId> = summaries.iter().map(|s| s.user).collect();
+        let cluster = match self.directory() {
+            Some(d) => d.users_sessions(&users).await,
+            None => None,
+        };
+        summaries
+            .into_iter()
+            .enumerate()
+            .map(|(i, summary)| UserView {
+                live_sessions: cluster
+                    .as_ref()
+                    .and_then(|c| c.get(i).copied())
+                    .unwrap_or_else(|| self.inner.hub.sessions(&summary.user).len() as u64),
+                summary,
+            })
+            .collect()
     }
 
     /// Up to `limit` users with an id greater than `after`, in id order.
@@ -47,13 +67,16 @@ impl Relay {
         limit: u32,
     ) -> Result<Vec<UserView>, StoreError> {
         let page = self.inner.store.users_page(after, limit).await?;
-        Ok(page.into_iter().map(|s| self.view(s)).collect())
+        Ok(self.views(page).await)
     }
 
     /// One user, if known.
     pub async fn user(&self, user: &UserId) -> Result<Option<UserView>, StoreError> {
         let summary = self.inner.store.user_summary(user).await?;
-        Ok(summary.map(|s| self.view(s)))
+        Ok(match summary {
+            Some(s) => self.views(vec![s]).await.pop(),
+            None => None,
+        })
     }
 
     /// Closes every session of a known user with 1001, on every instance;

@@ -8,6 +8,7 @@
 //! notification — devices see the gap in `seq` and `sync`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ferry_proto::CloseCode;
@@ -28,13 +29,17 @@ const QUEUE: usize = 65_536;
 const KIND_DELIVER: u8 = 1;
 const KIND_CLOSE_DEVICE: u8 = 2;
 const KIND_CLOSE_USER: u8 = 3;
+const KIND_CATCH_UP: u8 = 4;
+const KIND_REGISTERED: u8 = 5;
 
 /// One message between instances: what the hub tells its [`Peers`].
 pub type Envelope = Remote;
 
-/// Encoding: `instance(16) kind(1) user(32)`, then per kind:
-/// deliver: `except_flag(1) [device(32)] only_count(u16be) only(32×n) msg(rest)`;
-/// close device: `device(32) code(u16be)`; close user: `code(u16be)`.
+/// Encoding: `instance(16) kind(1)`, then per kind:
+/// deliver: `user(32) except_flag(1) [device(32)] only_count(u16be) only(32×n)
+/// msg(rest: the seq header and the JSON)`; close device: `user(32) device(32)
+/// code(u16be)`; close user: `user(32) code(u16be)`; catch up: nothing;
+/// registered: `user(32) device(32) session(u64be)`.
 pub fn encode(instance: &[u8; 16], env: &Envelope) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(instance);
@@ -59,7 +64,7 @@ pub fn encode(instance: &[u8; 16], env: &Envelope) -> Vec<u8> {
             for d in only {
                 out.extend_from_slice(d);
             }
-            out.extend_from_slice(msg);
+            out.extend_from_slice(msg.wire());
         }
         Envelope::CloseDevice { user, device, code } => {
             out.push(KIND_CLOSE_DEVICE);
@@ -72,6 +77,17 @@ pub fn encode(instance: &[u8; 16], env: &Envelope) -> Vec<u8> {
             out.extend_from_slice(&user.0);
             out.extend_from_slice(&code.as_u16().to_be_bytes());
         }
+        Envelope::CatchUp => out.push(KIND_CATCH_UP),
+        Envelope::Registered {
+            user,
+            device,
+            session,
+        } => {
+            out.push(KIND_REGISTERED);
+            out.extend_from_slice(&user.0);
+            out.extend_from_slice(&device.0);
+            out.extend_from_slice(&session.to_be_bytes());
+        }
     }
     out
 }
@@ -81,6 +97,9 @@ pub fn decode(bytes: &[u8]) -> Option<([u8; 16], Envelope)> {
     let mut r = Reader(bytes);
     let instance: [u8; 16] = r.take()?;
     let kind = r.byte()?;
+    if kind == KIND_CATCH_UP {
+        return r.0.is_empty().then_some((instance, Envelope::CatchUp));
+    }
     let user = UserId(r.take()?);
     let env = match kind {
         KIND_DELIVER => {
@@ -95,7 +114,7 @@ pub fn decode(bytes: &[u8]) -> Option<([u8; 16], Envelope)> {
                 user,
                 except,
                 only: (n > 0).then_some(only),
-                msg: Arc::from(r.0),
+                msg: crate::relay::hub::Outbound::from_wire(r.0)?,
             }
         }
         KIND_CLOSE_DEVICE => {
@@ -106,6 +125,11 @@ pub fn decode(bytes: &[u8]) -> Option<([u8; 16], Envelope)> {
         KIND_CLOSE_USER => Envelope::CloseUser {
             user,
             code: CloseCode::from_u16(u16::from_be_bytes(r.take()?))?,
+        },
+        KIND_REGISTERED => Envelope::Registered {
+            user,
+            device: DeviceId(r.take()?),
+            session: u64::from_be_bytes(r.take()?),
         },
         _ => return None,
     };
@@ -131,65 +155,109 @@ pub struct Bus {
     instance: [u8; 16],
     tx: mpsc::Sender<Vec<u8>>,
     metrics: Arc<Metrics>,
+    /// Set when a message for the other instances was lost; the publisher then
+    /// tells them to catch up once it can publish again.
+    lost: Arc<AtomicBool>,
 }
 
 impl Peers for Bus {
     /// Queues an envelope for the other instances; drops it when the queue is full
-    /// (the store is the truth, devices resync).
+    /// (the store is the truth: the other instances' sessions catch up later).
     fn send(&self, env: &Envelope) {
         if self.tx.try_send(encode(&self.instance, env)).is_err() {
             self.metrics.bus_dropped.inc();
+            self.lost.store(true, Ordering::Release);
         }
     }
 }
 
-/// Connects to Redis, attaches the bus to `hub`, and spawns the publisher and the
-/// subscriber. Both reconnect on their own until `cancel`.
+/// `base` stretched by a random factor in [0.5, 1.5), so instances that lost Redis
+/// together do not all come back in the same instant.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..1.5))
+}
+
+/// The first wait before reconnecting, doubled after each failure up to
+/// [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// The longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Connects to Redis, attaches the bus of this `instance` to `hub`, and spawns the publisher and the
+/// subscriber. Both reconnect on their own, with jittered exponential backoff, until
+/// `cancel`; `connected` is true while the subscription is up.
+///
+/// Nothing is missed across an outage: when the subscription comes back after it was
+/// lost, every live session here catches up from the store ([`Hub::catch_up_local`]);
+/// when a message for the other instances was lost (a failed publish, a full queue),
+/// the publisher tells them to catch up ([`Envelope::CatchUp`]) as soon as it can
+/// publish again.
 pub async fn start(
     url: &str,
+    instance: [u8; 16],
     hub: &Hub,
     metrics: Arc<Metrics>,
+    connected: Arc<AtomicBool>,
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> Result<(), redis::RedisError> {
     let client = redis::Client::open(url)?;
     // Fail at start when Redis is unreachable: a misconfiguration should be loud.
-    let mut publisher = client.get_connection_manager().await?;
-    let mut instance = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut instance);
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(1)))
+        .set_max_delay(MAX_BACKOFF);
+    let publisher = client.get_connection_manager_with_config(config).await?;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+    let lost = Arc::new(AtomicBool::new(false));
     hub.attach_peers(Box::new(Bus {
         instance,
         tx,
         metrics: metrics.clone(),
+        lost: lost.clone(),
     }));
     let pub_metrics = metrics.clone();
     let pub_cancel = cancel.clone();
     tracker.spawn(async move {
+        let catch_up = encode(&instance, &Envelope::CatchUp);
         loop {
             let msg = tokio::select! {
                 m = rx.recv() => match m { Some(m) => m, None => return },
                 _ = pub_cancel.cancelled() => return,
             };
-            let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-                .arg(CHANNEL)
-                .arg(msg)
-                .query_async(&mut publisher)
-                .await;
-            if let Err(e) = r {
-                pub_metrics.bus_dropped.inc();
-                debug!(error = %e, "publish to redis failed");
+            let publish = |msg: Vec<u8>| {
+                let mut conn = publisher.clone();
+                async move {
+                    redis::cmd("PUBLISH")
+                        .arg(CHANNEL)
+                        .arg(msg)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                }
+            };
+            match publish(msg).await {
+                Ok(_) => {
+                    if lost.load(Ordering::Acquire) && publish(catch_up.clone()).await.is_ok() {
+                        lost.store(false, Ordering::Release);
+                        info!("cross-instance messages were lost; the other instances catch up");
+                    }
+                }
+                Err(e) => {
+                    pub_metrics.bus_dropped.inc();
+                    lost.store(true, Ordering::Release);
+                    debug!(error = %e, "publish to redis failed");
+                }
             }
         }
     });
     let hub = hub.clone();
     tracker.spawn(async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = MIN_BACKOFF;
+        let mut subscribed_before = false;
         loop {
             let session = async {
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(CHANNEL).await?;
-                info!("subscribed to cross-instance relay");
                 Ok::<_, redis::RedisError>(pubsub.into_on_message())
             };
             let mut stream = tokio::select! {
@@ -198,23 +266,38 @@ pub async fn start(
                     Err(e) => {
                         warn!(error = %e, "redis subscribe failed; retrying");
                         tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
+                            _ = tokio::time::sleep(jittered(backoff)) => {}
                             _ = cancel.cancelled() => return,
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
                         continue;
                     }
                 },
                 _ = cancel.cancelled() => return,
             };
-            backoff = Duration::from_millis(100);
+            backoff = MIN_BACKOFF;
+            connected.store(true, Ordering::Release);
+            metrics.cluster.bus_connected.set(1);
+            if subscribed_before {
+                // Whatever the other instances relayed while the subscription was
+                // down is in the store: every live session here fetches it.
+                let sessions = hub.catch_up_local();
+                metrics.cluster.bus_resyncs.inc();
+                info!(
+                    sessions,
+                    "resubscribed to cross-instance relay; live sessions catch up"
+                );
+            } else {
+                info!("subscribed to cross-instance relay");
+            }
+            subscribed_before = true;
             loop {
                 let msg = tokio::select! {
                     m = stream.next() => match m { Some(m) => m, None => break },
                     _ = cancel.cancelled() => return,
                 };
                 match decode(msg.get_payload_bytes()) {
-                    Some((from, _)) if from == instance => {}
+                    Some((from, env)) if from == instance => hub.apply_own(&env),
                     Some((_, env)) => {
                         metrics.bus_received.inc();
                         hub.apply_remote(&env);
@@ -222,6 +305,8 @@ pub async fn start(
                     None => debug!("malformed cross-instance message ignored"),
                 }
             }
+            connected.store(false, Ordering::Release);
+            metrics.cluster.bus_connected.set(0);
             warn!("redis subscription ended; reconnecting");
         }
     });
@@ -240,13 +325,13 @@ mod tests {
                 user: UserId([1; 32]),
                 except: Some(DeviceId([2; 32])),
                 only: None,
-                msg: Arc::from(&b"{\"type\":\"event\"}"[..]),
+                msg: crate::relay::hub::Outbound::stored(7, b"{\"type\":\"event\"}"),
             },
             Envelope::Deliver {
                 user: UserId([1; 32]),
                 except: None,
                 only: Some(vec![[3; 32], [4; 32]]),
-                msg: Arc::from(&b"{}"[..]),
+                msg: crate::relay::hub::Outbound::message(b"{}"),
             },
             Envelope::CloseDevice {
                 user: UserId([1; 32]),
@@ -256,6 +341,12 @@ mod tests {
             Envelope::CloseUser {
                 user: UserId([1; 32]),
                 code: CloseCode::GoingAway,
+            },
+            Envelope::CatchUp,
+            Envelope::Registered {
+                user: UserId([1; 32]),
+                device: DeviceId([6; 32]),
+                session: 42,
             },
         ];
         for env in cases {

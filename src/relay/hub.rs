@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::CloseCode;
@@ -23,8 +23,86 @@ const SHARDS: usize = 32;
 const GENERATION_SLOTS: usize = 1024;
 
 /// A message queued for one session: already-serialized JSON, sealed by the session
-/// itself (each session has its own keys and counter).
-pub type Outbound = Arc<[u8]>;
+/// itself (each session has its own keys and counter), behind an 8-byte header with
+/// the seq of the stored event it carries (0: not a stored event; [`CATCH_UP`]: no
+/// message, a request to catch up from the store). One allocation, shared by every
+/// recipient and by the cross-instance bus, which carries the header along.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outbound(Arc<[u8]>);
+
+/// The header of [`Outbound::catch_up`].
+const CATCH_UP: u64 = u64::MAX;
+const HEADER: usize = 8;
+
+impl Outbound {
+    /// A message that is not a stored event (presence, an ephemeral event).
+    pub fn message(json: &[u8]) -> Self {
+        Self::with_seq(0, json)
+    }
+
+    /// The `event` message of the stored event `seq`.
+    pub fn stored(seq: u64, json: &[u8]) -> Self {
+        debug_assert!(seq != 0 && seq != CATCH_UP);
+        Self::with_seq(seq, json)
+    }
+
+    /// Asks the session to fetch from the store the events relayed since the last
+    /// one it sent (after the bus between instances lost messages).
+    pub fn catch_up() -> Self {
+        Self::with_seq(CATCH_UP, b"")
+    }
+
+    fn with_seq(seq: u64, json: &[u8]) -> Self {
+        let mut v = Vec::with_capacity(HEADER + json.len());
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(json);
+        Self(Arc::from(v))
+    }
+
+    /// A message as another instance encoded it (header included); `None` when it
+    /// is too short to have the header.
+    pub fn from_wire(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() >= HEADER).then(|| Self(Arc::from(bytes)))
+    }
+
+    /// The header and the message, as the bus carries them.
+    pub fn wire(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn header(&self) -> u64 {
+        let (h, _) = self
+            .0
+            .split_first_chunk::<HEADER>()
+            .expect("built with a header");
+        u64::from_be_bytes(*h)
+    }
+
+    /// The seq of the stored event this message carries, if it is one.
+    pub fn seq(&self) -> Option<u64> {
+        Some(self.header()).filter(|s| *s != 0 && *s != CATCH_UP)
+    }
+
+    /// Whether this is a request to catch up rather than a message.
+    pub fn is_catch_up(&self) -> bool {
+        self.header() == CATCH_UP
+    }
+
+    /// The serialized message.
+    pub fn json(&self) -> &[u8] {
+        &self.0[HEADER..]
+    }
+
+    /// The message's length in bytes, as the queue's byte limit counts it.
+    pub fn len(&self) -> usize {
+        self.0.len() - HEADER
+    }
+
+    /// Whether the message is empty (only a catch-up request is).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// One live session as the hub sees it.
 pub struct SessionHandle {
@@ -38,6 +116,12 @@ pub struct SessionHandle {
     queued_bytes: AtomicUsize,
     /// The most bytes that may be queued.
     max_bytes: usize,
+    /// The bus brought this instance's announcement of the session back: every
+    /// instance has seen it, so a registration of the device announced after it is
+    /// newer (see [`Remote::Registered`]).
+    announced: AtomicBool,
+    /// When it registered.
+    registered: std::time::Instant,
 }
 
 impl SessionHandle {
@@ -145,7 +229,31 @@ pub enum Remote {
         /// With this code.
         code: CloseCode,
     },
+    /// Messages between instances were lost: every live session catches up from
+    /// the store.
+    CatchUp,
+    /// A session of `device` registered on the sending instance: older sessions of
+    /// the device elsewhere close with 4011.
+    ///
+    /// "Older" is decided by the bus's own order, without comparing clocks: every
+    /// instance receives the channel's messages in one order, its own included. A
+    /// session whose announcement came back before another instance's is older
+    /// than that one; a session whose announcement has not come back yet is newer
+    /// (unless it registered more than [`ANNOUNCE_GRACE`] ago: its announcement was
+    /// lost, and the newcomer wins).
+    Registered {
+        /// Whose device.
+        user: UserId,
+        /// Which device.
+        device: DeviceId,
+        /// The session's number on the sending instance.
+        session: u64,
+    },
 }
+
+/// How long a session whose announcement never came back (the bus was down) keeps
+/// its place against a registration announced elsewhere.
+pub const ANNOUNCE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The other instances, as the hub sees them: somewhere to send what it does
 /// locally. Sending never blocks (a full queue drops: the store is the truth).
@@ -255,6 +363,8 @@ impl Hub {
             close_code: AtomicU16::new(0),
             queued_bytes: AtomicUsize::new(0),
             max_bytes: self.shared.queue_bytes,
+            announced: AtomicBool::new(false),
+            registered: std::time::Instant::now(),
         });
         let replaced: Vec<Arc<SessionHandle>> = {
             let mut map = self.shard(&user).lock().expect("hub lock poisoned");
@@ -268,6 +378,11 @@ impl Hub {
         for old in replaced {
             old.close(CloseCode::Replaced);
         }
+        self.tell_peers(|| Remote::Registered {
+            user,
+            device,
+            session: handle.id,
+        });
         SessionLink { handle, rx }
     }
 
@@ -399,7 +514,53 @@ impl Hub {
             Remote::CloseUser { user, code } => {
                 self.close_user_local(user, *code);
             }
+            Remote::CatchUp => {
+                self.catch_up_local();
+            }
+            Remote::Registered { user, device, .. } => {
+                let older: Vec<_> = self
+                    .sessions(user)
+                    .into_iter()
+                    .filter(|s| {
+                        s.device == *device
+                            && (s.announced.load(Ordering::Acquire)
+                                || s.registered.elapsed() >= ANNOUNCE_GRACE)
+                    })
+                    .collect();
+                older.iter().for_each(|s| s.close(CloseCode::Replaced));
+            }
         }
+    }
+
+    /// Applies what this instance published, as the bus brings it back: marks a
+    /// session's announcement as seen by every instance.
+    pub fn apply_own(&self, msg: &Remote) {
+        if let Remote::Registered { user, session, .. } = msg
+            && let Some(s) = self.sessions(user).iter().find(|s| s.id == *session)
+        {
+            s.announced.store(true, Ordering::Release);
+        }
+    }
+
+    /// Asks every live session here to catch up from the store (see
+    /// [`Outbound::catch_up`]); returns how many were asked.
+    pub fn catch_up_local(&self) -> usize {
+        let msg = Outbound::catch_up();
+        let mut n = 0;
+        for shard in &self.shared.shards {
+            let sessions: Vec<_> = shard
+                .lock()
+                .expect("hub lock poisoned")
+                .values()
+                .flatten()
+                .cloned()
+                .collect();
+            for s in sessions {
+                s.deliver(&msg);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Closes every session of a device (revocation), on every instance.
@@ -464,7 +625,7 @@ mod tests {
         let hub = Hub::new(4, 1 << 20);
         let root = CancellationToken::new();
         let (u, d) = (UserId([1; 32]), DeviceId([2; 32]));
-        let msg = || Outbound::from(&b"m"[..]);
+        let msg = || Outbound::message(b"m");
         let g0 = hub.generation(&u);
         // Registering and leaving deliver nothing.
         let link = hub.register(u, d, &root);
@@ -518,7 +679,7 @@ mod tests {
         let hub = Hub::new(2, 1 << 20);
         let root = CancellationToken::new();
         let link = hub.register(UserId([1; 32]), DeviceId([2; 32]), &root);
-        let msg: Outbound = Arc::from(&b"{}"[..]);
+        let msg = Outbound::message(b"{}");
         assert!(link.handle.deliver(&msg));
         assert!(link.handle.deliver(&msg));
         assert!(!link.handle.deliver(&msg));
@@ -530,7 +691,7 @@ mod tests {
         let hub = Hub::new(100, 10);
         let root = CancellationToken::new();
         let link = hub.register(UserId([1; 32]), DeviceId([2; 32]), &root);
-        let msg: Outbound = Arc::from(&b"12345"[..]);
+        let msg = Outbound::message(b"12345");
         assert!(link.handle.deliver(&msg));
         assert!(link.handle.deliver(&msg));
         assert_eq!(link.handle.queued_bytes(), 10);
@@ -538,7 +699,7 @@ mod tests {
         link.handle.written(5);
         assert!(link.handle.deliver(&msg));
         // One byte over the limit: refused, and the session is told to close.
-        assert!(!link.handle.deliver(&Arc::from(&b"x"[..])));
+        assert!(!link.handle.deliver(&Outbound::message(b"x")));
         assert_eq!(link.handle.queued_bytes(), 10);
         assert_eq!(link.handle.killed().await, CloseCode::SlowConsumer);
     }

@@ -23,6 +23,10 @@
 //!   its [`hub::Peers`].
 //! - [`admissions`]: the memo of admitted devices.
 //! - [`last_seen`]: `last_seen` times of ended sessions, written once a second.
+//! - [`presence`]: the cluster's directory of live sessions in Redis (`online`
+//!   and live-session counts across instances).
+//! - [`order`]: one session's stream of stored events in seq order, each once,
+//!   with what it missed read from the store.
 //! - [`retention`]: the retention job (expiry, compaction, age and count limits,
 //!   inactive devices, spent authentication rows).
 //! - `ops`: publish, sync, cursor, devices and revoke, shared by the WebSocket
@@ -36,6 +40,8 @@ pub mod bus;
 pub mod hub;
 pub mod last_seen;
 mod ops;
+pub mod order;
+pub mod presence;
 pub mod retention;
 mod sessions;
 pub mod writer;
@@ -47,11 +53,11 @@ use tokio_util::task::TaskTracker;
 
 pub use admin::{Erased, UserView};
 pub use hub::{Outbound, SessionHandle, SessionLink};
-pub use ops::{Prepared, PublishRefusal, REVOKE_WINDOW_MS, RevokeError};
+pub use ops::{MISSED_PAGE, Prepared, PublishRefusal, REVOKE_WINDOW_MS, RevokeError};
 pub use sessions::{Admission, Joined};
 
 use crate::clock::SharedClock;
-use crate::limits::{KeyedGcra, RateLimiter};
+use crate::limits::{Gcra, Limiter, Shared};
 use crate::model::DeviceId;
 use crate::store::{Backend, MigrationStatus, Store};
 
@@ -114,25 +120,31 @@ struct Inner {
     hub: Hub,
     admissions: Admissions,
     last_seen: LastSeen,
-    publish_rate: Box<dyn RateLimiter<DeviceId>>,
+    publish_rate: Limiter<DeviceId>,
     metrics: Arc<Metrics>,
     limits: RelayLimits,
     write_health: Arc<WriteHealth>,
     clock: SharedClock,
     retention: retention::Job,
+    /// True while the cross-instance bus is subscribed (see [`bus::start`]).
+    bus_connected: Arc<std::sync::atomic::AtomicBool>,
+    /// The cluster's directory of live sessions, once connected.
+    directory: std::sync::OnceLock<presence::Directory>,
 }
 
 impl Relay {
     /// Builds the core on an open store and starts its group-commit writer (the
     /// returned task ends once every `Relay` handle is dropped, after the batch it
     /// holds is committed). `bus` says whether the cross-instance bus will be
-    /// connected, which turns the admission memo off. Decisions read the time from
-    /// `clock`.
+    /// connected, which turns the admission memo off; the publish limit is decided
+    /// in Redis once `shared` is attached. Decisions read the time from `clock`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         limits: RelayLimits,
         bus: bool,
+        shared: &Shared,
         retention: &crate::config::RetentionConfig,
         clock: SharedClock,
     ) -> (Self, tokio::task::JoinHandle<()>) {
@@ -149,10 +161,11 @@ impl Relay {
         let admissions =
             Admissions::for_deployment(store.backend(), bus, ADMISSIONS_PER_GENERATION);
         let inner = Inner {
-            publish_rate: Box::new(KeyedGcra::<DeviceId>::new(
-                limits.events_per_sec,
-                limits.burst,
-            )),
+            publish_rate: Limiter::new(
+                "publish",
+                Gcra::new(limits.events_per_sec, limits.burst),
+                shared.clone(),
+            ),
             store,
             writer,
             hub,
@@ -167,6 +180,8 @@ impl Relay {
             limits,
             write_health,
             clock,
+            bus_connected: Arc::default(),
+            directory: std::sync::OnceLock::new(),
         };
         (
             Self {
@@ -176,22 +191,50 @@ impl Relay {
         )
     }
 
-    /// Connects the hub to the other instances over Redis (see [`bus`]); fails when
-    /// Redis cannot be reached now. Its tasks run on `tracker` until `cancel`.
+    /// Connects the hub to the other instances over Redis (see [`bus`]) and starts
+    /// the cluster's directory of live sessions ([`presence`]); fails when Redis
+    /// cannot be reached now. Their tasks run on `tracker` until `cancel`.
     pub async fn connect_bus(
         &self,
         url: &str,
         cancel: CancellationToken,
         tracker: &TaskTracker,
     ) -> Result<(), redis::RedisError> {
+        let inner = &self.inner;
+        let mut instance = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut instance);
+        let directory = presence::Directory::start(
+            url,
+            instance,
+            inner.hub.clone(),
+            inner.clock.clone(),
+            cancel.clone(),
+            tracker,
+        )
+        .await?;
+        let _ = inner.directory.set(directory);
         bus::start(
             url,
-            &self.inner.hub,
-            self.inner.metrics.clone(),
+            instance,
+            &inner.hub,
+            inner.metrics.clone(),
+            inner.bus_connected.clone(),
             cancel,
             tracker,
         )
         .await
+    }
+
+    /// The cluster's directory of live sessions, when connected.
+    fn directory(&self) -> Option<&presence::Directory> {
+        self.inner.directory.get()
+    }
+
+    /// Whether the cross-instance bus is subscribed now (false without a bus).
+    pub fn bus_connected(&self) -> bool {
+        self.inner
+            .bus_connected
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Spawns the core's background jobs on `tracker`: the `last_seen` writer (and
@@ -323,6 +366,15 @@ impl Relay {
     /// so a stuck pool does not hide it).
     pub async fn migrate_status(&self, url: &str) -> Result<MigrationStatus, StoreError> {
         crate::store::migrate_status(url).await
+    }
+
+    /// The state of the database's circuit breaker (`closed` for a store without
+    /// one, as in-process apps built by [`crate::server::build_app`]).
+    pub fn database_breaker(&self) -> crate::breaker::State {
+        self.inner
+            .store
+            .breaker_state()
+            .unwrap_or(crate::breaker::State::Closed)
     }
 
     /// Connections of the store's pool(s) `(in use, idle)`, for metrics.

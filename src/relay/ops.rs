@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use ferry_proto::keys;
 use ferry_proto::message::Publish;
 
+use super::Outbound;
 use super::Relay;
-use super::writer::event_json;
+use super::writer::{event_json, stored_event_json};
 use crate::model::{
     AppendOutcome, DeviceId, DeviceRecord, EventPage, NewEvent, RevokeOutcome, UnixMs, UserId,
 };
@@ -48,7 +49,7 @@ impl Relay {
     /// Checks a publish of `device` (size, TTL, rate) and either relays it at once
     /// (ephemeral) or returns the event to commit. The rate-limit refusal is counted
     /// in metrics here.
-    pub fn prepare_publish(
+    pub async fn prepare_publish(
         &self,
         user: UserId,
         device: DeviceId,
@@ -63,7 +64,7 @@ impl Relay {
         if p.ttl.is_some_and(|t| t == 0 || t > limits.max_ttl_secs) {
             return Err(PublishRefusal::BadTtl(limits.max_ttl_secs));
         }
-        if let Err(wait) = inner.publish_rate.check(&device, now) {
+        if let Err(wait) = inner.publish_rate.check(&device, now).await {
             inner.metrics.rate_limited.inc();
             return Err(PublishRefusal::RateLimited(wait));
         }
@@ -120,6 +121,48 @@ impl Relay {
         Ok(page)
     }
 
+    /// For a live session of `device` that missed relayed events: the user's stored
+    /// events after `after` — below `before` when set, else up to the head — that
+    /// other devices published, as live `event` messages, at most [`MISSED_PAGE`]
+    /// read per call. Returns them with the seq the read accounted for (every seq
+    /// up to it was read, stepped over as a hole, or is the device's own), which
+    /// reaches `before - 1` (or the head) once nothing is left.
+    pub async fn missed(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        after: u64,
+        before: Option<u64>,
+    ) -> Result<(Vec<Outbound>, u64), StoreError> {
+        let inner = &self.inner;
+        let page = inner
+            .store
+            .events_after(user, after, MISSED_PAGE, inner.clock.unix_ms())
+            .await?;
+        let end = before
+            .map_or(page.head, |b| b - 1)
+            .min(page.head.max(after));
+        let mut out = Vec::new();
+        let mut through = after;
+        for e in &page.events {
+            if e.seq > end {
+                break;
+            }
+            through = e.seq;
+            if e.device == *device {
+                continue;
+            }
+            out.push(stored_event_json(e));
+        }
+        // The page read everything up to `end` (no more events, or the last one
+        // read is past it): the seqs not returned are holes.
+        if !page.more || page.events.last().is_some_and(|e| e.seq >= end) {
+            through = through.max(end);
+        }
+        inner.metrics.cluster.gap_fills.inc_by(out.len() as u64);
+        Ok((out, through))
+    }
+
     /// Moves the device's cursor forward to `seq` (see the store's `set_cursor`).
     pub async fn set_cursor(
         &self,
@@ -140,16 +183,23 @@ impl Relay {
         Ok(self.inner.store.device(user, device).await?.is_some())
     }
 
-    /// Every device of the user, with whether a session of it is live now.
+    /// Every device of the user, with whether a session of it is live now: on any
+    /// instance (the cluster's directory), or here when the directory does not
+    /// answer.
     pub async fn devices(&self, user: &UserId) -> Result<Vec<(DeviceRecord, bool)>, StoreError> {
         let inner = &self.inner;
         let records = inner.store.devices(user).await?;
-        let online: Vec<DeviceId> = inner
+        let mut online: std::collections::HashSet<DeviceId> = inner
             .hub
             .sessions(user)
             .iter()
             .map(|s| *s.device())
             .collect();
+        if let Some(d) = self.directory()
+            && let Some(elsewhere) = d.online(user).await
+        {
+            online.extend(elsewhere);
+        }
         Ok(records
             .into_iter()
             .map(|d| {
@@ -219,6 +269,8 @@ pub enum RevokeError {
 /// Room kept in a page for the envelope (`type`, `rid`, `head`, `more`, …) and the
 /// sealing tag.
 const PAGE_OVERHEAD: usize = 1024;
+/// Events one [`Relay::missed`] call reads.
+pub const MISSED_PAGE: u32 = 256;
 /// Upper bound of one event's JSON besides its base64 fields (`seq`, `id`,
 /// `device`, `ts`, `ttl`, field names, punctuation).
 const EVENT_OVERHEAD: usize = 256;

@@ -144,6 +144,9 @@ impl Relay {
                 }
             }
         };
+        if let Some(d) = self.directory() {
+            d.joined(user, device);
+        }
         Ok(Joined { link, head })
     }
 
@@ -167,6 +170,9 @@ impl Relay {
         let inner = &self.inner;
         inner.hub.unregister(handle);
         let (user, device) = (*handle.user(), *handle.device());
+        if let Some(d) = self.directory() {
+            d.left(user, device);
+        }
         if !matches!(closed_with, Some(CloseCode::Replaced | CloseCode::Revoked)) {
             self.presence(&user, &device, false, false, inner.clock.unix_ms());
         }
@@ -183,8 +189,8 @@ impl Relay {
         ts: UnixMs,
     ) {
         self.inner.hub.fanout(user, Some(device), None, || {
-            std::sync::Arc::<[u8]>::from(
-                ServerMessage::Presence {
+            super::Outbound::message(
+                &ServerMessage::Presence {
                     device: b64u::encode(&device.0),
                     online,
                     ts,

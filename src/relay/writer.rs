@@ -288,7 +288,7 @@ async fn run(
             {
                 Ok((outcomes, done)) => (Ok(outcomes), Some(done)),
                 Err(e) => {
-                    let chore_error = StoreError::Unavailable(e.to_string());
+                    let chore_error = e.to_unavailable();
                     (Err(e), Some(Err(chore_error)))
                 }
             },
@@ -325,7 +325,8 @@ async fn run(
             Err(e) => {
                 warn!(error = %e, events = events.len(), "append failed; no ack sent");
                 for (reply, _) in waiting.drain(..) {
-                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                    // An open breaker's wait goes with it (`StoreError::CircuitOpen`).
+                    let _ = reply.send(Err(e.to_unavailable()));
                 }
             }
         }
@@ -397,7 +398,31 @@ pub fn event_json(ev: &NewEvent, seq: Option<u64>, ts: i64) -> Outbound {
         ttl: ev.ttl,
         ephemeral: seq.is_none(),
     });
-    Arc::from(msg.to_json())
+    match seq {
+        Some(seq) => Outbound::stored(seq, &msg.to_json()),
+        None => Outbound::message(&msg.to_json()),
+    }
+}
+
+/// A stored event as the protocol carries it (in a `sync` page, or live).
+pub fn stored_event_msg(e: &crate::model::StoredEvent) -> EventMsg {
+    EventMsg {
+        seq: Some(e.seq),
+        id: format_uuid(e.id.as_bytes()),
+        device: b64u::encode(&e.device.0),
+        ts: e.ts,
+        payload: b64u::encode(&e.payload),
+        key: e.key.as_deref().map(b64u::encode),
+        ttl: e.ttl,
+        ephemeral: false,
+    }
+}
+
+/// The live `event` message for an event read back from the store (a session
+/// catching up on events it missed): the same message its relay carried.
+pub fn stored_event_json(e: &crate::model::StoredEvent) -> Outbound {
+    let msg = ServerMessage::Event(stored_event_msg(e));
+    Outbound::stored(e.seq, &msg.to_json())
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use tracing::{Instrument as _, debug, info_span, warn};
 use crate::app::App;
 use crate::model::{DeviceCert, DeviceId, UserId};
 use crate::net::ConnSlot;
+use crate::relay::order::{Next, Order};
 use crate::relay::{Admission, Joined, Outbound, SessionHandle};
 
 /// How long a close frame may take to go out before the socket is dropped.
@@ -39,6 +40,9 @@ const MAX_ERRORS: usize = 10;
 const ERROR_WINDOW: Duration = Duration::from_secs(60);
 /// Queued messages written per flush.
 const MAX_BATCH: usize = 256;
+/// Missed events one flush reads from the store at most; a longer catch-up goes on
+/// in the next flush.
+const FILL_BUDGET: usize = 1024;
 /// Publishes of one session waiting for their commit before reading pauses.
 const MAX_IN_FLIGHT: usize = 256;
 
@@ -229,7 +233,7 @@ where
         let end = match Box::pin(self.greet(&mut est, &handle, head)).await {
             Greeting::Sent => {
                 relay.announce_online(&handle);
-                self.session_loop(&mut est, &handle, &mut rx, user, device)
+                self.session_loop(&mut est, &handle, &mut rx, user, device, head)
                     .await
             }
             Greeting::Failed(end) => end,
@@ -283,8 +287,11 @@ where
         rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
         user: UserId,
         device: DeviceId,
+        head: u64,
     ) -> End {
         let limits = self.app.config.limits.clone();
+        // The stored events this session sent, in seq order (see `relay::order`).
+        let mut order = Order::new(head);
         let mut ping = tokio::time::interval_at(
             (Instant::now() + limits.ping_interval).into(),
             limits.ping_interval,
@@ -310,10 +317,10 @@ where
                     return End::Close(killed_code(code));
                 }
                 Some(replies) = pending.next(), if !pending.is_empty() => {
-                    let mut acks = replies.messages;
-                    let mut queued = Vec::new();
-                    gather_ready(&mut pending, rx, &mut acks, &mut queued);
-                    if let Err(end) = self.send_ready(est, &acks, &queued, link).await {
+                    let mut ready = Ready::default();
+                    ready.add(replies);
+                    gather_ready(&mut pending, rx, &mut ready);
+                    if let Err(end) = self.send_ready(est, ready, link, &mut order).await {
                         return end;
                     }
                 }
@@ -357,10 +364,10 @@ where
                     }
                 }
                 Some(first) = rx.recv() => {
-                    let mut acks = Vec::new();
-                    let mut queued = vec![first];
-                    gather_ready(&mut pending, rx, &mut acks, &mut queued);
-                    if let Err(end) = self.send_ready(est, &acks, &queued, link).await {
+                    let mut ready = Ready::default();
+                    ready.queued.push(first);
+                    gather_ready(&mut pending, rx, &mut ready);
+                    if let Err(end) = self.send_ready(est, ready, link, &mut order).await {
                         return end;
                     }
                 }
@@ -402,22 +409,64 @@ where
         End::Close(code)
     }
 
-    /// Sends acks and queued events together: sealed, one flush. The queued events
-    /// stop counting against the queue's byte limit once written.
+    /// Sends acks and queued messages together: sealed, one flush. Stored events go
+    /// out in seq order, each once (see `relay::order`): a duplicate is dropped, and
+    /// events missed before one are read from the store and sent first. The queued
+    /// messages stop counting against the queue's byte limit once written.
     async fn send_ready(
         &mut self,
         est: &mut Established,
-        acks: &[Vec<u8>],
-        queued: &[Outbound],
+        ready: Ready,
         link: &SessionHandle,
+        order: &mut Order,
     ) -> Result<(), End> {
-        let parts: Vec<&[u8]> = acks
-            .iter()
-            .map(Vec::as_slice)
-            .chain(queued.iter().map(|m| &m[..]))
-            .collect();
-        let sent = self.send_sealed(est, &parts, link).await;
-        link.written(queued.iter().map(|m| m.len()).sum());
+        for seq in &ready.own {
+            order.own(*seq);
+        }
+        let mut out: Vec<Outbound> = Vec::with_capacity(ready.queued.len());
+        // Set once a fill stopped at its page budget: a catch-up is queued, and it
+        // reads the stored events of this flush from the store, in order.
+        let mut deferred = false;
+        for m in &ready.queued {
+            if m.is_catch_up() {
+                deferred |= !fill(&self.app, &mut out, link, order, None).await;
+                continue;
+            }
+            let Some(seq) = m.seq() else {
+                out.push(m.clone());
+                continue;
+            };
+            if deferred {
+                continue;
+            }
+            match order.relayed(seq) {
+                Next::Send => out.push(m.clone()),
+                Next::Drop => {}
+                Next::Fill { before, .. } => {
+                    if fill(&self.app, &mut out, link, order, Some(before)).await {
+                        order.filled(before);
+                        out.push(m.clone());
+                    } else {
+                        deferred = true;
+                    }
+                }
+            }
+        }
+        if deferred {
+            link.deliver(&Outbound::catch_up());
+        }
+        let sent = if out.is_empty() && ready.acks.is_empty() {
+            Ok(())
+        } else {
+            let parts: Vec<&[u8]> = ready
+                .acks
+                .iter()
+                .map(Vec::as_slice)
+                .chain(out.iter().map(Outbound::json))
+                .collect();
+            self.send_sealed(est, &parts, link).await
+        };
+        link.written(ready.queued.iter().map(Outbound::len).sum());
         sent
     }
 
@@ -527,20 +576,74 @@ async fn check_device(
     }
 }
 
+/// Reads from the store the events this session missed after `order`'s
+/// position — below `before`, or up to the head for a catch-up — into `out`.
+/// Returns false when it stopped at [`FILL_BUDGET`] events with more to read
+/// (the caller queues a catch-up to go on after this flush). A storage failure
+/// ends the fill as done: the device still sees the gap and can `sync`.
+async fn fill(
+    app: &App,
+    out: &mut Vec<Outbound>,
+    link: &SessionHandle,
+    order: &mut Order,
+    before: Option<u64>,
+) -> bool {
+    let (user, device) = (*link.user(), *link.device());
+    let mut read = 0;
+    loop {
+        let after = order.through();
+        if before.is_some_and(|b| after + 1 >= b) {
+            return true;
+        }
+        if read >= FILL_BUDGET {
+            return false;
+        }
+        let (missed, through) =
+            match Box::pin(app.relay.missed(&user, &device, after, before)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(error = %e, "reading missed events failed");
+                    return true;
+                }
+            };
+        read += missed.len();
+        out.extend(missed);
+        order.filled(through);
+        if through <= after {
+            return true;
+        }
+    }
+}
+
+/// What one flush sends: acks of the device's publishes (and their seqs), then
+/// messages from the session's queue.
+#[derive(Default)]
+struct Ready {
+    acks: Vec<Vec<u8>>,
+    own: Vec<u64>,
+    queued: Vec<Outbound>,
+}
+
+impl Ready {
+    fn add(&mut self, replies: requests::Replies) {
+        self.acks.extend(replies.messages);
+        self.own.extend(replies.own);
+    }
+}
+
 /// Adds what else is ready to go out in the same flush: the acks of every publish
-/// whose commit has finished (in order), and queued events up to [`MAX_BATCH`].
+/// whose commit has finished (in order), and queued messages up to [`MAX_BATCH`].
 fn gather_ready(
     pending: &mut FuturesOrdered<BoxFuture<'static, requests::Replies>>,
     rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
-    acks: &mut Vec<Vec<u8>>,
-    queued: &mut Vec<Outbound>,
+    ready: &mut Ready,
 ) {
     while let Some(Some(more)) = pending.next().now_or_never() {
-        acks.extend(more.messages);
+        ready.add(more);
     }
-    while queued.len() < MAX_BATCH {
+    while ready.queued.len() < MAX_BATCH {
         match rx.try_recv() {
-            Ok(m) => queued.push(m),
+            Ok(m) => ready.queued.push(m),
             Err(_) => break,
         }
     }

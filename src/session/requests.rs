@@ -17,7 +17,7 @@ use tracing::warn;
 
 use crate::app::App;
 use crate::model::{AppendOutcome, DeviceId, UserId};
-use crate::relay::{Prepared, PublishRefusal, RevokeError};
+use crate::relay::{Prepared, PublishRefusal, RevokeError, StoreError};
 
 /// Rate-limit refusals tolerated in [`ABUSE_WINDOW`] beyond the burst before 4008.
 const ABUSE_SLACK: usize = 20;
@@ -35,6 +35,8 @@ pub(super) struct Ctx {
 #[derive(Default)]
 pub(super) struct Replies {
     pub(super) messages: Vec<Vec<u8>>,
+    /// The seq of the device's own stored event these messages ack.
+    pub(super) own: Option<u64>,
     pub(super) protocol_error: bool,
     pub(super) close: Option<CloseCode>,
 }
@@ -67,6 +69,7 @@ fn error(app: &App, rid: Option<Rid>, code: ErrorCode, message: impl Into<String
         .with_label_values(&[code.as_str()])
         .inc();
     Replies {
+        own: None,
         messages: vec![ServerMessage::error(rid, code, message).to_json()],
         protocol_error: matches!(
             code,
@@ -79,6 +82,23 @@ fn error(app: &App, rid: Option<Rid>, code: ErrorCode, message: impl Into<String
     }
 }
 
+/// `unavailable` for a storage error, with `retry_after_ms` when the server fails
+/// fast while the database is down (its circuit breaker is open).
+fn unavailable(app: &App, rid: Option<Rid>, message: &str, e: &StoreError) -> Replies {
+    app.metrics
+        .request_errors
+        .with_label_values(&[ErrorCode::Unavailable.as_str()])
+        .inc();
+    Replies::one(ServerMessage::Error {
+        rid,
+        code: ErrorCode::Unavailable,
+        message: message.into(),
+        retry_after_ms: e
+            .retry_after()
+            .map(|wait| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1)),
+    })
+}
+
 impl Ctx {
     pub(super) async fn handle(&mut self, plaintext: &[u8]) -> Action {
         let req = match Request::decode(plaintext) {
@@ -87,7 +107,7 @@ impl Ctx {
         };
         let rid = req.rid;
         Action::Now(match req.body {
-            ClientMessage::Publish(p) => return self.publish(rid, p),
+            ClientMessage::Publish(p) => return self.publish(rid, p).await,
             ClientMessage::Sync { after, limit } => self.sync(rid, after, limit).await,
             ClientMessage::Cursor { seq } => self.cursor(rid, seq).await,
             ClientMessage::Devices => self.devices(rid).await,
@@ -108,11 +128,15 @@ impl Ctx {
         })
     }
 
-    fn publish(&mut self, rid: Option<Rid>, p: Publish) -> Action {
+    async fn publish(&mut self, rid: Option<Rid>, p: Publish) -> Action {
         let app = &self.app;
         let now = app.clock.now();
         let id = format_uuid(&p.id);
-        let ev = match app.relay.prepare_publish(self.user, self.device, p, now) {
+        let ev = match app
+            .relay
+            .prepare_publish(self.user, self.device, p, now)
+            .await
+        {
             Ok(Prepared::Durable(ev)) => ev,
             Ok(Prepared::Ephemeral { delivered }) => {
                 return Action::Now(Replies::one(ServerMessage::Ack {
@@ -166,27 +190,21 @@ impl Ctx {
         let key = ev.key.clone();
         Action::Later(Box::pin(async move {
             match app.relay.commit(ev).await {
-                Ok(AppendOutcome::Stored { seq, ts }) => Replies::one(ack(rid, id, seq, ts, false)),
-                Ok(AppendOutcome::Duplicate { seq, ts }) => {
-                    Replies::one(ack(rid, id, seq, ts, true))
-                }
+                Ok(AppendOutcome::Stored { seq, ts }) => Replies {
+                    own: Some(seq),
+                    ..Replies::one(ack(rid, id, seq, ts, false))
+                },
+                Ok(AppendOutcome::Duplicate { seq, ts }) => Replies {
+                    own: Some(seq),
+                    ..Replies::one(ack(rid, id, seq, ts, true))
+                },
                 Ok(AppendOutcome::Conflict { key_head }) => Replies::one(ServerMessage::Conflict {
                     rid,
                     id,
                     key: key.as_deref().map(b64u::encode).unwrap_or_default(),
                     head: key_head,
                 }),
-                Err(_) => {
-                    app.metrics
-                        .request_errors
-                        .with_label_values(&["unavailable"])
-                        .inc();
-                    Replies::one(ServerMessage::error(
-                        rid,
-                        ErrorCode::Unavailable,
-                        "storage unavailable; retry with the same id",
-                    ))
-                }
+                Err(e) => unavailable(&app, rid, "storage unavailable; retry with the same id", &e),
             }
         }))
     }
@@ -196,17 +214,8 @@ impl Ctx {
             Ok(page) => {
                 let events = page
                     .events
-                    .into_iter()
-                    .map(|e| ferry_proto::message::EventMsg {
-                        seq: Some(e.seq),
-                        id: format_uuid(e.id.as_bytes()),
-                        device: b64u::encode(&e.device.0),
-                        ts: e.ts,
-                        payload: b64u::encode(&e.payload),
-                        key: e.key.as_deref().map(b64u::encode),
-                        ttl: e.ttl,
-                        ephemeral: false,
-                    })
+                    .iter()
+                    .map(crate::relay::writer::stored_event_msg)
                     .collect();
                 Replies::one(ServerMessage::Events {
                     rid,
@@ -216,12 +225,7 @@ impl Ctx {
                     truncated: page.truncated_oldest.map(|oldest| Truncated { oldest }),
                 })
             }
-            Err(_) => error(
-                &self.app,
-                rid,
-                ErrorCode::Unavailable,
-                "storage unavailable; retry",
-            ),
+            Err(e) => unavailable(&self.app, rid, "storage unavailable; retry", &e),
         }
     }
 
@@ -233,26 +237,14 @@ impl Ctx {
             .await
         {
             Ok(()) => Replies::none(),
-            Err(_) => error(
-                &self.app,
-                rid,
-                ErrorCode::Unavailable,
-                "storage unavailable; retry",
-            ),
+            Err(e) => unavailable(&self.app, rid, "storage unavailable; retry", &e),
         }
     }
 
     async fn devices(&self, rid: Option<Rid>) -> Replies {
         let records = match self.app.relay.devices(&self.user).await {
             Ok(r) => r,
-            Err(_) => {
-                return error(
-                    &self.app,
-                    rid,
-                    ErrorCode::Unavailable,
-                    "storage unavailable; retry",
-                );
-            }
+            Err(e) => return unavailable(&self.app, rid, "storage unavailable; retry", &e),
         };
         let devices = records
             .into_iter()
@@ -288,12 +280,7 @@ impl Ctx {
             Err(RevokeError::UnknownDevice) => {
                 error(app, rid, ErrorCode::BadRequest, "unknown device")
             }
-            Err(RevokeError::Store(_)) => error(
-                app,
-                rid,
-                ErrorCode::Unavailable,
-                "storage unavailable; retry",
-            ),
+            Err(RevokeError::Store(e)) => unavailable(app, rid, "storage unavailable; retry", &e),
         }
     }
 
@@ -317,12 +304,7 @@ impl Ctx {
             }
             Err(e) => {
                 warn!(error = %e, "token issuance failed");
-                error(
-                    app,
-                    rid,
-                    ErrorCode::Unavailable,
-                    "storage unavailable; retry",
-                )
+                unavailable(app, rid, "storage unavailable; retry", &e)
             }
         }
     }

@@ -10,6 +10,8 @@
 //!   `ferry migrate` operations ([`migrate_status`], [`migrate_up`], [`migrate_down`]).
 //! - `append`: the backend-neutral part of [`Store::append`] (duplicate and
 //!   compare-and-set decisions, seq numbering).
+//! - `guarded`: [`Guarded`], a circuit breaker around a store, so that calls fail
+//!   fast while the database is down.
 //!
 //! Invariant: `seq` is assigned only inside [`Store::append`], in a transaction that
 //! serialises appends per user (SQLite `BEGIN IMMEDIATE`; PostgreSQL the user's
@@ -17,6 +19,7 @@
 //! backstop.
 
 mod append;
+mod guarded;
 mod migrate;
 mod options;
 mod postgres;
@@ -30,6 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use crate::model::*;
+pub use guarded::{DATABASE_FAILURES_TO_OPEN, DATABASE_OPEN_FOR, Guarded};
 pub use migrate::{
     KnownMigration, MigrationStatus, UnknownMigration, migrate_down, migrate_status, migrate_up,
 };
@@ -66,12 +70,47 @@ pub enum StoreError {
     /// The database cannot be reached or timed out: retry later.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The database's circuit breaker is open ([`Guarded`]): the call was refused
+    /// without touching the database, after repeated [`StoreError::Unavailable`]
+    /// results. Retry after the duration.
+    #[error(
+        "storage unavailable: failing fast for {} ms after repeated failures",
+        .0.as_millis()
+    )]
+    CircuitOpen(Duration),
     /// Migrations are not in a state this binary can run on.
     #[error("migration: {0}")]
     Migration(String),
     /// Anything else.
     #[error("storage error: {0}")]
     Other(String),
+}
+
+impl StoreError {
+    /// Whether the caller should retry later: [`StoreError::Unavailable`] or
+    /// [`StoreError::CircuitOpen`].
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::CircuitOpen(_))
+    }
+
+    /// When to retry, where it is known: the wait of an open circuit breaker
+    /// ([`StoreError::CircuitOpen`]).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::CircuitOpen(wait) => Some(*wait),
+            _ => None,
+        }
+    }
+
+    /// The same classification for another caller (errors are not `Clone`): an
+    /// open breaker stays [`StoreError::CircuitOpen`] with its wait, anything else
+    /// becomes [`StoreError::Unavailable`] with its text.
+    pub fn to_unavailable(&self) -> Self {
+        match self {
+            Self::CircuitOpen(wait) => Self::CircuitOpen(*wait),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
 }
 
 /// Which database a store runs on.
@@ -167,7 +206,8 @@ pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Arc<dyn Store>, S
 ///
 /// Anything that may succeed on retry (pool timeout or closed, IO, TLS, a busy or
 /// full or read-only SQLite file, a PostgreSQL connection, resource, shutdown,
-/// deadlock or timeout error) is [`StoreError::Unavailable`].
+/// deadlock or timeout error, or any PostgreSQL error that ended the session, such
+/// as a database refusing connections) is [`StoreError::Unavailable`].
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
@@ -187,6 +227,19 @@ impl From<sqlx::Error> for StoreError {
 
 /// Whether a database error is about the database's state rather than the statement.
 fn db_error_is_transient(db: &dyn sqlx::error::DatabaseError) -> bool {
+    // A PostgreSQL error of severity FATAL (or PANIC) ended the session: the server
+    // refused or dropped the connection (a database that does not accept
+    // connections, a shutdown, a failed login), whatever its code. A statement's
+    // own errors are of severity ERROR. sqlx returns most of these at once when a
+    // pooled connection is opened, without retrying.
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        && matches!(
+            pg.severity(),
+            sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+        )
+    {
+        return true;
+    }
     let Some(code) = db.code() else {
         return false;
     };
@@ -507,6 +560,12 @@ pub trait Store:
 {
     /// Which backend this is.
     fn backend(&self) -> Backend;
+
+    /// The state of the circuit breaker around this store ([`Guarded`]); `None`
+    /// for a store without one.
+    fn breaker_state(&self) -> Option<crate::breaker::State> {
+        None
+    }
 
     /// A cheap query proving the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub api: ApiMetrics,
     /// The retention job and the database's size.
     pub retention: RetentionMetrics,
+    /// Circuit breakers, shared limits and the cross-instance bus.
+    pub cluster: ClusterMetrics,
 }
 
 impl Metrics {
@@ -195,9 +197,11 @@ impl Metrics {
             .expect("process collector registers once");
         let api = ApiMetrics::register(&registry);
         let retention = RetentionMetrics::register(&registry);
+        let cluster = ClusterMetrics::register(&registry);
         Self {
             api,
             retention,
+            cluster,
             registry,
             handshakes,
             sessions_live,
@@ -241,6 +245,87 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Circuit breakers (`crate::breaker`), rate-limit decisions by where they were
+/// made, the cross-instance bus's connection, and the live sessions it made catch up.
+pub struct ClusterMetrics {
+    /// `breaker_state{breaker}` and `breaker_transitions_total{breaker,to}`.
+    pub breakers: crate::breaker::BreakerMetrics,
+    /// Rate-limit decisions of shared limits by `source`: `shared` (made in Redis)
+    /// or `fallback` (made by this instance because Redis did not answer).
+    pub limit_decisions: IntCounterVec,
+    /// 1 while the bus is subscribed to the other instances' messages (0 without a bus).
+    pub bus_connected: IntGauge,
+    /// Times the bus lost messages (a failed subscription or publish) and the live
+    /// sessions were made to catch up from the store.
+    pub bus_resyncs: IntCounter,
+    /// Relayed events a live session got from the store instead of the hub: it had
+    /// missed them (a gap in its stream, or a resync after the bus lost messages).
+    pub gap_fills: IntCounter,
+}
+
+impl ClusterMetrics {
+    fn register(registry: &Registry) -> Self {
+        let breakers = crate::breaker::BreakerMetrics {
+            state: IntGaugeVec::new(
+                Opts::new(
+                    "breaker_state",
+                    "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+                ),
+                &["breaker"],
+            )
+            .expect("valid metric"),
+            transitions: IntCounterVec::new(
+                Opts::new(
+                    "breaker_transitions_total",
+                    "Circuit breaker transitions by breaker and new state",
+                ),
+                &["breaker", "to"],
+            )
+            .expect("valid metric"),
+        };
+        let limit_decisions = IntCounterVec::new(
+            Opts::new(
+                "rate_limit_decisions_total",
+                "Decisions of shared rate limits by source (shared: in Redis; fallback: local, Redis did not answer)",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        let bus_connected = IntGauge::new(
+            "bus_connected",
+            "1 while subscribed to the other instances' messages",
+        )
+        .expect("valid metric");
+        let bus_resyncs = IntCounter::new(
+            "bus_resyncs_total",
+            "Times live sessions caught up from the store after the bus lost messages",
+        )
+        .expect("valid metric");
+        let gap_fills = IntCounter::new(
+            "relay_gap_fills_total",
+            "Relayed events a live session read from the store because it missed them",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(breakers.state.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(breakers.transitions.clone()),
+            Box::new(limit_decisions.clone()),
+            Box::new(bus_connected.clone()),
+            Box::new(bus_resyncs.clone()),
+            Box::new(gap_fills.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            breakers,
+            limit_decisions,
+            bus_connected,
+            bus_resyncs,
+            gap_fills,
+        }
     }
 }
 

@@ -8,4 +8,5 @@ pub mod backends;
 pub mod client;
 pub mod db;
 pub mod http;
+pub mod redis;
 pub mod server;

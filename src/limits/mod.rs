@@ -1,6 +1,11 @@
 //! Admission limits: per-key rate limiting (GCRA) and per-IP / global connection caps.
 //!
-//! Time is passed in, so every rule here is tested without sleeping.
+//! A [`Limiter`] decides in this process ([`KeyedGcra`]) or, in a cluster with
+//! `limits.shared`, in Redis ([`shared`]), falling back to its local rule while
+//! Redis does not answer. Time is passed in, so every local rule here is tested
+//! without sleeping.
+
+pub mod shared;
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -9,12 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Decides whether one more action of `key` is allowed now. Implemented locally by
-/// [`KeyedGcra`]; a shared (Redis-backed) limiter implements the same trait.
-pub trait RateLimiter<K>: Send + Sync {
-    /// `Ok` when allowed (and counted); `Err(retry_after)` when refused.
-    fn check(&self, key: &K, now: Instant) -> Result<(), Duration>;
-}
+pub use shared::{Shared, SharedLimits};
 
 /// The generic cell rate algorithm: `rate` actions per second sustained, `burst`
 /// at once.
@@ -49,24 +49,52 @@ impl Gcra {
         }
     }
 
+    /// A rule of one action every `emission`, with bursts of `burst` (≥ 1).
+    pub fn every(emission: Duration, burst: u32) -> Self {
+        let burst = burst.max(1);
+        Self {
+            emission,
+            tolerance: emission * (burst - 1),
+            burst,
+        }
+    }
+
+    /// The time between two actions at the sustained rate.
+    pub fn emission(&self) -> Duration {
+        self.emission
+    }
+
+    /// How far ahead of the sustained rate a burst may run (burst − 1 emissions).
+    pub fn tolerance(&self) -> Duration {
+        self.tolerance
+    }
+
+    /// A decision made elsewhere (in Redis) in this rule's terms: whether the action
+    /// was allowed, how long to wait if not, and how long until the full burst is
+    /// back (the backlog after the decision).
+    pub fn info(&self, allowed: bool, retry_after: Duration, backlog: Duration) -> RateInfo {
+        let headroom = (self.tolerance + self.emission).saturating_sub(backlog);
+        let remaining = (headroom.as_nanos() / self.emission.as_nanos().max(1)) as u32;
+        RateInfo {
+            limit: self.burst,
+            remaining: if allowed {
+                remaining.min(self.burst)
+            } else {
+                0
+            },
+            reset: backlog,
+            retry_after: (!allowed).then_some(retry_after.max(Duration::from_millis(1))),
+        }
+    }
+
     /// Like [`Self::check`], with the numbers the `RateLimit-*` headers report.
     pub fn check_info(&self, tat: &mut Option<Instant>, now: Instant) -> RateInfo {
         let refused = self.check(tat, now).err();
         // After the check, `tat` is when the bucket would be empty again.
         let t = tat.map_or(now, |t| t.max(now));
-        let backlog = t - now;
-        let headroom = (self.tolerance + self.emission).saturating_sub(backlog);
-        let remaining = (headroom.as_nanos() / self.emission.as_nanos().max(1)) as u32;
-        RateInfo {
-            limit: self.burst,
-            remaining: if refused.is_some() {
-                0
-            } else {
-                remaining.min(self.burst)
-            },
-            reset: backlog,
-            retry_after: refused,
-        }
+        let mut info = self.info(refused.is_none(), refused.unwrap_or_default(), t - now);
+        info.retry_after = refused;
+        info
     }
 
     /// Whether one more action would be allowed now, without counting it.
@@ -97,11 +125,21 @@ pub struct KeyedGcra<K> {
 impl<K: Eq + Hash + Clone> KeyedGcra<K> {
     /// A limiter of `per_sec`/`burst` per key.
     pub fn new(per_sec: u32, burst: u32) -> Self {
+        Self::with_rule(Gcra::new(per_sec, burst))
+    }
+
+    /// A limiter applying `rule` per key.
+    pub fn with_rule(rule: Gcra) -> Self {
         Self {
-            rule: Gcra::new(per_sec, burst),
+            rule,
             state: Mutex::new(HashMap::new()),
             sweep_at: 4096,
         }
+    }
+
+    /// The rule applied to each key.
+    pub fn rule(&self) -> &Gcra {
+        &self.rule
     }
 }
 
@@ -127,8 +165,9 @@ impl<K: Eq + Hash + Clone + Send> KeyedGcra<K> {
     }
 }
 
-impl<K: Eq + Hash + Clone + Send> RateLimiter<K> for KeyedGcra<K> {
-    fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+impl<K: Eq + Hash + Clone + Send> KeyedGcra<K> {
+    /// Counts one action of `key`: `Ok` when allowed, `Err(retry_after)` when refused.
+    pub fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let mut map = self.state.lock().expect("limiter lock poisoned");
         if map.len() >= self.sweep_at {
             // Keys whose arrival time has passed are back to a full burst: forget them.
@@ -143,32 +182,125 @@ impl<K: Eq + Hash + Clone + Send> RateLimiter<K> for KeyedGcra<K> {
     }
 }
 
+/// What a limited key is in Redis: its bytes after the limit's name.
+pub trait LimitKey: Eq + Hash + Clone + Send + Sync {
+    /// Appends the key's bytes to `out`.
+    fn write_key(&self, out: &mut Vec<u8>);
+}
+
+impl LimitKey for IpAddr {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        match self {
+            Self::V4(a) => out.extend_from_slice(&a.octets()),
+            Self::V6(a) => out.extend_from_slice(&a.octets()),
+        }
+    }
+}
+
+impl LimitKey for String {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+}
+
+impl LimitKey for crate::model::DeviceId {
+    fn write_key(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+}
+
+/// One rate limit, applied per key: in Redis when the [`Shared`] limits are
+/// attached and answer, in this process otherwise (see the module docs).
+pub struct Limiter<K> {
+    name: &'static str,
+    local: KeyedGcra<K>,
+    shared: Shared,
+}
+
+impl<K: LimitKey> Limiter<K> {
+    /// The limit `name` (its keys' namespace in Redis), applying `rule` per key.
+    pub fn new(name: &'static str, rule: Gcra, shared: Shared) -> Self {
+        Self {
+            name,
+            local: KeyedGcra::with_rule(rule),
+            shared,
+        }
+    }
+
+    /// The limit's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Counts one action of `key` and reports the decision for `RateLimit-*` headers.
+    pub async fn check_info(&self, key: &K, now: Instant) -> RateInfo {
+        if let Some(info) = self.decide_shared(key, true, now).await {
+            return info;
+        }
+        self.local.check_info(key, now)
+    }
+
+    /// Counts one action of `key`: `Ok` when allowed, `Err(retry_after)` when refused.
+    pub async fn check(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        match self.check_info(key, now).await.retry_after {
+            Some(wait) => Err(wait),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether one more action of `key` would be allowed now, without counting it.
+    pub async fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
+        if let Some(info) = self.decide_shared(key, false, now).await {
+            return info.retry_after.map_or(Ok(()), Err);
+        }
+        self.local.peek(key, now)
+    }
+
+    async fn decide_shared(&self, key: &K, count: bool, now: Instant) -> Option<RateInfo> {
+        let shared = self.shared.get()?;
+        let mut bytes = Vec::with_capacity(32);
+        key.write_key(&mut bytes);
+        let info = shared
+            .decide(self.name, self.local.rule(), &bytes, count, now)
+            .await;
+        if info.is_none() {
+            shared.count_fallback();
+        }
+        info
+    }
+}
+
 /// The REST API's limiters: requests per IP, requests per access token, and failed
 /// admin-key attempts per IP.
 pub struct RestLimiters {
     /// Every REST request, by client IP.
-    pub per_ip: KeyedGcra<IpAddr>,
+    pub per_ip: Limiter<IpAddr>,
     /// Authenticated requests, by access-token `jti`.
-    pub per_token: KeyedGcra<String>,
+    pub per_token: Limiter<String>,
     /// Failed admin-key attempts, by client IP.
-    pub admin_failures: KeyedGcra<IpAddr>,
+    pub admin_failures: Limiter<IpAddr>,
 }
 
 impl RestLimiters {
     /// Limiters of `per_ip` and `per_token` requests per second (bursts twice that);
     /// admin failures: `admin_burst` at once, then one per 6 seconds.
-    pub fn new(per_ip: u32, per_token: u32, admin_burst: u32) -> Self {
-        let admin_burst = admin_burst.max(1);
-        let mut admin_failures = KeyedGcra::new(1, admin_burst);
-        admin_failures.rule = Gcra {
-            emission: Duration::from_secs(6),
-            tolerance: Duration::from_secs(6) * (admin_burst - 1),
-            burst: admin_burst,
-        };
+    pub fn new(per_ip: u32, per_token: u32, admin_burst: u32, shared: &Shared) -> Self {
         Self {
-            per_ip: KeyedGcra::new(per_ip, per_ip.saturating_mul(2)),
-            per_token: KeyedGcra::new(per_token, per_token.saturating_mul(2)),
-            admin_failures,
+            per_ip: Limiter::new(
+                "rest_ip",
+                Gcra::new(per_ip, per_ip.saturating_mul(2)),
+                shared.clone(),
+            ),
+            per_token: Limiter::new(
+                "rest_token",
+                Gcra::new(per_token, per_token.saturating_mul(2)),
+                shared.clone(),
+            ),
+            admin_failures: Limiter::new(
+                "admin_failures",
+                Gcra::every(Duration::from_secs(6), admin_burst),
+                shared.clone(),
+            ),
         }
     }
 }
