@@ -257,6 +257,94 @@ impl SqliteFiles {
     }
 }
 
+/// A PostgreSQL database made for one run, dropped on [`Self::drop_now`].
+#[derive(Debug)]
+pub(crate) struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    /// Creates `ferry_<what>_<random>` on the server of `admin_url` (with `psql`);
+    /// returns it and its URL.
+    pub(crate) fn create(admin_url: &str, what: &str) -> anyhow::Result<(Self, String)> {
+        let name = format!("ferry_{what}_{:016x}", rand::random::<u64>());
+        psql(admin_url, &format!("CREATE DATABASE {name}"))?;
+        let url = with_database(admin_url, &name);
+        Ok((
+            Self {
+                admin_url: admin_url.to_string(),
+                name,
+            },
+            url,
+        ))
+    }
+
+    /// Its name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Drops it (closing any connection still open to it).
+    pub(crate) fn drop_now(self) -> anyhow::Result<()> {
+        psql(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )
+    }
+}
+
+/// `url` with its database name replaced by `name` (the query string kept).
+pub(crate) fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, ""), |(b, q)| (b, q));
+    let authority_at = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[authority_at..].find('/') {
+        Some(i) => &base[..authority_at + i],
+        None => base,
+    };
+    if query.is_empty() {
+        format!("{server}/{name}")
+    } else {
+        format!("{server}/{name}?{query}")
+    }
+}
+
+/// `scheme://user:PASSWORD@host…` with the password replaced by `***`, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    let authority_at = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_at..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..authority_at],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
+}
+
+/// Runs one SQL statement with `psql` (at most 10 s to connect).
+fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+    let out = std::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "10")
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run psql (the PostgreSQL client) to create or drop the run's database")?;
+    if !out.status.success() {
+        bail!(
+            "psql -c {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 /// A temporary directory, removed on drop unless kept.
 #[derive(Debug)]
 pub(crate) struct TempDir {
@@ -379,6 +467,40 @@ mod tests {
             )
             .await
             .is_err()
+        );
+    }
+
+    #[test]
+    fn database_urls() {
+        let u = "postgres://postgres@127.0.0.1:5432/postgres";
+        assert_eq!(
+            with_database(u, "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
+        assert_eq!(
+            with_database("postgresql://u:p@h/db?sslmode=disable", "x"),
+            "postgresql://u:p@h/x?sslmode=disable"
+        );
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db?x=1"),
+            "postgres://u:***@h:5432/db?x=1"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/postgres"),
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
         );
     }
 

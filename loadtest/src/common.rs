@@ -37,9 +37,11 @@ pub(crate) struct ConnArgs {
 /// How to observe the server process, and output.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReportArgs {
-    /// The server's process id: its RSS and CPU time are read from /proc.
-    #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
+    /// The server's process id: its RSS and CPU time are read from /proc. Several
+    /// instances: several ids (comma-separated or the option repeated), whose RSS
+    /// and CPU time are summed.
+    #[arg(long, value_delimiter = ',', value_name = "PID")]
+    pub(crate) server_pid: Vec<u32>,
     /// Or its Prometheus endpoint (process_resident_memory_bytes,
     /// process_cpu_seconds_total), e.g. http://127.0.0.1:9090/metrics.
     #[arg(long)]
@@ -58,7 +60,7 @@ pub(crate) struct BaselineOpts {
     #[arg(long)]
     pub(crate) with_baseline: bool,
     /// CPUs for the baseline server (taskset list); default: the CPUs that
-    /// --server-pid may use, so both servers get the same cores.
+    /// --server-pid (the first one) may use, so both servers get the same cores.
     #[arg(long)]
     pub(crate) baseline_cpus: Option<String>,
 }
@@ -105,24 +107,36 @@ pub(crate) async fn connect_all_or_fail(
     creds: Vec<DeviceCredentials>,
     conn: &ConnArgs,
 ) -> anyhow::Result<Vec<Session>> {
-    let total = creds.len();
-    connect_all(
-        "connect",
-        target,
+    let devices = creds.into_iter().map(|c| (target.clone(), c)).collect();
+    connect_each_or_fail(
         sources,
         pin,
-        creds,
+        devices,
         conn.connect_concurrency,
         conn.connect_timeout,
     )
     .await
-    .map_err(|f| {
-        anyhow::anyhow!(
-            "{} of {total} sessions failed to connect: {}",
-            f.values().sum::<u64>(),
-            failures_line(&f)
-        )
-    })
+}
+
+/// [`connect_each`]; any failure is an error naming how many of the sessions
+/// failed and why.
+pub(crate) async fn connect_each_or_fail(
+    sources: &std::sync::Arc<Sources>,
+    pin: ServerPin,
+    devices: Vec<(Target, DeviceCredentials)>,
+    concurrency: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Session>> {
+    let total = devices.len();
+    connect_each("connect", sources, pin, devices, concurrency, timeout)
+        .await
+        .map_err(|f| {
+            anyhow::anyhow!(
+                "{} of {total} sessions failed to connect: {}",
+                f.values().sum::<u64>(),
+                failures_line(&f)
+            )
+        })
 }
 
 /// Connects and authenticates every device, `concurrency` at a time (each in its
@@ -137,7 +151,21 @@ pub(crate) async fn connect_all(
     concurrency: usize,
     timeout: Duration,
 ) -> Result<Vec<Session>, Failures> {
-    let total = creds.len();
+    let devices = creds.into_iter().map(|c| (target.clone(), c)).collect();
+    connect_each(label, sources, pin, devices, concurrency, timeout).await
+}
+
+/// [`connect_all`] with a server per device (the instances of a cluster): returns
+/// the sessions in the order of `devices`, or the failures by label.
+pub(crate) async fn connect_each(
+    label: &'static str,
+    sources: &std::sync::Arc<Sources>,
+    pin: ServerPin,
+    devices: Vec<(Target, DeviceCredentials)>,
+    concurrency: usize,
+    timeout: Duration,
+) -> Result<Vec<Session>, Failures> {
+    let total = devices.len();
     let done = std::sync::Arc::new(Counter::default());
     let started = Instant::now();
     let progress = (total >= 2000).then(|| {
@@ -146,9 +174,8 @@ pub(crate) async fn connect_all(
             format!("connected {}/{total}", done.get())
         })
     });
-    let results: Vec<Result<Session, net::Failure>> = futures_util::stream::iter(creds)
-        .map(|c| {
-            let target = target.clone();
+    let results: Vec<Result<Session, net::Failure>> = futures_util::stream::iter(devices)
+        .map(|(target, c)| {
             let source = sources.pick();
             let done = done.clone();
             tokio::spawn(async move {

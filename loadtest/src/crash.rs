@@ -28,7 +28,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::check::{HEADER_LEN, Header};
-use crate::child::{ServerSpec, TempDir};
+use crate::child::{PgDatabase, ServerSpec, TempDir};
 use crate::common::say;
 use crate::durability::{Acks, DurabilityReport, UserLog};
 use crate::net::{self, Failure, Failures, Lean, Opened, Session, Target};
@@ -387,66 +387,6 @@ impl Spread3 {
     }
 }
 
-/// A PostgreSQL database made for one campaign, dropped on [`Self::drop_now`].
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl PgDatabase {
-    fn create(admin_url: &str) -> anyhow::Result<(Self, String)> {
-        let name = format!("ferry_crash_{:016x}", rand::random::<u64>());
-        psql(admin_url, &format!("CREATE DATABASE {name}"))?;
-        let url = with_database(admin_url, &name);
-        Ok((
-            Self {
-                admin_url: admin_url.to_string(),
-                name,
-            },
-            url,
-        ))
-    }
-
-    fn drop_now(self) -> anyhow::Result<()> {
-        psql(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        )
-    }
-}
-
-/// `url` with its database name replaced by `name` (the query string kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, ""), |(b, q)| (b, q));
-    let authority_at = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority_at..].find('/') {
-        Some(i) => &base[..authority_at + i],
-        None => base,
-    };
-    if query.is_empty() {
-        format!("{server}/{name}")
-    } else {
-        format!("{server}/{name}?{query}")
-    }
-}
-
-fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
-    let out = std::process::Command::new("psql")
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .context(
-            "cannot run psql (the PostgreSQL client) to create or drop the campaign's database",
-        )?;
-    if !out.status.success() {
-        bail!(
-            "psql -c {sql:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
 /// Runs `ferry-load crash`; `Ok(false)` when the check failed.
 pub(crate) async fn run(args: &CrashArgs) -> anyhow::Result<bool> {
     if args.payload < HEADER_LEN {
@@ -465,7 +405,7 @@ pub(crate) async fn run(args: &CrashArgs) -> anyhow::Result<bool> {
             format!("sqlite:{}", dir.path().join("ferry.db").display()),
         ),
         Backend::Postgres => {
-            let (db, url) = PgDatabase::create(&args.postgres_url)?;
+            let (db, url) = PgDatabase::create(&args.postgres_url, "crash")?;
             (Some(db), url)
         }
     };
@@ -699,20 +639,6 @@ async fn campaign(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn database_urls() {
-        let u = "postgres://postgres@127.0.0.1:5432/postgres";
-        assert_eq!(
-            with_database(u, "x"),
-            "postgres://postgres@127.0.0.1:5432/x"
-        );
-        assert_eq!(with_database("postgres://h:1", "x"), "postgres://h:1/x");
-        assert_eq!(
-            with_database("postgresql://u:p@h/db?sslmode=disable", "x"),
-            "postgresql://u:p@h/x?sslmode=disable"
-        );
-    }
 
     #[test]
     fn spreads() {

@@ -226,7 +226,7 @@ pub(crate) async fn run(args: &HandshakeArgs) -> anyhow::Result<bool> {
     let target = net::Target::parse(&args.conn.url)?;
     let pin = net::pin(args.conn.server_key.as_deref())?;
     let sources = Arc::new(Sources::new(args.conn.sources.unwrap_or(0))?);
-    let probe = ServerProbe::from_args(args.report.server_pid, args.report.metrics_url.as_deref());
+    let probe = ServerProbe::from_args(&args.report.server_pid, args.report.metrics_url.as_deref());
     let json = args.report.json;
     let timeout = args.conn.connect_timeout;
     let creds: Arc<Vec<_>> = Arc::new(match &args.conn.keys {
@@ -257,7 +257,7 @@ pub(crate) async fn run(args: &HandshakeArgs) -> anyhow::Result<bool> {
         .baseline
         .start(
             baseline::Mode::Echo,
-            args.report.server_pid,
+            args.report.server_pid.first().copied(),
             args.duration + Duration::from_secs(120),
         )
         .await?

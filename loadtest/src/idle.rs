@@ -351,7 +351,7 @@ pub(crate) async fn run(args: &IdleArgs) -> anyhow::Result<bool> {
     let pin = net::pin(args.conn.server_key.as_deref())?;
     let k = args.conn.sources.unwrap_or(4);
     let sources = Arc::new(Sources::new(k)?);
-    let probe = ServerProbe::from_args(args.report.server_pid, args.report.metrics_url.as_deref());
+    let probe = ServerProbe::from_args(&args.report.server_pid, args.report.metrics_url.as_deref());
     let json = args.report.json;
     if probe.is_none() {
         eprintln!("note: without --server-pid or --metrics-url there are no memory figures");
@@ -371,7 +371,7 @@ pub(crate) async fn run(args: &IdleArgs) -> anyhow::Result<bool> {
         .baseline
         .start(
             baseline::Mode::Echo,
-            args.report.server_pid,
+            args.report.server_pid.first().copied(),
             args.hold + Duration::from_secs(600),
         )
         .await?

@@ -5,6 +5,7 @@
 //! ferry-load serve-env                       # env block for a server under load
 //! ferry-load handshake --rate R --duration D [--concurrency C] [--with-baseline]
 //! ferry-load relay     --users U --devices D --rate R --payload P --duration D [--ttl S] [--with-baseline]
+//!                      [--urls URL,URL,… --server-pid PID,PID,…]
 //! ferry-load idle      --sessions N [--sources K] [--hold D] [--server-pid PID | --metrics-url URL]
 //! ferry-load sync      --events N --payload P
 //! ferry-load baseline  --mode echo|broadcast --port PORT
@@ -12,6 +13,7 @@
 //! ferry-load flood     [--max-connections N] [--max-per-ip N] [--hold D]
 //! ferry-load retention [--backlog N] [--rate R] [--seconds T] [--database-url URL]
 //! ferry-load steady    [--rate R] [--ttl S] [--minutes M] [--interval I] [--sample-every D]
+//! ferry-load cluster   [--instances N] [--rounds R] [--users U --devices D --rate R] [--duration D]
 //! ```
 //!
 //! Every scenario runs for a fixed duration or count, prints a progress line on
@@ -25,6 +27,7 @@ use clap::{Parser, Subcommand};
 mod baseline;
 mod check;
 mod child;
+mod cluster;
 mod common;
 mod crash;
 mod durability;
@@ -78,6 +81,9 @@ enum Command {
     Retention(retention::RetentionArgs),
     /// Events with a ttl at a constant rate for minutes: does the SQLite file stop growing?
     Steady(steady::SteadyArgs),
+    /// Three instances on PostgreSQL and Redis under relay load: rate limits shared in Redis vs per instance.
+    #[command(long_about = cluster::LONG_ABOUT)]
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
                         Command::Flood(a) => flood::run(&a).await,
                         Command::Retention(a) => retention::run(&a).await,
                         Command::Steady(a) => steady::run(&a).await,
+                        Command::Cluster(a) => cluster::run(&a).await,
                         Command::Keys(_) | Command::ServeEnv(_) => unreachable!("handled above"),
                     }
                 }),

@@ -93,10 +93,12 @@ impl Delta {
 }
 
 /// Where to read the server's cost from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum ServerProbe {
     /// `/proc/<pid>/status` and `/proc/<pid>/stat`.
     Pid(u32),
+    /// The same of several processes (the instances of a cluster), summed.
+    Pids(Vec<u32>),
     /// A Prometheus endpoint (`process_resident_memory_bytes`,
     /// `process_cpu_seconds_total`) on loopback.
     Metrics(String),
@@ -112,16 +114,26 @@ pub(crate) struct ProcSample {
 }
 
 impl ServerProbe {
-    /// `--server-pid` wins over `--metrics-url`; neither: no probe.
-    pub(crate) fn from_args(pid: Option<u32>, metrics_url: Option<&str>) -> Option<Self> {
-        pid.map(Self::Pid)
-            .or_else(|| metrics_url.map(|u| Self::Metrics(u.to_string())))
+    /// `--server-pid` (one or several) wins over `--metrics-url`; neither: no probe.
+    pub(crate) fn from_args(pids: &[u32], metrics_url: Option<&str>) -> Option<Self> {
+        match pids {
+            [] => metrics_url.map(|u| Self::Metrics(u.to_string())),
+            [pid] => Some(Self::Pid(*pid)),
+            many => Some(Self::Pids(many.to_vec())),
+        }
     }
 
-    /// Reads the process now.
+    /// Reads the process (or the sum of the processes) now.
     pub(crate) async fn sample(&self) -> anyhow::Result<ProcSample> {
         match self {
             Self::Pid(pid) => read_proc(*pid),
+            Self::Pids(pids) => pids.iter().try_fold(ProcSample::default(), |sum, &pid| {
+                let s = read_proc(pid)?;
+                Ok(ProcSample {
+                    rss_bytes: sum.rss_bytes + s.rss_bytes,
+                    cpu_secs: sum.cpu_secs + s.cpu_secs,
+                })
+            }),
             Self::Metrics(url) => {
                 let body = http_get(url).await?;
                 parse_metrics(&body)
@@ -272,6 +284,36 @@ mod tests {
         let stat = "1234 (ferry serve) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
         assert_eq!(parse_stat_cpu(stat), Some(3.0));
         assert!(parse_vm_rss("Name: x\n").is_none());
+    }
+
+    #[test]
+    fn probes_from_the_options() {
+        assert_eq!(ServerProbe::from_args(&[], None), None);
+        assert_eq!(
+            ServerProbe::from_args(&[], Some("http://127.0.0.1:9090/metrics")),
+            Some(ServerProbe::Metrics("http://127.0.0.1:9090/metrics".into()))
+        );
+        assert_eq!(
+            ServerProbe::from_args(&[7], Some("http://127.0.0.1:9090/metrics")),
+            Some(ServerProbe::Pid(7))
+        );
+        assert_eq!(
+            ServerProbe::from_args(&[7, 8, 9], None),
+            Some(ServerProbe::Pids(vec![7, 8, 9]))
+        );
+    }
+
+    #[tokio::test]
+    async fn several_pids_are_summed() {
+        let me = std::process::id();
+        let one = ServerProbe::Pid(me).sample().await.unwrap();
+        let two = ServerProbe::Pids(vec![me, me]).sample().await.unwrap();
+        assert!(one.rss_bytes > 0);
+        // RSS may move between the readings; it is summed, so about twice.
+        assert!(two.rss_bytes > one.rss_bytes, "{one:?} {two:?}");
+        assert!(two.cpu_secs >= 2.0 * one.cpu_secs, "{one:?} {two:?}");
+        let gone = ServerProbe::Pids(vec![me, u32::MAX]).sample().await;
+        assert!(gone.is_err(), "a missing process is an error");
     }
 
     #[test]

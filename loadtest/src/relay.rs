@@ -5,8 +5,21 @@
 //! One task per device owns its socket: it reads acks and events as they come and,
 //! when publishes are due, seals them all, queues them and flushes once. At most
 //! `--window` publishes per device wait for their ack.
+//!
+//! With `--urls` the devices connect to several instances of one cluster (one
+//! PostgreSQL database, Redis between them): device `d` of user `u` to instance
+//! `(u + d) mod N`, so a user's devices sit on different instances. Publish→delivery
+//! is then also reported apart for same-instance deliveries (publisher and
+//! receiver on one instance) and cross-instance ones (relayed over Redis). The
+//! `cluster` scenario runs this engine against instances it starts itself
+//! ([`run_ferry`]).
+//!
+//! With `--warmup` devices publish for that long before the measured window:
+//! rates, latencies and the server's CPU count only what was published after it;
+//! the exactly-once/in-order check covers everything.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,7 +33,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 use crate::baseline::{self, KIND_ACK, KIND_EVENT};
 use crate::check::{self, CheckReport, HEADER_LEN, Header, PublisherLog, ReceiverLog};
 use crate::common::{self, BaselineOpts, ConnArgs, ReportArgs, mono_ns, say};
-use crate::net::{self, Failure, Failures, Lean, Opened, Session, Sources, Ws};
+use crate::net::{self, Failure, Failures, Lean, Opened, Session, Sources, Target, Ws};
 use crate::progress::{Counter, Delta, Progress, ServerProbe};
 use crate::stats::{self, Samples, SharedHistogram, Summary, fmt_ratio, ratio};
 
@@ -37,6 +50,13 @@ address and few devices publish fast), for example:
   taskset -c 1 ferry-load relay --server-key <public key> --users 333 --devices 3 \\
       --rate 30 --payload 256 --duration 30s --with-baseline --server-pid <pid>
 
+Against several instances of one cluster (same server key, one PostgreSQL \
+database, FERRY_REDIS_URL set), with their CPU time summed:
+
+  ferry-load relay --server-key <public key> --users 333 --devices 3 --rate 5 \\
+      --urls ws://127.0.0.1:18080/v1/ws,ws://127.0.0.1:18081/v1/ws,ws://127.0.0.1:18082/v1/ws \\
+      --server-pid <pid1>,<pid2>,<pid3>
+
 The exit code is non-zero when the exactly-once/in-order check fails or any \
 publish or session failed.")]
 pub(crate) struct RelayArgs {
@@ -46,6 +66,11 @@ pub(crate) struct RelayArgs {
     pub(crate) report: ReportArgs,
     #[command(flatten)]
     pub(crate) baseline: BaselineOpts,
+    /// The WebSocket URLs of several instances of one cluster (comma-separated or
+    /// the option repeated; all with the same server key). Device d of user u
+    /// connects to instance (u + d) mod N. Wins over --url.
+    #[arg(long, value_delimiter = ',', value_name = "URL,URL,…")]
+    pub(crate) urls: Vec<String>,
     /// Users.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) users: u32,
@@ -58,9 +83,13 @@ pub(crate) struct RelayArgs {
     /// Payload bytes (at least 24: the header with origin, counter and send time).
     #[arg(long, default_value_t = 256)]
     pub(crate) payload: usize,
-    /// How long devices publish.
+    /// How long devices publish in the measured window.
     #[arg(long, default_value = "10s", value_parser = stats::parse_duration)]
     pub(crate) duration: Duration,
+    /// How long devices publish before the measured window (not counted in rates,
+    /// latencies and server CPU; checked for exactly-once all the same).
+    #[arg(long, default_value = "0s", value_parser = stats::parse_duration)]
+    pub(crate) warmup: Duration,
     /// Publishes in flight per device (sent, not yet acked).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub(crate) window: u32,
@@ -75,18 +104,143 @@ pub(crate) struct RelayArgs {
 
 /// The publish pattern, independent of the server.
 #[derive(Clone, Debug, Serialize)]
-struct Pattern {
-    users: u32,
-    devices: u32,
-    rate: f64,
-    payload: usize,
+pub(crate) struct Pattern {
+    pub(crate) users: u32,
+    /// Devices per user.
+    pub(crate) devices: u32,
+    /// Publishes per second per device.
+    pub(crate) rate: f64,
+    /// Payload bytes.
+    pub(crate) payload: usize,
+    /// The measured window.
     #[serde(serialize_with = "secs")]
-    duration: Duration,
-    window: u32,
+    pub(crate) duration: Duration,
+    /// Publishing before the measured window.
     #[serde(serialize_with = "secs")]
-    drain: Duration,
+    pub(crate) warmup: Duration,
+    /// Publishes in flight per device.
+    pub(crate) window: u32,
+    /// The most time for the last acks and deliveries after publishing stops.
+    #[serde(serialize_with = "secs")]
+    pub(crate) drain: Duration,
     /// `ttl` of every stored event, seconds.
-    ttl: Option<u32>,
+    pub(crate) ttl: Option<u32>,
+}
+
+impl Pattern {
+    /// Refuses what cannot run: a payload too short for the header, a rate out of
+    /// range, more sessions than open files.
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
+        if self.payload < HEADER_LEN {
+            bail!("--payload must be at least {HEADER_LEN} bytes");
+        }
+        if !(self.rate > 0.0 && self.rate <= 100_000.0) {
+            bail!("--rate must be in (0, 100000] events/s per device");
+        }
+        let total = self.sessions();
+        let limit = net::raise_fd_limit();
+        if u64::from(total) + 64 > limit {
+            bail!("{total} sessions need more open files than the limit ({limit})");
+        }
+        Ok(())
+    }
+
+    /// Devices over all users.
+    pub(crate) fn sessions(&self) -> u32 {
+        self.users * self.devices
+    }
+
+    /// Publishes per second over all devices.
+    pub(crate) fn offered(&self) -> f64 {
+        self.rate * f64::from(self.sessions())
+    }
+}
+
+/// The URLs to load: `--urls` when given (trimmed, empty entries dropped), else
+/// `--url`. The same URL twice is refused: it would count one instance as two.
+pub(crate) fn parse_urls(url: &str, urls: &[String]) -> anyhow::Result<Vec<String>> {
+    if urls.is_empty() {
+        return Ok(vec![url.trim().to_string()]);
+    }
+    let list: Vec<String> = urls
+        .iter()
+        .map(|u| u.trim())
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    if list.is_empty() {
+        bail!("--urls lists no URL");
+    }
+    for (i, u) in list.iter().enumerate() {
+        if list[..i].contains(u) {
+            bail!("--urls lists {u} twice");
+        }
+    }
+    Ok(list)
+}
+
+/// The instance (index into the URLs) that global device `device` connects to:
+/// slot `d` of user `u` goes to `(u + d) mod instances`, so with two devices or
+/// more and two instances or more every user has devices on different instances.
+pub(crate) fn instance_of(device: u32, devices_per_user: u32, instances: u32) -> u32 {
+    let (u, d) = (device / devices_per_user, device % devices_per_user);
+    ((u64::from(u) + u64::from(d)) % u64::from(instances.max(1))) as u32
+}
+
+/// Where a delivery went, relative to where its event was published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Locality {
+    /// Publisher and receiver on the same instance.
+    Same,
+    /// On different instances (relayed between them).
+    Cross,
+}
+
+impl Locality {
+    /// Of an event of device `origin` delivered to device `receiver`.
+    fn of(origin: u32, receiver: u32, devices_per_user: u32, instances: u32) -> Self {
+        if instance_of(origin, devices_per_user, instances)
+            == instance_of(receiver, devices_per_user, instances)
+        {
+            Self::Same
+        } else {
+            Self::Cross
+        }
+    }
+}
+
+/// Publish→delivery latency, over all deliveries and split by [`Locality`].
+#[derive(Default)]
+struct DeliveryLatency {
+    all: SharedHistogram,
+    same: SharedHistogram,
+    cross: SharedHistogram,
+}
+
+/// One device's buffers of [`DeliveryLatency`] samples.
+#[derive(Default)]
+struct DeliverySamples {
+    all: Samples,
+    same: Samples,
+    cross: Samples,
+}
+
+impl DeliverySamples {
+    /// Adds one delivery's latency (microseconds) to the total and to its locality.
+    fn push(&mut self, us: u64, locality: Locality, into: &DeliveryLatency) {
+        self.all.push(us, &into.all);
+        match locality {
+            Locality::Same => self.same.push(us, &into.same),
+            Locality::Cross => self.cross.push(us, &into.cross),
+        }
+    }
+
+    /// Merges whatever is left.
+    fn flush(&mut self, into: &DeliveryLatency) {
+        self.all.flush(&into.all);
+        self.same.flush(&into.same);
+        self.cross.flush(&into.cross);
+    }
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -222,10 +376,12 @@ struct Live {
     refused: Counter,
     delivered: Counter,
     dead: Counter,
+    /// Acks of publishes sent in the measured window (whenever they came).
+    acked_measured: Counter,
     acked_in_window: Counter,
     delivered_in_window: Counter,
     ack_latency: SharedHistogram,
-    delivery_latency: SharedHistogram,
+    delivery_latency: DeliveryLatency,
     failures: Mutex<Failures>,
 }
 
@@ -248,20 +404,46 @@ struct DeviceOut {
 }
 
 struct Clock {
+    /// Publishing starts (the warm-up, if any).
     start: Instant,
+    /// The measured window starts.
+    measure_start: Instant,
+    /// [`Self::measure_start`] on the [`mono_ns`] clock of the payload headers.
+    measure_ns: u64,
+    /// Publishing and the measured window end.
     publish_end: Instant,
+}
+
+impl Clock {
+    /// Whether a message received at `now` falls in the measured window.
+    fn in_window(&self, now: Instant) -> bool {
+        now >= self.measure_start && now <= self.publish_end
+    }
+}
+
+/// Where a device sits: its global index among `total`, and the number of
+/// instances the devices are spread over.
+#[derive(Clone, Copy, Debug)]
+struct Seat {
+    me: u32,
+    total: u32,
+    instances: u32,
 }
 
 #[allow(clippy::too_many_lines)]
 async fn run_device<W: Wire>(
     mut w: W,
-    me: u32,
-    total: u32,
+    seat: Seat,
     pat: Arc<Pattern>,
     live: Arc<Live>,
     clock: Arc<Clock>,
     mut stop: watch::Receiver<bool>,
 ) -> DeviceOut {
+    let Seat {
+        me,
+        total,
+        instances,
+    } = seat;
     let mut out = DeviceOut {
         publisher: PublisherLog::default(),
         receiver: ReceiverLog::new(me, pat.devices),
@@ -277,7 +459,7 @@ async fn run_device<W: Wire>(
         .collect();
     let mut counter = 0u64;
     let mut ack_samples = Samples::default();
-    let mut delivery_samples = Samples::default();
+    let mut delivery_samples = DeliverySamples::default();
     let sleep = tokio::time::sleep_until(next_due.into());
     tokio::pin!(sleep);
     let end = loop {
@@ -297,13 +479,20 @@ async fn run_device<W: Wire>(
                 let now = Instant::now();
                 match w.decode(msg) {
                     Ok(Decoded::Ack { counter: c, seq }) => {
+                        let mut measured = false;
                         if let Some(i) = inflight.iter().position(|&(k, _)| k == c) {
                             let (_, sent) = inflight.remove(i).expect("present");
-                            ack_samples.push(micros(now - sent), &live.ack_latency);
+                            if sent >= clock.measure_start {
+                                measured = true;
+                                ack_samples.push(micros(now - sent), &live.ack_latency);
+                            }
                         }
                         if out.publisher.ack(c, seq) {
                             live.acked.inc();
-                            if now <= clock.publish_end {
+                            if measured {
+                                live.acked_measured.inc();
+                            }
+                            if clock.in_window(now) {
                                 live.acked_in_window.inc();
                             }
                         } else {
@@ -312,12 +501,15 @@ async fn run_device<W: Wire>(
                     }
                     Ok(Decoded::Event { seq, header }) => {
                         out.receiver.record(seq, header);
-                        if let Some(h) = header {
+                        if let Some(h) = header
+                            && h.sent_ns >= clock.measure_ns
+                        {
                             let lat = mono_ns(now).saturating_sub(h.sent_ns) / 1000;
-                            delivery_samples.push(lat, &live.delivery_latency);
+                            let locality = Locality::of(h.origin, me, pat.devices, instances);
+                            delivery_samples.push(lat, locality, &live.delivery_latency);
                         }
                         live.delivered.inc();
-                        if now <= clock.publish_end {
+                        if clock.in_window(now) {
                             live.delivered_in_window.inc();
                         }
                     }
@@ -377,7 +569,7 @@ fn finish(
     live: &Live,
     failure: Option<Failure>,
     mut acks: Samples,
-    mut deliveries: Samples,
+    mut deliveries: DeliverySamples,
 ) -> DeviceOut {
     acks.flush(&live.ack_latency);
     deliveries.flush(&live.delivery_latency);
@@ -392,10 +584,12 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// The figures of one run of the pattern against one server.
+/// The figures of one run of the pattern against one server (or cluster).
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Outcome {
     server: &'static str,
+    /// Instances the devices were spread over.
+    pub(crate) instances: u32,
     published: u64,
     acked: u64,
     refused: u64,
@@ -403,31 +597,43 @@ pub(crate) struct Outcome {
     unanswered: u64,
     delivered: u64,
     offered_per_sec: f64,
-    /// Acks received while devices published, per second of publishing.
-    events_per_sec: f64,
-    /// Deliveries received while devices published, per second.
-    deliveries_per_sec: f64,
-    ack_latency: Summary,
-    delivery_latency: Summary,
+    /// Acks received in the measured window, per second of it.
+    pub(crate) events_per_sec: f64,
+    /// Deliveries received in the measured window, per second.
+    pub(crate) deliveries_per_sec: f64,
+    /// Publish→ack of the publishes sent in the measured window.
+    pub(crate) ack_latency: Summary,
+    /// Publish→delivery of the events published in the measured window.
+    pub(crate) delivery_latency: Summary,
+    /// The same, of deliveries to a device on the publisher's instance.
+    pub(crate) delivery_same_instance: Summary,
+    /// The same, of deliveries to a device on another instance.
+    pub(crate) delivery_cross_instance: Summary,
     max_schedule_lag_us: u64,
     failures: Failures,
     sessions_lost: u64,
     check: CheckReport,
-    /// Server CPU time during the run (user + system), when it could be read.
-    server_cpu_secs: Option<f64>,
+    /// Events stored (acked) of the publishes sent in the measured window: what
+    /// the server CPU is divided by.
+    pub(crate) measured_events: u64,
+    /// Server CPU time (user + system) from the start of the measured window to
+    /// the end of the drain, when it could be read.
+    pub(crate) server_cpu_secs: Option<f64>,
     /// Server CPU per stored event, microseconds.
-    server_cpu_us_per_event: Option<f64>,
+    pub(crate) server_cpu_us_per_event: Option<f64>,
 }
 
 impl Outcome {
-    fn ok(&self) -> bool {
+    /// The check passed and no publish or session failed.
+    pub(crate) fn ok(&self) -> bool {
         self.check.ok()
             && self.failures.is_empty()
             && self.sessions_lost == 0
             && self.unanswered == 0
     }
 
-    fn text(&self) -> String {
+    /// The human summary.
+    pub(crate) fn text(&self) -> String {
         let mut s = format!(
             "{}: published {} ({:.0}/s offered), acked {} ({:.0} events/s stored), \
              delivered {} ({:.0}/s), refused {}, unanswered at the end {}\n",
@@ -443,6 +649,16 @@ impl Outcome {
         );
         s += &format!("  publish→ack      {}\n", self.ack_latency.line());
         s += &format!("  publish→delivery {}\n", self.delivery_latency.line());
+        if self.instances > 1 {
+            s += &format!(
+                "    same instance  {}\n",
+                self.delivery_same_instance.line()
+            );
+            s += &format!(
+                "    cross instance {}\n",
+                self.delivery_cross_instance.line()
+            );
+        }
         s += &format!(
             "  max schedule lag {}; failures: {}; sessions lost: {}\n",
             stats::ms(self.max_schedule_lag_us),
@@ -461,25 +677,26 @@ impl Outcome {
     }
 }
 
-/// Runs the pattern over already connected wires (indexed by global device).
+/// Runs the pattern over already connected wires (indexed by global device, each
+/// connected to its [`instance_of`] among `instances`).
 async fn run_pattern<W: Wire>(
     server: &'static str,
     wires: Vec<W>,
     pat: &Pattern,
+    instances: u32,
     probe: Option<ServerProbe>,
 ) -> Outcome {
     let total = wires.len() as u32;
     let pat = Arc::new(pat.clone());
     let live = Arc::new(Live::default());
     let start = Instant::now() + Duration::from_millis(200);
+    let measure_start = start + pat.warmup;
     let clock = Arc::new(Clock {
         start,
-        publish_end: start + pat.duration,
+        measure_start,
+        measure_ns: mono_ns(measure_start),
+        publish_end: measure_start + pat.duration,
     });
-    let before = match &probe {
-        Some(p) => p.sample().await.ok(),
-        None => None,
-    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let tasks: Vec<_> = wires
         .into_iter()
@@ -487,8 +704,11 @@ async fn run_pattern<W: Wire>(
         .map(|(i, w)| {
             tokio::spawn(run_device(
                 w,
-                i as u32,
-                total,
+                Seat {
+                    me: i as u32,
+                    total,
+                    instances,
+                },
                 pat.clone(),
                 live.clone(),
                 clock.clone(),
@@ -512,6 +732,11 @@ async fn run_pattern<W: Wire>(
                 live.dead.get()
             )
         })
+    };
+    tokio::time::sleep_until(clock.measure_start.into()).await;
+    let before = match &probe {
+        Some(p) => p.sample().await.ok(),
+        None => None,
     };
     tokio::time::sleep_until(clock.publish_end.into()).await;
     // Drain: every publish answered and every acked event delivered to the user's
@@ -550,9 +775,11 @@ async fn run_pattern<W: Wire>(
     };
     let check = check::check(&publishers, &receivers);
     let acked = live.acked.get();
+    let measured = live.acked_measured.get();
     let cpu = before.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
     Outcome {
         server,
+        instances,
         published: live.published.get(),
         acked,
         refused: live.refused.get(),
@@ -561,17 +788,21 @@ async fn run_pattern<W: Wire>(
             .get()
             .saturating_sub(acked + live.refused.get()),
         delivered: live.delivered.get(),
-        offered_per_sec: stats::rate(live.published.get(), pat.duration),
+        offered_per_sec: stats::rate(live.published.get(), pat.warmup + pat.duration),
         events_per_sec: stats::rate(live.acked_in_window.get(), pat.duration),
         deliveries_per_sec: stats::rate(live.delivered_in_window.get(), pat.duration),
         ack_latency: live.ack_latency.summary(),
-        delivery_latency: live.delivery_latency.summary(),
+        delivery_latency: live.delivery_latency.all.summary(),
+        delivery_same_instance: live.delivery_latency.same.summary(),
+        delivery_cross_instance: live.delivery_latency.cross.summary(),
         max_schedule_lag_us: micros(max_lag),
         failures: live.failures.lock().expect("failures lock").clone(),
         sessions_lost: live.dead.get(),
         check,
+        measured_events: measured,
         server_cpu_secs: cpu,
-        server_cpu_us_per_event: cpu.and_then(|c| (acked > 0).then(|| c * 1e6 / acked as f64)),
+        server_cpu_us_per_event: cpu
+            .and_then(|c| (measured > 0).then(|| c * 1e6 / measured as f64)),
     }
 }
 
@@ -625,48 +856,146 @@ impl Ratios {
     }
 }
 
+/// Where the devices of a run against Ferry connect, and how.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoints {
+    /// The WebSocket URL of each instance (one: a single server).
+    pub(crate) urls: Vec<String>,
+    /// The server key to pin (b64u); `None` trusts the first key seen.
+    pub(crate) server_key: Option<String>,
+    /// Identities from a key file; `None`: fresh ones in memory.
+    pub(crate) keys: Option<PathBuf>,
+    /// Source addresses to spread over (0: the kernel's choice).
+    pub(crate) sources: u32,
+    /// Handshakes in flight while connecting.
+    pub(crate) connect_concurrency: usize,
+    /// Time limit of one connection's connect, upgrade and handshake.
+    pub(crate) connect_timeout: Duration,
+}
+
+/// Connects the pattern's devices to the instances of `endpoints` (device `i` to
+/// [`instance_of`]), runs the pattern, closes the sessions, and returns the
+/// figures; `probe` reads the servers' CPU time.
+pub(crate) async fn run_ferry(
+    pat: &Pattern,
+    endpoints: &Endpoints,
+    probe: Option<ServerProbe>,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let targets = endpoints
+        .urls
+        .iter()
+        .map(|u| Target::parse(u))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if targets.is_empty() {
+        bail!("no server URL to connect to");
+    }
+    let instances = targets.len() as u32;
+    let pin = net::pin(endpoints.server_key.as_deref())?;
+    let sources = Arc::new(Sources::new(endpoints.sources)?);
+    let ids = net::identities(endpoints.keys.as_deref(), pat.users, pat.devices)?;
+    let devices: Vec<_> = ids
+        .into_iter()
+        .flat_map(|u| u.devices)
+        .enumerate()
+        .map(|(i, c)| {
+            let at = instance_of(i as u32, pat.devices, instances) as usize;
+            (targets[at].clone(), c)
+        })
+        .collect();
+    let total = devices.len();
+    let connect_started = Instant::now();
+    let sessions = common::connect_each_or_fail(
+        &sources,
+        pin,
+        devices,
+        endpoints.connect_concurrency,
+        endpoints.connect_timeout,
+    )
+    .await?;
+    say(
+        json,
+        &format!(
+            "connected {total} sessions{} in {:.1} s",
+            if instances > 1 {
+                format!(" to {instances} instances")
+            } else {
+                String::new()
+            },
+            connect_started.elapsed().as_secs_f64()
+        ),
+    );
+    let mut run_id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut run_id[6..8]);
+    run_id[6] = 0x70 | (run_id[6] & 0x0f);
+    let wires: Vec<FerryWire> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, session)| {
+            let mut id = run_id;
+            id[8..12].copy_from_slice(&(i as u32).to_be_bytes());
+            FerryWire {
+                session,
+                id,
+                ttl: pat.ttl,
+            }
+        })
+        .collect();
+    Ok(run_pattern("ferry", wires, pat, instances, probe).await)
+}
+
 /// Runs `ferry-load relay`; `Ok(false)` when the check or a publish failed.
 pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
-    if args.payload < HEADER_LEN {
-        bail!("--payload must be at least {HEADER_LEN} bytes");
-    }
-    if !(args.rate > 0.0 && args.rate <= 100_000.0) {
-        bail!("--rate must be in (0, 100000] events/s per device");
-    }
-    let total = args.users * args.devices;
-    let limit = net::raise_fd_limit();
-    if u64::from(total) + 64 > limit {
-        bail!("{total} sessions need more open files than the limit ({limit})");
-    }
     let pat = Pattern {
         users: args.users,
         devices: args.devices,
         rate: args.rate,
         payload: args.payload,
         duration: args.duration,
+        warmup: args.warmup,
         window: args.window,
         drain: args.drain,
         ttl: args.ttl,
     };
-    let target = net::Target::parse(&args.conn.url)?;
-    let pin = net::pin(args.conn.server_key.as_deref())?;
-    let sources = Arc::new(Sources::new(args.conn.sources.unwrap_or(0))?);
-    let probe = ServerProbe::from_args(args.report.server_pid, args.report.metrics_url.as_deref());
+    pat.check()?;
+    let total = pat.sessions();
+    let endpoints = Endpoints {
+        urls: parse_urls(&args.conn.url, &args.urls)?,
+        server_key: args.conn.server_key.clone(),
+        keys: args.conn.keys.clone(),
+        sources: args.conn.sources.unwrap_or(0),
+        connect_concurrency: args.conn.connect_concurrency,
+        connect_timeout: args.conn.connect_timeout,
+    };
+    for u in &endpoints.urls {
+        Target::parse(u)?;
+    }
+    let sources = Arc::new(Sources::new(endpoints.sources)?);
+    let probe = ServerProbe::from_args(&args.report.server_pid, args.report.metrics_url.as_deref());
     let json = args.report.json;
     say(
         json,
         &format!(
             "relay: {} users × {} devices, {} events/s per device ({:.0}/s offered), \
-             {} B payloads{}, window {}, {:.0} s",
+             {} B payloads{}, window {}, {:.0} s{}{}",
             args.users,
             args.devices,
             args.rate,
-            args.rate * f64::from(total),
+            pat.offered(),
             args.payload,
             args.ttl
                 .map_or(String::new(), |t| format!(" with ttl {t} s")),
             args.window,
-            args.duration.as_secs_f64()
+            args.duration.as_secs_f64(),
+            if args.warmup.is_zero() {
+                String::new()
+            } else {
+                format!(" after {:.0} s of warm-up", args.warmup.as_secs_f64())
+            },
+            match endpoints.urls.len() {
+                1 => String::new(),
+                n => format!(", over {n} instances"),
+            }
         ),
     );
 
@@ -674,8 +1003,8 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
         .baseline
         .start(
             baseline::Mode::Broadcast,
-            args.report.server_pid,
-            args.duration + args.drain + Duration::from_secs(120),
+            args.report.server_pid.first().copied(),
+            args.warmup + args.duration + args.drain + Duration::from_secs(120),
         )
         .await?
     {
@@ -706,7 +1035,14 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
                 common::failures_line(&failures)
             );
         }
-        let o = run_pattern("baseline", wires, &pat, Some(ServerProbe::Pid(child.pid))).await;
+        let o = run_pattern(
+            "baseline",
+            wires,
+            &pat,
+            1,
+            Some(ServerProbe::Pid(child.pid)),
+        )
+        .await;
         child.stop().await;
         say(json, &o.text());
         Some(o)
@@ -714,34 +1050,7 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
         None
     };
 
-    let ids = net::identities(args.conn.keys.as_deref(), args.users, args.devices)?;
-    let creds: Vec<_> = ids.into_iter().flat_map(|u| u.devices).collect();
-    let connect_started = Instant::now();
-    let sessions = common::connect_all_or_fail(&target, &sources, pin, creds, &args.conn).await?;
-    say(
-        json,
-        &format!(
-            "connected {total} sessions in {:.1} s",
-            connect_started.elapsed().as_secs_f64()
-        ),
-    );
-    let mut run_id = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut run_id[6..8]);
-    run_id[6] = 0x70 | (run_id[6] & 0x0f);
-    let wires: Vec<FerryWire> = sessions
-        .into_iter()
-        .enumerate()
-        .map(|(i, session)| {
-            let mut id = run_id;
-            id[8..12].copy_from_slice(&(i as u32).to_be_bytes());
-            FerryWire {
-                session,
-                id,
-                ttl: args.ttl,
-            }
-        })
-        .collect();
-    let ferry = run_pattern("ferry", wires, &pat, probe).await;
+    let ferry = run_ferry(&pat, &endpoints, probe, json).await?;
     say(json, &ferry.text());
     let ratios = baseline.as_ref().map(|b| Ratios::of(&ferry, b));
     if let Some(r) = &ratios {
@@ -752,6 +1061,7 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
         let doc = json!({
             "scenario": "relay",
             "pattern": pat,
+            "urls": endpoints.urls,
             "ferry": ferry,
             "baseline": baseline,
             "ratios": ratios,
@@ -765,6 +1075,114 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn url_lists() {
+        let one = "ws://127.0.0.1:8080/v1/ws";
+        assert_eq!(parse_urls(one, &[]).unwrap(), [one]);
+        // clap splits `--urls a,b` at the commas; spaces and empty entries go.
+        let got = parse_urls(
+            one,
+            &strings(&["ws://127.0.0.1:1/v1/ws", " ws://127.0.0.1:2/v1/ws", ""]),
+        )
+        .unwrap();
+        assert_eq!(got, ["ws://127.0.0.1:1/v1/ws", "ws://127.0.0.1:2/v1/ws"]);
+        assert!(parse_urls(one, &strings(&["", " "])).is_err());
+        let twice = parse_urls(
+            one,
+            &strings(&["ws://127.0.0.1:1/v1/ws", "ws://127.0.0.1:1/v1/ws "]),
+        );
+        assert!(twice.unwrap_err().to_string().contains("twice"));
+    }
+
+    #[test]
+    fn relay_args_take_urls_and_several_pids() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            relay: RelayArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "relay",
+            "--urls",
+            "ws://127.0.0.1:1/v1/ws,ws://127.0.0.1:2/v1/ws",
+            "--urls",
+            "ws://127.0.0.1:3/v1/ws",
+            "--server-pid",
+            "11,12",
+            "--server-pid",
+            "13",
+        ])
+        .unwrap();
+        assert_eq!(cli.relay.urls.len(), 3);
+        assert_eq!(cli.relay.report.server_pid, [11, 12, 13]);
+        let cli = <Cli as clap::Parser>::try_parse_from(["relay", "--server-pid", "7"]).unwrap();
+        assert_eq!(cli.relay.report.server_pid, [7]);
+        assert!(cli.relay.urls.is_empty());
+        assert_eq!(cli.relay.warmup, Duration::ZERO);
+    }
+
+    #[test]
+    fn devices_go_round_robin_over_the_instances() {
+        // 3 devices per user, 3 instances: user u's device d on (u + d) mod 3.
+        let placed: Vec<u32> = (0..9).map(|i| instance_of(i, 3, 3)).collect();
+        assert_eq!(placed, [0, 1, 2, 1, 2, 0, 2, 0, 1]);
+        // Every user has devices on different instances, and every instance has
+        // the same number of devices.
+        for (users, devices, instances) in [(10, 2, 2), (10, 3, 3), (7, 4, 3), (5, 2, 3)] {
+            let mut per_instance = vec![0u32; instances as usize];
+            for u in 0..users {
+                let on: Vec<u32> = (0..devices)
+                    .map(|d| instance_of(u * devices + d, devices, instances))
+                    .collect();
+                assert!(on.iter().any(|&i| i != on[0]), "user {u}: {on:?}");
+                for i in on {
+                    per_instance[i as usize] += 1;
+                }
+            }
+            let (min, max) = (
+                per_instance.iter().min().unwrap(),
+                per_instance.iter().max().unwrap(),
+            );
+            assert!(max - min <= 1 + users / instances, "{per_instance:?}");
+        }
+        // A single instance takes everyone.
+        assert!((0..12).all(|i| instance_of(i, 4, 1) == 0));
+        assert_eq!(instance_of(5, 3, 0), 0);
+    }
+
+    #[test]
+    fn deliveries_split_into_same_and_cross_instance() {
+        // 4 devices per user on 3 instances: slots 0 and 3 share an instance.
+        assert_eq!(Locality::of(0, 3, 4, 3), Locality::Same);
+        assert_eq!(Locality::of(3, 0, 4, 3), Locality::Same);
+        assert_eq!(Locality::of(0, 1, 4, 3), Locality::Cross);
+        assert_eq!(Locality::of(5, 6, 4, 3), Locality::Cross);
+        assert_eq!(Locality::of(0, 1, 4, 1), Locality::Same);
+
+        let into = DeliveryLatency::default();
+        let mut a = DeliverySamples::default();
+        let mut b = DeliverySamples::default();
+        for origin in 1..4 {
+            let l = Locality::of(origin, 0, 4, 3);
+            a.push(100 * u64::from(origin), l, &into);
+        }
+        b.push(50, Locality::Cross, &into);
+        a.flush(&into);
+        b.flush(&into);
+        let (all, same, cross) = (
+            into.all.summary(),
+            into.same.summary(),
+            into.cross.summary(),
+        );
+        assert_eq!((all.count, same.count, cross.count), (4, 1, 3));
+        assert_eq!(same.max_us, 300);
+        assert_eq!((cross.p50_us, cross.max_us), (100, 200));
+    }
 
     #[test]
     fn raw_frames_decode() {

@@ -121,7 +121,7 @@ pub(crate) async fn run(args: &SyncArgs) -> anyhow::Result<bool> {
     let target = net::Target::parse(&args.conn.url)?;
     let pin = net::pin(args.conn.server_key.as_deref())?;
     let sources = Arc::new(Sources::new(args.conn.sources.unwrap_or(0))?);
-    let probe = ServerProbe::from_args(args.report.server_pid, args.report.metrics_url.as_deref());
+    let probe = ServerProbe::from_args(&args.report.server_pid, args.report.metrics_url.as_deref());
     let json = args.report.json;
     let user = net::identities(args.conn.keys.as_deref(), 1, 1)?
         .into_iter()
