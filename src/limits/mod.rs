@@ -211,19 +211,43 @@ impl LimitKey for crate::model::DeviceId {
 
 /// One rate limit, applied per key: in Redis when the [`Shared`] limits are
 /// attached and answer, in this process otherwise (see the module docs).
+///
+/// With shared limits, one round trip to Redis leases up to [`Limiter::lease_size`]
+/// actions of a key (about a tenth of a second's worth, at most a quarter of the
+/// burst); this instance spends them locally until they run out or
+/// [`LEASE_TTL`] passes. A key that acts at its rate costs Redis ten round trips a
+/// second instead of one per action.
 pub struct Limiter<K> {
     name: &'static str,
     local: KeyedGcra<K>,
     shared: Shared,
+    lease: u32,
+    leases: Mutex<HashMap<K, Lease>>,
+}
+
+/// How long leased actions stay spendable.
+pub const LEASE_TTL: Duration = Duration::from_secs(1);
+
+/// Actions of one key granted by Redis and not spent yet.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    left: u32,
+    until: Instant,
+    /// Redis's decision when they were granted (its `remaining` leaves them out).
+    info: RateInfo,
 }
 
 impl<K: LimitKey> Limiter<K> {
     /// The limit `name` (its keys' namespace in Redis), applying `rule` per key.
     pub fn new(name: &'static str, rule: Gcra, shared: Shared) -> Self {
+        let tenth = Duration::from_millis(100).as_nanos() / rule.emission.as_nanos().max(1);
+        let lease = (tenth as u32).min(rule.burst / 4).max(1);
         Self {
             name,
             local: KeyedGcra::with_rule(rule),
             shared,
+            lease,
+            leases: Mutex::new(HashMap::new()),
         }
     }
 
@@ -232,12 +256,32 @@ impl<K: LimitKey> Limiter<K> {
         self.name
     }
 
+    /// Actions one round trip to Redis leases.
+    pub fn lease_size(&self) -> u32 {
+        self.lease
+    }
+
     /// Counts one action of `key` and reports the decision for `RateLimit-*` headers.
     pub async fn check_info(&self, key: &K, now: Instant) -> RateInfo {
-        if let Some(info) = self.decide_shared(key, true, now).await {
+        if self.shared.get().is_none() {
+            return self.local.check_info(key, now);
+        }
+        if let Some(info) = self.spend_lease(key, now) {
             return info;
         }
-        self.local.check_info(key, now)
+        match self.decide_shared(key, self.lease, now).await {
+            Some(grant) => {
+                let left = grant.granted.saturating_sub(1);
+                if left > 0 {
+                    self.keep_lease(key, left, grant.info, now);
+                }
+                RateInfo {
+                    remaining: grant.info.remaining.saturating_add(left),
+                    ..grant.info
+                }
+            }
+            None => self.local.check_info(key, now),
+        }
     }
 
     /// Counts one action of `key`: `Ok` when allowed, `Err(retry_after)` when refused.
@@ -250,23 +294,67 @@ impl<K: LimitKey> Limiter<K> {
 
     /// Whether one more action of `key` would be allowed now, without counting it.
     pub async fn peek(&self, key: &K, now: Instant) -> Result<(), Duration> {
-        if let Some(info) = self.decide_shared(key, false, now).await {
-            return info.retry_after.map_or(Ok(()), Err);
+        if self.shared.get().is_none() {
+            return self.local.peek(key, now);
         }
-        self.local.peek(key, now)
+        let leased = {
+            let leases = self.leases.lock().expect("lease lock poisoned");
+            leases.get(key).is_some_and(|l| l.left > 0 && now < l.until)
+        };
+        if leased {
+            return Ok(());
+        }
+        match self.decide_shared(key, 0, now).await {
+            Some(grant) => grant.info.retry_after.map_or(Ok(()), Err),
+            None => self.local.peek(key, now),
+        }
     }
 
-    async fn decide_shared(&self, key: &K, count: bool, now: Instant) -> Option<RateInfo> {
+    /// One action from the key's lease, if it holds one.
+    fn spend_lease(&self, key: &K, now: Instant) -> Option<RateInfo> {
+        let mut leases = self.leases.lock().expect("lease lock poisoned");
+        let lease = leases.get_mut(key)?;
+        if lease.left == 0 || now >= lease.until {
+            leases.remove(key);
+            return None;
+        }
+        lease.left -= 1;
+        let info = RateInfo {
+            remaining: lease.info.remaining.saturating_add(lease.left),
+            ..lease.info
+        };
+        if lease.left == 0 {
+            leases.remove(key);
+        }
+        Some(info)
+    }
+
+    fn keep_lease(&self, key: &K, left: u32, info: RateInfo, now: Instant) {
+        let mut leases = self.leases.lock().expect("lease lock poisoned");
+        if leases.len() >= 4096 {
+            leases.retain(|_, l| now < l.until);
+        }
+        leases.insert(
+            key.clone(),
+            Lease {
+                left,
+                until: now + LEASE_TTL,
+                info,
+            },
+        );
+    }
+
+    async fn decide_shared(&self, key: &K, want: u32, now: Instant) -> Option<shared::Grant> {
         let shared = self.shared.get()?;
         let mut bytes = Vec::with_capacity(32);
         key.write_key(&mut bytes);
-        let info = shared
-            .decide(self.name, self.local.rule(), &bytes, count, now)
+        let grant = shared
+            .decide(self.name, self.local.rule(), &bytes, want, now)
             .await;
-        if info.is_none() {
+        if grant.is_none() {
             shared.count_fallback();
         }
-        info
+        grant
     }
 }
 
@@ -425,6 +513,35 @@ mod tests {
         // Peeking never counts.
         assert!(lim.peek(&2u8, t0).is_ok());
         assert_eq!(lim.check_info(&2u8, t0).remaining, 2);
+    }
+
+    #[test]
+    fn a_lease_is_a_tenth_of_a_second_at_most_a_quarter_of_the_burst() {
+        let lease = |per_sec, burst| {
+            Limiter::<IpAddr>::new("t", Gcra::new(per_sec, burst), Shared::default()).lease_size()
+        };
+        assert_eq!(lease(200, 400), 20);
+        assert_eq!(lease(200, 40), 10);
+        assert_eq!(lease(20, 10), 2);
+        assert_eq!(lease(5, 100), 1);
+        assert_eq!(lease(1000, 1), 1);
+        let admin = Limiter::<IpAddr>::new(
+            "a",
+            Gcra::every(Duration::from_secs(6), 5),
+            Shared::default(),
+        );
+        assert_eq!(admin.lease_size(), 1);
+    }
+
+    #[tokio::test]
+    async fn without_shared_limits_a_limiter_decides_locally() {
+        let lim = Limiter::<IpAddr>::new("t", Gcra::new(10, 2), Shared::default());
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert_eq!(lim.check_info(&ip, t0).await.remaining, 1);
+        assert!(lim.check(&ip, t0).await.is_ok());
+        assert!(lim.peek(&ip, t0).await.is_err());
+        assert!(lim.check(&ip, t0).await.is_err());
     }
 
     #[test]

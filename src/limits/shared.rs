@@ -7,6 +7,12 @@
 //! arrival time in microseconds and expires by itself once the key is rested (back
 //! to a full burst), so Redis holds only keys that are limited now.
 //!
+//! A decision may grant several actions at once (a lease, see
+//! [`super::Limiter`]): the instance spends them without asking again. Every action
+//! spent anywhere was granted by Redis first, so the cluster never allows more than
+//! the rule; a lease that expires unspent (the device moved to another instance)
+//! only allows less.
+//!
 //! Redis is not the truth of anything here: when a decision does not come back
 //! within [`DECISION_TIMEOUT`], or Redis refuses the connection, the caller falls
 //! back to its instance's own limiter. A [`Breaker`] stops asking Redis after
@@ -33,11 +39,12 @@ pub const OPEN_FOR: Duration = Duration::from_millis(500);
 /// Every key this module writes starts with this.
 pub const KEY_PREFIX: &str = "ferry:rl:v1:";
 
-/// GCRA in Redis. `KEYS[1]`: the limited key. `ARGV`: emission interval and
-/// tolerance (burst − 1 emissions) in microseconds, and the cost (1 to count the
-/// action, 0 to only ask). Returns `{allowed, retry_after_us, reset_us}`: whether
-/// the action is allowed, how long to wait when it is not, and how long until the
-/// full burst is back.
+/// GCRA in Redis, granting several actions at once. `KEYS[1]`: the limited key.
+/// `ARGV`: emission interval and tolerance (burst − 1 emissions) in microseconds,
+/// and how many actions to grant (0 to only ask whether one would be allowed).
+/// Returns `{granted, retry_after_us, reset_us}`: how many actions were granted (at
+/// most as many as the rule allows now; 0 when refused), how long to wait when
+/// none was, and how long until the full burst is back.
 ///
 /// The arrival time is written with `%.0f` (Lua's default number format would
 /// round a microsecond timestamp to 14 digits).
@@ -46,21 +53,32 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local emission = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+local want = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
-local allow_at = tat - tolerance
-if now < allow_at then
-  return {0, allow_at - now, tat - now}
+local available = math.floor((now + tolerance + emission - tat) / emission)
+if available < 1 then
+  return {0, tat - tolerance - now, tat - now}
 end
-if cost == 0 then
+if want == 0 then
   return {1, 0, tat - now}
 end
-local new_tat = tat + emission
+local granted = math.min(want, available)
+local new_tat = tat + granted * emission
 local ttl_ms = math.floor((new_tat - now) / 1000) + 1
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
-return {1, 0, new_tat - now}
+return {granted, 0, new_tat - now}
 ";
+
+/// What Redis decided: how many actions it granted (0: refused) and the numbers
+/// for the `RateLimit-*` headers after the grant.
+#[derive(Clone, Copy, Debug)]
+pub struct Grant {
+    /// Actions granted (the caller spends one now and may keep the rest).
+    pub granted: u32,
+    /// The decision, as if only one action had been asked for.
+    pub info: RateInfo,
+}
 
 /// The connection to Redis that decisions share, its breaker and its counters.
 pub struct SharedLimits {
@@ -96,16 +114,17 @@ impl SharedLimits {
         self.breaker.state()
     }
 
-    /// One decision for `key` of the limit `name` under `rule`, counting the action
-    /// when `count`; `None` when Redis did not decide (the caller decides locally).
+    /// One decision for `key` of the limit `name` under `rule`: up to `want`
+    /// actions granted (0 only asks whether one would be); `None` when Redis did not
+    /// decide (the caller decides locally).
     pub async fn decide(
         &self,
         name: &str,
         rule: &Gcra,
         key: &[u8],
-        count: bool,
+        want: u32,
         now: Instant,
-    ) -> Option<RateInfo> {
+    ) -> Option<Grant> {
         if self.breaker.allow(now).is_err() {
             return None;
         }
@@ -118,18 +137,20 @@ impl SharedLimits {
         let mut call = self.script.key(full_key);
         call.arg(micros(rule.emission()))
             .arg(micros(rule.tolerance()))
-            .arg(u8::from(count));
+            .arg(want);
         let answer: Result<redis::RedisResult<(i64, i64, i64)>, _> =
             tokio::time::timeout(DECISION_TIMEOUT, call.invoke_async(&mut conn)).await;
         match answer {
-            Ok(Ok((allowed, retry_us, reset_us))) => {
+            Ok(Ok((granted, retry_us, reset_us))) => {
                 self.breaker.success();
                 self.decisions.with_label_values(&["shared"]).inc();
-                Some(rule.info(
-                    allowed == 1,
+                let granted = u32::try_from(granted.max(0)).unwrap_or(u32::MAX);
+                let info = rule.info(
+                    granted > 0,
                     Duration::from_micros(retry_us.max(0) as u64),
                     Duration::from_micros(reset_us.max(0) as u64),
-                ))
+                );
+                Some(Grant { granted, info })
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "shared rate limit failed; deciding locally");
