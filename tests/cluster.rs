@@ -502,3 +502,38 @@ async fn sessions_online_and_revocation_span_the_instances() {
     stop_all(servers).await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_during_an_outage_closes_the_session_once_redis_is_back() {
+    let Some((db, mut redis)) = services().await else {
+        return;
+    };
+    let servers = cluster(&db, &redis, &[]).await;
+    let user = TestUser::random();
+    let mut admin = connect(&servers[0].ws_url(), user.device()).await;
+    let creds = user.device();
+    let dev = creds.device_key.verifying_key().to_bytes();
+    let mut victim = connect(&servers[1].ws_url(), creds).await;
+    redis.stop().await;
+    let ts = now_secs() * 1000;
+    let sig = ferry_proto::keys::sign_revocation(&user.key, &dev, ts);
+    let req = format!(
+        r#"{{"type":"revoke","device":"{}","ts":{ts},"sig":"{}"}}"#,
+        b64u::encode(&dev),
+        b64u::encode(&sig)
+    );
+    assert!(matches!(
+        admin.request(&req).await,
+        ServerMessage::Ok { .. }
+    ));
+    // The close for instance 1 was lost with Redis; once the bus is back, instance 1
+    // finds the revocation in the store and closes the session.
+    redis.resume().await;
+    assert_eq!(
+        common::client::expect_close(&mut victim.ws).await,
+        Closed::Code(4003)
+    );
+    drop(admin);
+    stop_all(servers).await;
+    db.drop_db().await;
+}

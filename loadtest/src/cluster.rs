@@ -93,6 +93,16 @@ pub(crate) struct ClusterArgs {
     /// Instances (`ferry serve` children).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=16))]
     pub(crate) instances: u32,
+    /// The publish limit per device the instances enforce
+    /// (`FERRY_LIMITS_EVENTS_PER_SEC`): the server's default, so that shared limits
+    /// lease as many publishes per round trip to Redis as they would in production
+    /// (a tenth of a second's worth, at most a quarter of the burst). The load's own
+    /// rate stays well below it.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) events_per_sec: u32,
+    /// The publish burst per device (`FERRY_LIMITS_BURST`), the server's default.
+    #[arg(long, default_value_t = 400)]
+    pub(crate) burst: u32,
     /// Rounds of each mode (shared, local, shared, local, …).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) rounds: u32,
@@ -452,6 +462,11 @@ impl Cluster {
         let extra = [
             ("FERRY_REDIS_URL", args.redis_url.clone()),
             ("FERRY_LIMITS_SHARED", mode.env_value().to_string()),
+            (
+                "FERRY_LIMITS_EVENTS_PER_SEC",
+                args.events_per_sec.to_string(),
+            ),
+            ("FERRY_LIMITS_BURST", args.burst.to_string()),
         ];
         let mut specs = Vec::with_capacity(args.instances as usize);
         for i in 0..args.instances {

@@ -270,8 +270,11 @@ impl<K: LimitKey> Limiter<K> {
             return info;
         }
         match self.decide_shared(key, self.lease, now).await {
+            // Refused, but a decision made meanwhile for the same key may have
+            // left a lease here (concurrent actions each asked Redis).
+            Some(grant) if grant.granted == 0 => self.spend_lease(key, now).unwrap_or(grant.info),
             Some(grant) => {
-                let left = grant.granted.saturating_sub(1);
+                let left = grant.granted - 1;
                 if left > 0 {
                     self.keep_lease(key, left, grant.info, now);
                 }
@@ -334,10 +337,15 @@ impl<K: LimitKey> Limiter<K> {
         if leases.len() >= 4096 {
             leases.retain(|_, l| now < l.until);
         }
+        // Concurrent grants for one key add up.
+        let kept = leases
+            .get(key)
+            .filter(|l| now < l.until)
+            .map_or(0, |l| l.left);
         leases.insert(
             key.clone(),
             Lease {
-                left,
+                left: left.saturating_add(kept),
                 until: now + LEASE_TTL,
                 info,
             },

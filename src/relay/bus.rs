@@ -171,6 +171,15 @@ impl Peers for Bus {
     }
 }
 
+/// What the bus tells its owner.
+#[derive(Clone, Default)]
+pub struct Signals {
+    /// True while the subscription is up.
+    pub connected: Arc<AtomicBool>,
+    /// Notified whenever messages between instances were lost.
+    pub on_lost: Arc<tokio::sync::Notify>,
+}
+
 /// `base` stretched by a random factor in [0.5, 1.5), so instances that lost Redis
 /// together do not all come back in the same instant.
 fn jittered(base: Duration) -> Duration {
@@ -183,9 +192,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Connects to Redis, attaches the bus of this `instance` to `hub`, and spawns the publisher and the
-/// subscriber. Both reconnect on their own, with jittered exponential backoff, until
-/// `cancel`; `connected` is true while the subscription is up.
+/// Connects to Redis, attaches the bus of this `instance` to `hub`, and spawns the
+/// publisher and the subscriber. Both reconnect on their own, with jittered
+/// exponential backoff, until `cancel`. `signals.connected` is true while the
+/// subscription is up, and `signals.on_lost` is notified whenever messages between
+/// instances were lost (so the caller can redo what they may have carried, such as
+/// closing the sessions of devices revoked meanwhile).
 ///
 /// Nothing is missed across an outage: when the subscription comes back after it was
 /// lost, every live session here catches up from the store ([`Hub::catch_up_local`]);
@@ -197,7 +209,7 @@ pub async fn start(
     instance: [u8; 16],
     hub: &Hub,
     metrics: Arc<Metrics>,
-    connected: Arc<AtomicBool>,
+    signals: Signals,
     cancel: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
 ) -> Result<(), redis::RedisError> {
@@ -216,6 +228,7 @@ pub async fn start(
         metrics: metrics.clone(),
         lost: lost.clone(),
     }));
+    let Signals { connected, on_lost } = signals;
     let pub_metrics = metrics.clone();
     let pub_cancel = cancel.clone();
     tracker.spawn(async move {
@@ -282,6 +295,7 @@ pub async fn start(
                 // Whatever the other instances relayed while the subscription was
                 // down is in the store: every live session here fetches it.
                 let sessions = hub.catch_up_local();
+                on_lost.notify_one();
                 metrics.cluster.bus_resyncs.inc();
                 info!(
                     sessions,
@@ -301,6 +315,9 @@ pub async fn start(
                     Some((_, env)) => {
                         metrics.bus_received.inc();
                         hub.apply_remote(&env);
+                        if env == Envelope::CatchUp {
+                            on_lost.notify_one();
+                        }
                     }
                     None => debug!("malformed cross-instance message ignored"),
                 }

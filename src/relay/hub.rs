@@ -573,7 +573,8 @@ impl Hub {
         self.close_device_local(user, device, code)
     }
 
-    fn close_device_local(&self, user: &UserId, device: &DeviceId, code: CloseCode) -> usize {
+    /// Closes the device's sessions on this instance only.
+    pub fn close_device_local(&self, user: &UserId, device: &DeviceId, code: CloseCode) -> usize {
         let targets: Vec<_> = self
             .sessions(user)
             .into_iter()

@@ -213,16 +213,57 @@ impl Relay {
         )
         .await?;
         let _ = inner.directory.set(directory);
+        let signals = bus::Signals {
+            connected: inner.bus_connected.clone(),
+            ..Default::default()
+        };
+        let lost = signals.on_lost.clone();
         bus::start(
             url,
             instance,
             &inner.hub,
             inner.metrics.clone(),
-            inner.bus_connected.clone(),
-            cancel,
+            signals,
+            cancel.clone(),
             tracker,
         )
-        .await
+        .await?;
+        let this = self.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = lost.notified() => { this.close_revoked_sessions().await; }
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Closes (4003) the live sessions here of devices that are revoked in the
+    /// store: after the bus lost messages, the close another instance sent for a
+    /// revocation may have been among them. Returns how many closed.
+    pub async fn close_revoked_sessions(&self) -> usize {
+        let inner = &self.inner;
+        let mut closed = 0;
+        for (user, device) in inner.hub.devices() {
+            if let Ok(Some(d)) = inner.store.device(&user, &device).await
+                && d.revoked_at.is_some()
+            {
+                inner.admissions.forget(&user, &device);
+                closed +=
+                    inner
+                        .hub
+                        .close_device_local(&user, &device, ferry_proto::CloseCode::Revoked);
+            }
+        }
+        if closed > 0 {
+            tracing::info!(
+                closed,
+                "closed sessions of devices revoked while the bus was down"
+            );
+        }
+        closed
     }
 
     /// The cluster's directory of live sessions, when connected.
