@@ -216,14 +216,22 @@ impl LimitKey for crate::model::DeviceId {
 /// actions of a key (about a tenth of a second's worth, at most a quarter of the
 /// burst); this instance spends them locally until they run out or
 /// [`LEASE_TTL`] passes. A key that acts at its rate costs Redis ten round trips a
-/// second instead of one per action.
+/// second instead of one per action, and actions of a key that arrive together
+/// wait for one lease request instead of each making one.
 pub struct Limiter<K> {
     name: &'static str,
     local: KeyedGcra<K>,
     shared: Shared,
     lease: u32,
     leases: Mutex<HashMap<K, Lease>>,
+    /// One lease request to Redis at a time per shard of keys, so that actions of
+    /// one key arriving together share one lease instead of each taking one.
+    refills: Vec<tokio::sync::Mutex<()>>,
+    hasher: std::collections::hash_map::RandomState,
 }
+
+/// Shards of [`Limiter`]'s lease requests.
+const REFILL_SHARDS: usize = 64;
 
 /// How long leased actions stay spendable.
 pub const LEASE_TTL: Duration = Duration::from_secs(1);
@@ -248,6 +256,10 @@ impl<K: LimitKey> Limiter<K> {
             shared,
             lease,
             leases: Mutex::new(HashMap::new()),
+            refills: (0..REFILL_SHARDS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            hasher: Default::default(),
         }
     }
 
@@ -266,6 +278,12 @@ impl<K: LimitKey> Limiter<K> {
         if self.shared.get().is_none() {
             return self.local.check_info(key, now);
         }
+        if let Some(info) = self.spend_lease(key, now) {
+            return info;
+        }
+        let shard = std::hash::BuildHasher::hash_one(&self.hasher, key) as usize % REFILL_SHARDS;
+        let _refill = self.refills[shard].lock().await;
+        // Another action of the key may have leased meanwhile.
         if let Some(info) = self.spend_lease(key, now) {
             return info;
         }

@@ -8,7 +8,7 @@
 //! notification — devices see the gap in `seq` and `sync`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ferry_proto::CloseCode;
@@ -25,6 +25,8 @@ use crate::telemetry::metrics::Metrics;
 pub const CHANNEL: &str = "ferry:relay:v1";
 /// Messages waiting to be published before new ones are dropped.
 const QUEUE: usize = 65_536;
+/// Most messages published in one pipeline.
+const PUBLISH_BATCH: usize = 256;
 
 const KIND_DELIVER: u8 = 1;
 const KIND_CLOSE_DEVICE: u8 = 2;
@@ -155,9 +157,9 @@ pub struct Bus {
     instance: [u8; 16],
     tx: mpsc::Sender<Vec<u8>>,
     metrics: Arc<Metrics>,
-    /// Set when a message for the other instances was lost; the publisher then
-    /// tells them to catch up once it can publish again.
-    lost: Arc<AtomicBool>,
+    /// Counts messages for the other instances lost since the publisher last told
+    /// them to catch up (it does so once it can publish again).
+    lost: Arc<AtomicU64>,
 }
 
 impl Peers for Bus {
@@ -166,7 +168,7 @@ impl Peers for Bus {
     fn send(&self, env: &Envelope) {
         if self.tx.try_send(encode(&self.instance, env)).is_err() {
             self.metrics.bus_dropped.inc();
-            self.lost.store(true, Ordering::Release);
+            self.lost.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
@@ -221,7 +223,7 @@ pub async fn start(
         .set_max_delay(MAX_BACKOFF);
     let publisher = client.get_connection_manager_with_config(config).await?;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
-    let lost = Arc::new(AtomicBool::new(false));
+    let lost = Arc::new(AtomicU64::new(0));
     hub.attach_peers(Box::new(Bus {
         instance,
         tx,
@@ -233,34 +235,38 @@ pub async fn start(
     let pub_cancel = cancel.clone();
     tracker.spawn(async move {
         let catch_up = encode(&instance, &Envelope::CatchUp);
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(PUBLISH_BATCH);
         loop {
-            let msg = tokio::select! {
-                m = rx.recv() => match m { Some(m) => m, None => return },
+            // What is queued goes in one pipeline: one round trip for many
+            // messages, in their order.
+            tokio::select! {
+                n = rx.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
                 _ = pub_cancel.cancelled() => return,
-            };
-            let publish = |msg: Vec<u8>| {
-                let mut conn = publisher.clone();
-                async move {
-                    redis::cmd("PUBLISH")
-                        .arg(CHANNEL)
-                        .arg(msg)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                }
-            };
-            match publish(msg).await {
-                Ok(_) => {
-                    if lost.load(Ordering::Acquire) && publish(catch_up.clone()).await.is_ok() {
-                        lost.store(false, Ordering::Release);
+            }
+            let mut pipe = redis::pipe();
+            let lost_before = lost.load(Ordering::Acquire);
+            if lost_before > 0 {
+                pipe.cmd("PUBLISH").arg(CHANNEL).arg(&catch_up[..]).ignore();
+            }
+            for msg in &batch {
+                pipe.cmd("PUBLISH").arg(CHANNEL).arg(&msg[..]).ignore();
+            }
+            let mut conn = publisher.clone();
+            match pipe.query_async::<()>(&mut conn).await {
+                Ok(()) => {
+                    // Losses counted since the catch-up was built wait for the next one.
+                    if lost_before > 0 {
+                        lost.fetch_sub(lost_before, Ordering::AcqRel);
                         info!("cross-instance messages were lost; the other instances catch up");
                     }
                 }
                 Err(e) => {
-                    pub_metrics.bus_dropped.inc();
-                    lost.store(true, Ordering::Release);
+                    pub_metrics.bus_dropped.inc_by(batch.len() as u64);
+                    lost.fetch_add(batch.len() as u64, Ordering::AcqRel);
                     debug!(error = %e, "publish to redis failed");
                 }
             }
+            batch.clear();
         }
     });
     let hub = hub.clone();
