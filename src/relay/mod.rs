@@ -55,6 +55,7 @@ pub use admin::{Erased, UserView};
 pub use hub::{Outbound, SessionHandle, SessionLink};
 pub use ops::{MISSED_PAGE, Prepared, PublishRefusal, REVOKE_WINDOW_MS, RevokeError};
 pub use sessions::{Admission, Joined};
+pub use writer::stored_event_msg;
 
 use crate::clock::SharedClock;
 use crate::limits::{Gcra, Limiter, Shared};

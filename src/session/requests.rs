@@ -215,7 +215,7 @@ impl Ctx {
                 let events = page
                     .events
                     .iter()
-                    .map(crate::relay::writer::stored_event_msg)
+                    .map(crate::relay::stored_event_msg)
                     .collect();
                 Replies::one(ServerMessage::Events {
                     rid,
