@@ -7,6 +7,10 @@
 //! ferry config example
 //! ferry migrate status | up [--to N] | down --to N  [--config PATH]
 //! ferry admin key-hash [--name NAME] [--scope read|write] [--stdin]
+//! ferry retention run [--dry-run]
+//! ferry backup --to PATH
+//! ferry restore --from PATH [--force]
+//! ferry verify [--database-url URL]
 //! ```
 //!
 //! Exit codes: 0 success, 1 failure at run time, 2 invalid configuration or usage.
@@ -60,6 +64,9 @@ where
         Command::Migrate(args) => migrate(&args),
         Command::Retention(RetentionCommand::Run(args)) => retention_run(&args),
         Command::Admin(AdminCommand::KeyHash(args)) => admin_key_hash(&args),
+        Command::Backup(args) => backup(&args),
+        Command::Restore(args) => restore(&args),
+        Command::Verify(args) => verify(&args),
     }
 }
 
@@ -88,6 +95,50 @@ enum Command {
     /// Admin API helpers.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Back up the configured database to a new file, while a server may run on it
+    /// (SQLite: a verified snapshot; PostgreSQL: pg_dump's custom format).
+    Backup(BackupArgs),
+    /// Restore a backup into the configured database (verified first; refused
+    /// while a server runs on a SQLite target, or into a PostgreSQL database that
+    /// is not empty unless --force).
+    Restore(RestoreArgs),
+    /// Check a database (the configured one, or --database-url, which may name a
+    /// SQLite backup file): exit 0 when sound, 1 with each problem named.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// The backup file to write (it must not exist).
+    #[arg(long, value_name = "PATH")]
+    to: PathBuf,
+    /// Configuration file (TOML). Without it: built-in defaults and FERRY_* variables.
+    #[arg(long, short = 'c', value_name = "PATH", env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// The backup file to restore.
+    #[arg(long, value_name = "PATH")]
+    from: PathBuf,
+    /// PostgreSQL: replace what the target database holds.
+    #[arg(long)]
+    force: bool,
+    /// Configuration file (TOML). Without it: built-in defaults and FERRY_* variables.
+    #[arg(long, short = 'c', value_name = "PATH", env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// The database to check (default: the configured one), e.g.
+    /// sqlite:///var/backups/ferry/ferry-20261207.db
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Configuration file (TOML). Without it: built-in defaults and FERRY_* variables.
+    #[arg(long, short = 'c', value_name = "PATH", env = "FERRY_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -409,6 +460,149 @@ fn versions_line(verb: &str, versions: &[u32]) -> String {
 }
 
 /// Loads and validates; on failure prints every issue and returns exit code 2.
+/// A progress line on stderr when it is a terminal; nothing otherwise.
+fn terminal_progress() -> (bool, impl FnMut(&str) + Send) {
+    use std::io::IsTerminal as _;
+    let terminal = io::stderr().is_terminal();
+    (terminal, move |text: &str| {
+        if terminal {
+            crate::backup::status_line(text);
+        }
+    })
+}
+
+fn summary_line(s: &crate::store::verify::Summary) -> String {
+    let heads = s
+        .heads
+        .map_or("no users".to_string(), |(l, h)| format!("heads {l}–{h}"));
+    format!(
+        "{} users, {} devices, {} events, {heads}",
+        s.users, s.devices, s.events
+    )
+}
+
+fn backup(args: &BackupArgs) -> ExitCode {
+    let config = match load_config(args.config.clone()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let (terminal, mut progress) = terminal_progress();
+    let result = runtime.block_on(crate::backup::backup(
+        &config.database.url,
+        &args.to,
+        &mut progress,
+    ));
+    if terminal {
+        crate::backup::status_line("");
+    }
+    match result {
+        Ok(w) => {
+            print_stdout(&format!(
+                "backup of {} written to {} ({} bytes) in {:.2} s: {}\n",
+                config.database.redacted_url(),
+                w.path.display(),
+                w.bytes,
+                w.took.as_secs_f64(),
+                summary_line(&w.summary)
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format_args!("backup failed: {e}")),
+    }
+}
+
+fn restore(args: &RestoreArgs) -> ExitCode {
+    let config = match load_config(args.config.clone()) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let (terminal, mut progress) = terminal_progress();
+    let result = runtime.block_on(crate::backup::restore(
+        &config.database.url,
+        &args.from,
+        args.force,
+        &mut progress,
+    ));
+    if terminal {
+        crate::backup::status_line("");
+    }
+    match result {
+        Ok(r) => {
+            let kept = r
+                .kept
+                .map(|k| format!("; the replaced database is kept as {}", k.display()))
+                .unwrap_or_default();
+            print_stdout(&format!(
+                "restored {} into {}: {}{kept}\n",
+                args.from.display(),
+                r.target,
+                summary_line(&r.summary)
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format_args!("restore refused or failed: {e}")),
+    }
+}
+
+fn verify(args: &VerifyArgs) -> ExitCode {
+    let url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => match load_config(args.config.clone()) {
+            Ok(config) => config.database.url.clone(),
+            Err(code) => return code,
+        },
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let total = crate::store::Backend::from_url(&url)
+        .map(crate::store::verify::check_count)
+        .unwrap_or(0);
+    let (terminal, mut line) = terminal_progress();
+    let mut n = 0;
+    let mut progress = move |check: &str| {
+        n += 1;
+        line(&format!("check {n}/{total}: {check}"));
+    };
+    let result = runtime.block_on(crate::backup::verify(&url, &mut progress));
+    if terminal {
+        crate::backup::status_line("");
+    }
+    let shown = crate::config::redact_db_url(&url);
+    match result {
+        Ok(report) => {
+            let mut text = format!(
+                "{shown}: {} checks; {}; {} bytes\n",
+                report.checks,
+                summary_line(&report.summary),
+                report.summary.bytes
+            );
+            for f in &report.findings {
+                text.push_str(&format!("damage: {}: {}\n", f.check, f.detail));
+            }
+            if report.is_sound() {
+                text.push_str("sound\n");
+                print_stdout(&text);
+                ExitCode::SUCCESS
+            } else {
+                text.push_str(&format!("{} problems found\n", report.findings.len()));
+                print_stdout(&text);
+                ExitCode::from(EXIT_FAILURE)
+            }
+        }
+        Err(e) => fail(format_args!("cannot verify {shown}: {e}")),
+    }
+}
+
 fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
     Config::from_process_env(file.as_deref()).map_err(|e| {
         let mut stderr = io::stderr().lock();

@@ -29,6 +29,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod breaker;
 pub mod cli;
 pub mod clock;

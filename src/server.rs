@@ -88,6 +88,18 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send,
     clock: SharedClock,
 ) -> Result<(), ServerError> {
+    // One server per SQLite database: `ferry restore` checks this lock before it
+    // swaps the file. Held until `run_with` returns.
+    let _database_lock =
+        match crate::store::Backend::from_url(&config.database.url) {
+            Ok(crate::store::Backend::Sqlite) => {
+                let path = crate::store::backup::sqlite_path(&config.database.url)?;
+                Some(crate::backup::DatabaseLock::acquire(&path).map_err(|e| {
+                    ServerError::Store(crate::store::StoreError::Other(e.to_string()))
+                })?)
+            }
+            _ => None,
+        };
     let (key, origin) = keys::load_or_create(config.key_settings())?;
     if let KeyOrigin::Generated(path) = &origin {
         info!(path = %path.display(), public_key = %key.public_b64u(), "created a new server key");

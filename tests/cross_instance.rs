@@ -42,7 +42,9 @@ async fn live_relay_presence_and_revocation_cross_instances() {
     let Some(redis) = redis_url().await else {
         return;
     };
-    for db in common::db::databases().await {
+    // Several instances share a PostgreSQL database (a SQLite file takes one
+    // server: see `a_second_server_on_one_sqlite_file_is_refused`).
+    if let Some(db) = common::db::TestDb::postgres().await {
         let env = [("FERRY_REDIS_URL", redis.as_str())];
         let one = TestServer::start(db.url(), &env).await;
         let two = TestServer::start(db.url(), &env).await;
@@ -97,6 +99,39 @@ async fn live_relay_presence_and_revocation_cross_instances() {
         db.finish("live_relay_presence_and_revocation_cross_instances")
             .await;
     }
+}
+
+#[tokio::test]
+async fn a_second_server_on_one_sqlite_file_is_refused() {
+    let db = common::db::TestDb::sqlite().await;
+    let first = TestServer::start(db.url(), &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = std::collections::HashMap::new();
+    env.insert(
+        "FERRY_DATA_DIR".to_string(),
+        dir.path().display().to_string(),
+    );
+    env.insert("FERRY_DATABASE_URL".to_string(), db.url().to_string());
+    env.insert(
+        "FERRY_SERVER_KEY".to_string(),
+        b64u::encode(&common::server::SERVER_SEED),
+    );
+    let config = ferry::config::Config::load(None, &env).unwrap();
+    let listeners = ferry::server::Listeners {
+        public: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: None,
+    };
+    let err = ferry::server::run(config, listeners, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("a server runs on this database"),
+        "{err}"
+    );
+    // Once the first stops, the file is free again.
+    first.stop().await;
+    let again = TestServer::start(db.url(), &[]).await;
+    again.stop().await;
 }
 
 #[tokio::test]

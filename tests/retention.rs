@@ -35,6 +35,8 @@ async fn start(
         ("FERRY_ADMIN_KEYS", keys.as_str()),
         // The background job stays out of the way unless a test wants it.
         ("FERRY_RETENTION_INTERVAL", "1d"),
+        // Tests publish hundreds of events as fast as they are acked.
+        ("FERRY_LIMITS_BURST", "100000"),
     ];
     env.extend_from_slice(extra);
     let srv =

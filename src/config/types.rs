@@ -430,7 +430,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// The URL with its password (and any `password` query parameter) replaced.
-pub(super) fn redact_db_url(url: &str) -> String {
+pub fn redact_db_url(url: &str) -> String {
     if url.to_ascii_lowercase().starts_with("sqlite:") {
         return url.to_string();
     }

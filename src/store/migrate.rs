@@ -588,6 +588,16 @@ impl AsyncQuery<Vec<Migration>> for Migrator {
 
 impl AsyncMigrate for Migrator {}
 
+/// The newest schema version this binary carries for `backend`.
+pub fn latest_version(backend: Backend) -> u32 {
+    runner(backend)
+        .get_migrations()
+        .iter()
+        .map(|m| u32::try_from(m.version()).unwrap_or(0))
+        .max()
+        .unwrap_or(0)
+}
+
 /// Refinery's runner over the embedded up scripts of `backend`.
 fn runner(backend: Backend) -> Runner {
     match backend {

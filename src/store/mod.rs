@@ -19,6 +19,7 @@
 //! backstop.
 
 mod append;
+pub mod backup;
 mod guarded;
 mod migrate;
 mod options;
@@ -26,6 +27,7 @@ mod postgres;
 mod retention;
 mod shared;
 mod sqlite;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,7 +37,8 @@ use async_trait::async_trait;
 pub use crate::model::*;
 pub use guarded::{DATABASE_FAILURES_TO_OPEN, DATABASE_OPEN_FOR, Guarded};
 pub use migrate::{
-    KnownMigration, MigrationStatus, UnknownMigration, migrate_down, migrate_status, migrate_up,
+    KnownMigration, MigrationStatus, UnknownMigration, latest_version, migrate_down,
+    migrate_status, migrate_up,
 };
 pub use postgres::PgStore;
 pub use retention::RetentionLock;
