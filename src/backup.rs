@@ -210,7 +210,7 @@ async fn sqlite_backup(
         progress(&format!("verifying the snapshot: {c}"));
     })
     .await?;
-    if !report.is_sound() {
+    if !report.is_sound_but_older() {
         return Err(BackupError::Failed(format!(
             "the snapshot failed verification, so no backup was written: {}",
             findings_line(&report)
@@ -304,7 +304,8 @@ async fn sqlite_restore(
         progress(&format!("verifying the backup: {c}"));
     })
     .await?;
-    if !report.is_sound() {
+    // An older schema is restored as it is: the next start migrates it.
+    if !report.is_sound_but_older() {
         return Err(BackupError::Refused(format!(
             "the backup failed verification: {}",
             findings_line(&report)
@@ -388,7 +389,7 @@ async fn pg_restore(
         progress(&format!("verifying the restored database: {c}"));
     })
     .await?;
-    if !report.is_sound() {
+    if !report.is_sound_but_older() {
         return Err(BackupError::Failed(format!(
             "the restored database failed verification: {}",
             findings_line(&report)

@@ -435,3 +435,39 @@ async fn the_postgres_password_never_appears_in_output() {
     db.finish("the_postgres_password_never_appears_in_output")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_an_older_schema_restores_and_migrates() {
+    for db in databases().await {
+        let work = tempfile::tempdir().unwrap();
+        // A database as an older release left it.
+        let out = ferry(work.path(), db.url(), &["migrate", "up", "--to", "4"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = ferry(work.path(), db.url(), &["verify"]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("damage: migrations_pending:"),
+            "{}",
+            text(&out)
+        );
+        let backup = work.path().join(backup_name(db.backend()));
+        let backup_arg = backup.display().to_string();
+        let out = ferry(work.path(), db.url(), &["backup", "--to", &backup_arg]);
+        assert!(out.status.success(), "{}", text(&out));
+        let target = fresh_like(&db).await;
+        let out = ferry(
+            work.path(),
+            target.url(),
+            &["restore", "--from", &backup_arg],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        // The next start (here: `ferry migrate up`) brings it up to date.
+        let out = ferry(work.path(), target.url(), &["migrate", "up"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = ferry(work.path(), target.url(), &["verify"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        target.finish("older_schema_target").await;
+        db.finish("a_backup_of_an_older_schema_restores_and_migrates")
+            .await;
+    }
+}

@@ -47,12 +47,24 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Checks run.
     pub checks: usize,
+    /// Checks that failed on a missing table.
+    missing_tables: Vec<&'static str>,
 }
+
+/// The check that reports migrations this binary carries and the database has not
+/// applied: the schema is older, which `ferry serve` or `ferry migrate up` mends.
+pub const PENDING: &str = "migrations_pending";
 
 impl Report {
     /// No problem found.
     pub fn is_sound(&self) -> bool {
         self.findings.is_empty()
+    }
+
+    /// No problem found but an older schema (pending migrations): sound enough to
+    /// restore, since the server migrates it on its next start.
+    pub fn is_sound_but_older(&self) -> bool {
+        self.findings.iter().all(|f| f.check == PENDING)
     }
 }
 
@@ -233,24 +245,36 @@ pub async fn verify(
                 });
             }
             for m in &status.known {
-                let detail = match (&m.applied_on, m.matches) {
-                    (None, _) => format!("migration {} ({}) is not applied", m.version, m.name),
-                    (Some(_), false) => format!(
-                        "migration {} ({}) was recorded with another name or checksum",
-                        m.version, m.name
+                let (check, detail) = match (&m.applied_on, m.matches) {
+                    (None, _) => (
+                        PENDING,
+                        format!(
+                            "migration {} ({}) is not applied (the schema is older than \
+                             this binary)",
+                            m.version, m.name
+                        ),
+                    ),
+                    (Some(_), false) => (
+                        "migrations",
+                        format!(
+                            "migration {} ({}) was recorded with another name or checksum",
+                            m.version, m.name
+                        ),
                     ),
                     (Some(_), true) => continue,
                 };
-                report.findings.push(Finding {
-                    check: "migrations",
-                    detail,
-                });
+                report.findings.push(Finding { check, detail });
             }
         }
         Err(e) => report.findings.push(Finding {
             check: "migrations",
             detail: format!("the migration history cannot be read: {e}"),
         }),
+    }
+    // On an older schema, the checks of tables it does not have yet are moot.
+    if report.findings.iter().any(|f| f.check == PENDING) {
+        let moot = std::mem::take(&mut report.missing_tables);
+        report.findings.retain(|f| !moot.contains(&f.check));
     }
     Ok(report)
 }
@@ -358,7 +382,7 @@ async fn engine_check(
 /// [`INVARIANTS`] and the summary on a connection of one backend (the same
 /// statements on both).
 macro_rules! checks_on {
-    ($invariants:ident, $summary:ident, $conn:ty) => {
+    ($invariants:ident, $summary:ident, $conn:ty, savepoints: $savepoints:literal) => {
         async fn $invariants(
             conn: &mut $conn,
             progress: &mut (dyn FnMut(&str) + Send),
@@ -367,19 +391,42 @@ macro_rules! checks_on {
             for (check, meaning, sql) in INVARIANTS {
                 progress(check);
                 report.checks += 1;
-                match sqlx::query_scalar::<_, i64>(*sql)
+                // PostgreSQL aborts a transaction at its first error: each check
+                // gets a savepoint, so one that fails leaves the others running.
+                if $savepoints {
+                    let _ = sqlx::query("SAVEPOINT ferry_check")
+                        .execute(&mut *conn)
+                        .await;
+                }
+                let counted = sqlx::query_scalar::<_, i64>(*sql)
                     .fetch_one(&mut *conn)
-                    .await
-                {
+                    .await;
+                if $savepoints {
+                    let end = if counted.is_ok() {
+                        "RELEASE SAVEPOINT ferry_check"
+                    } else {
+                        "ROLLBACK TO SAVEPOINT ferry_check"
+                    };
+                    let _ = sqlx::query(end).execute(&mut *conn).await;
+                }
+                match counted {
                     Ok(0) => {}
                     Ok(n) => report.findings.push(Finding {
                         check,
                         detail: format!("{n} {meaning}"),
                     }),
-                    Err(e) => report.findings.push(Finding {
-                        check,
-                        detail: format!("the check could not run: {e}"),
-                    }),
+                    Err(e) => {
+                        let text = e.to_string();
+                        // A table an older schema does not have yet: damage only if
+                        // no migration is pending (decided after the history check).
+                        if text.contains("no such table") || text.contains("does not exist") {
+                            report.missing_tables.push(check);
+                        }
+                        report.findings.push(Finding {
+                            check,
+                            detail: format!("the check could not run: {e}"),
+                        });
+                    }
                 }
             }
         }
@@ -416,5 +463,5 @@ macro_rules! checks_on {
     };
 }
 
-checks_on!(invariants_sqlite, summary_sqlite, sqlx::SqliteConnection);
-checks_on!(invariants_pg, summary_pg, sqlx::PgConnection);
+checks_on!(invariants_sqlite, summary_sqlite, sqlx::SqliteConnection, savepoints: false);
+checks_on!(invariants_pg, summary_pg, sqlx::PgConnection, savepoints: true);
