@@ -38,6 +38,8 @@ pub const READ_TIMEOUT: Duration = Duration::from_millis(200);
 /// Joins and leaves waiting to be written before new ones are dropped (the next
 /// refresh repairs the directory).
 const QUEUE: usize = 65_536;
+/// Most joins and leaves written in one pipeline.
+const BATCH: usize = 512;
 
 const ONLINE_PREFIX: &[u8] = b"ferry:online:v1:";
 const SESSIONS_PREFIX: &[u8] = b"ferry:sessions:v1:";
@@ -211,16 +213,18 @@ impl Writer {
     async fn run(mut self, mut rx: mpsc::Receiver<Op>, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(REFRESH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ops = Vec::with_capacity(BATCH);
         loop {
             tokio::select! {
-                op = rx.recv() => match op {
-                    Some(op) => {
-                        if let Err(e) = self.apply(op).await {
-                            debug!(error = %e, "presence write failed");
-                        }
+                // What is queued goes in one pipeline: one round trip for many.
+                n = rx.recv_many(&mut ops, BATCH) => {
+                    if n == 0 {
+                        return;
                     }
-                    None => return,
-                },
+                    if let Err(e) = self.apply(ops.drain(..)).await {
+                        debug!(error = %e, "presence write failed");
+                    }
+                }
                 _ = tick.tick() => {
                     if let Err(e) = self.refresh().await {
                         debug!(error = %e, "presence refresh failed");
@@ -239,8 +243,15 @@ impl Writer {
         self.clock.unix_ms() + TTL.as_millis() as i64
     }
 
-    async fn apply(&mut self, op: Op) -> redis::RedisResult<()> {
+    async fn apply(&mut self, ops: impl Iterator<Item = Op>) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
+        for op in ops {
+            self.add(&mut pipe, op);
+        }
+        pipe.query_async::<()>(&mut self.conn).await
+    }
+
+    fn add(&self, pipe: &mut redis::Pipeline, op: Op) {
         match op {
             Op::Join(user, device) => {
                 let key = online_key(&user);
@@ -268,7 +279,6 @@ impl Writer {
                 }
             }
         }
-        pipe.query_async::<()>(&mut self.conn).await
     }
 
     /// Rewrites the entries of every live session here, the session count and the
