@@ -129,6 +129,14 @@ pub async fn run_with(
     // The database behind its circuit breaker: while it is down, calls fail fast
     // instead of piling up behind the pool's timeout (`store::Guarded`).
     let metrics = Arc::new(Metrics::new());
+    // Read once, like the certificate itself: a renewed file is served (and
+    // measured) after a restart.
+    if let Some(t) = &config.tls {
+        match t.certificate_not_after() {
+            Ok(at) => metrics.set_tls_certificate_expiry(at),
+            Err(e) => warn!(error = %e, "cannot read the TLS certificate's expiry"),
+        }
+    }
     let store: Arc<dyn Store> = Arc::new(store::Guarded::database(
         store,
         metrics.cluster.breakers.clone(),
@@ -237,6 +245,9 @@ fn build_app_on(
     metrics: Arc<Metrics>,
 ) -> (App, tokio::task::JoinHandle<()>) {
     let limits = &config.limits;
+    metrics
+        .limits_max_connections
+        .set(i64::from(limits.max_connections));
     let shared = Shared::default();
     let (relay, writer_task) = Relay::new(
         store.clone(),

@@ -100,3 +100,52 @@ async fn wss_handshake_and_sealed_ping() {
     assert!(refused.is_err());
     srv.stop().await;
 }
+
+/// The served certificate's `notAfter` is exported as
+/// `ferry_tls_certificate_expiry_timestamp_seconds`; without `[tls]` there is no
+/// such series (so the expiry alert has nothing to fire on).
+#[tokio::test]
+async fn certificate_expiry_is_exported() {
+    let certs = tempfile::tempdir().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key_pair).unwrap();
+    let cert_path = certs.path().join("cert.pem");
+    let key_path = certs.path().join("key.pem");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key_pair.serialize_pem()).unwrap();
+    let db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ferry.db", db.path().display());
+    let (cert, key) = (
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    );
+    let srv = TestServer::start(&url, &[("FERRY_TLS_CERT", &cert), ("FERRY_TLS_KEY", &key)]).await;
+    let metrics = common::server::http_get(srv.admin, "/metrics")
+        .await
+        .unwrap();
+    // 2031-05-17T00:00:00Z
+    let expected = params.not_after.unix_timestamp();
+    assert_eq!(expected, 1_936_742_400);
+    assert!(
+        metrics.contains(&format!(
+            "\nferry_tls_certificate_expiry_timestamp_seconds {expected}\n"
+        )),
+        "{metrics}"
+    );
+    srv.stop().await;
+
+    let plain_db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/ferry.db", plain_db.path().display());
+    let plain = TestServer::start(&url, &[]).await;
+    let metrics = common::server::http_get(plain.admin, "/metrics")
+        .await
+        .unwrap();
+    assert!(metrics.contains("ferry_sessions_live"), "{metrics}");
+    assert!(
+        !metrics.contains("ferry_tls_certificate_expiry_timestamp_seconds"),
+        "{metrics}"
+    );
+    plain.stop().await;
+}

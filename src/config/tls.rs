@@ -75,6 +75,19 @@ impl TlsConfig {
             })?;
         Ok(Arc::new(config))
     }
+
+    /// When the end-entity certificate (the first of `cert`) expires: its
+    /// `notAfter`, in Unix seconds.
+    pub fn certificate_not_after(&self) -> Result<i64, TlsError> {
+        let chain = read_chain(&self.cert)?;
+        let (_, leaf) =
+            x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| TlsError::Pem {
+                setting: "tls.cert",
+                path: self.cert.clone(),
+                reason: format!("not an X.509 certificate: {e}"),
+            })?;
+        Ok(leaf.validity().not_after.timestamp())
+    }
 }
 
 fn read(setting: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {

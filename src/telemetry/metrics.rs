@@ -54,6 +54,12 @@ pub struct Metrics {
     pub bus_dropped: IntCounter,
     /// Cross-instance messages received from other instances.
     pub bus_received: IntCounter,
+    /// `limits.max_connections`, set when the app is built, so alerts can compare
+    /// `connections_live` with it.
+    pub limits_max_connections: IntGauge,
+    /// When the served TLS certificate expires (Unix seconds); registered only by
+    /// [`Self::set_tls_certificate_expiry`], so it is absent without `[tls]`.
+    tls_certificate_expiry: IntGauge,
     /// The REST API, its tokens and the admin API.
     pub api: ApiMetrics,
     /// The retention job and the database's size.
@@ -148,6 +154,16 @@ impl Metrics {
         let sync_pages = counter("sync_pages_total", "sync pages served");
         let bus_dropped = counter("bus_dropped_total", "Cross-instance messages dropped");
         let bus_received = counter("bus_received_total", "Cross-instance messages received");
+        let limits_max_connections = IntGauge::new(
+            "limits_max_connections",
+            "Concurrent connections allowed in total (limits.max_connections)",
+        )
+        .expect("valid metric");
+        let tls_certificate_expiry = IntGauge::new(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When the TLS certificate served on the main listener expires (Unix seconds)",
+        )
+        .expect("valid metric");
         let batch_size = Histogram::with_opts(
             HistogramOpts::new("append_batch_events", "Events per group-commit transaction")
                 .buckets(vec![
@@ -185,6 +201,7 @@ impl Metrics {
             Box::new(publish_ack_seconds.clone()),
             Box::new(bus_dropped.clone()),
             Box::new(bus_received.clone()),
+            Box::new(limits_max_connections.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -224,7 +241,21 @@ impl Metrics {
             publish_ack_seconds,
             bus_dropped,
             bus_received,
+            limits_max_connections,
+            tls_certificate_expiry,
         }
+    }
+
+    /// Records when the TLS certificate served on the main listener expires (the
+    /// `notAfter` of the leaf of `tls.cert`, Unix seconds) and exports it as
+    /// `ferry_tls_certificate_expiry_timestamp_seconds` from then on.
+    pub fn set_tls_certificate_expiry(&self, unix_secs: i64) {
+        // Registered on first use: without `[tls]` the series does not exist, so
+        // an expiry alert has nothing to fire on. A second call finds it there.
+        let _ = self
+            .registry
+            .register(Box::new(self.tls_certificate_expiry.clone()));
+        self.tls_certificate_expiry.set(unix_secs);
     }
 
     /// The registry, for modules that add their own metrics.
