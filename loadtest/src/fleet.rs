@@ -2,13 +2,19 @@
 //! either a fixed number of events as fast as each device's window allows, or a
 //! constant total rate until it is told to stop. Each phase measures publish→ack
 //! (HDR) and counts what was published, acked, refused and left unanswered. The
-//! `retention` and `steady` scenarios drive it.
+//! `retention`, `steady` and `backup` scenarios drive it.
 //!
 //! One task per device and phase owns the socket: it reads acks (and the user's
 //! other devices' events, which it only counts) and publishes when due, with at
 //! most `window` publishes waiting for their ack. A device keeps its publish
 //! counter across phases, so event ids never repeat and a late ack of an earlier
 //! phase is recognised as such.
+//!
+//! On request ([`Fleet::track_deliveries`]) every device also logs the `seq` of
+//! each of its acks and every event it receives, across phases, so that after a
+//! final [`Fleet::settle`] the relay's exactly-once, in-order check
+//! ([`crate::check`]) runs over the whole run ([`Fleet::delivery_check`]). It costs
+//! about 8 bytes per publish and per delivery, so it is off by default.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +27,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::check::Header;
+use crate::check::{self, CheckReport, Header, PublisherLog, ReceiverLog};
 use crate::common::{self, mono_ns};
 use crate::net::{self, Failure, Failures, Lean, Opened, Session, Sources, Target};
 use crate::progress::{Counter, Delta, Progress};
@@ -43,12 +49,26 @@ struct Device {
     /// The next publish's counter (also its `rid`).
     counter: u64,
     payload: Vec<u8>,
+    /// Its acks and deliveries, when the fleet tracks them.
+    logs: Option<Box<Logs>>,
+}
+
+/// One device's log for the exactly-once, in-order check.
+struct Logs {
+    /// The `seq` each of its publishes was acked with.
+    acked: PublisherLog,
+    /// The events of its user's other devices it received.
+    received: ReceiverLog,
 }
 
 /// The connected devices, between phases.
 pub(crate) struct Fleet {
     devices: Vec<Device>,
     window: usize,
+    /// Devices per user.
+    per_user: u32,
+    /// Devices connected at the start.
+    total: u32,
 }
 
 impl Fleet {
@@ -71,6 +91,7 @@ impl Fleet {
                 crate::check::HEADER_LEN
             );
         }
+        let devices_per_user = devices;
         let total = users * devices;
         let limit = net::raise_fd_limit();
         if u64::from(total) + 64 > limit {
@@ -115,6 +136,7 @@ impl Fleet {
                     id,
                     counter: 0,
                     payload: (0..payload).map(|k| (k * 31 + i) as u8).collect(),
+                    logs: None,
                 }
             })
             .collect();
@@ -128,7 +150,60 @@ impl Fleet {
         Ok(Self {
             devices,
             window: window.max(1) as usize,
+            per_user: devices_per_user,
+            total,
         })
+    }
+
+    /// From now on every device logs its acks and the events it receives, for
+    /// [`Self::delivery_check`]. Call it before the first phase.
+    pub(crate) fn track_deliveries(&mut self) {
+        for d in &mut self.devices {
+            d.logs.get_or_insert_with(|| {
+                Box::new(Logs {
+                    acked: PublisherLog::default(),
+                    received: ReceiverLog::new(d.index, self.per_user),
+                })
+            });
+        }
+    }
+
+    /// Between phases: every device reads what reached it until nothing more came
+    /// for `quiet`, at most `max` in all (the events of the last publishes reach
+    /// the other devices after their acks). Devices whose session fails are
+    /// dropped; the count of those is returned.
+    pub(crate) async fn settle(&mut self, quiet: Duration, max: Duration) -> u64 {
+        let end = Instant::now() + max;
+        let devices = std::mem::take(&mut self.devices);
+        let tasks: Vec<_> = devices
+            .into_iter()
+            .map(|dev| tokio::spawn(settle_device(dev, quiet, end)))
+            .collect();
+        let mut lost = 0;
+        for t in futures_util::future::join_all(tasks).await {
+            match t {
+                Ok(Some(dev)) => self.devices.push(dev),
+                Ok(None) | Err(_) => lost += 1,
+            }
+        }
+        self.devices.sort_by_key(|d| d.index);
+        lost
+    }
+
+    /// The exactly-once, in-order check over everything since
+    /// [`Self::track_deliveries`]: `None` when it was not called. A device lost on
+    /// the way counts with no acks and no deliveries (its user's check fails).
+    pub(crate) fn delivery_check(&self) -> Option<CheckReport> {
+        let mut publishers = vec![PublisherLog::default(); self.total as usize];
+        let mut receivers = Vec::with_capacity(self.devices.len());
+        for d in &self.devices {
+            let logs = d.logs.as_deref()?;
+            if let Some(p) = publishers.get_mut(d.index as usize) {
+                p.clone_from(&logs.acked);
+            }
+            receivers.push(logs.received.clone());
+        }
+        Some(check::check(&publishers, &receivers))
     }
 
     /// Starts a phase: every device publishes by `pace`, each event with `ttl`.
@@ -479,7 +554,7 @@ async fn run_device(run: DeviceRun) -> (Option<Device>, Duration) {
                     Some(Err(e)) => break Some(net::ws_failure(e)),
                     None => break Some(Failure::Transport("eof")),
                 };
-                if let Err(f) = on_message(&mut dev.session, msg, &mut inflight, &live, &mut acks, &mut marked) {
+                if let Err(f) = on_message(&mut dev.session, msg, &mut inflight, &live, &mut acks, &mut marked, dev.logs.as_deref_mut()) {
                     break Some(f);
                 }
             }
@@ -535,6 +610,7 @@ fn on_message(
     live: &Live,
     acks: &mut Samples,
     marked: &mut Samples,
+    logs: Option<&mut Logs>,
 ) -> Result<(), Failure> {
     let Opened::Plain(plain) = session.open(msg)? else {
         return Ok(());
@@ -543,6 +619,20 @@ fn on_message(
         serde_json::from_slice(&plain).map_err(|_| Failure::Protocol("unreadable"))?;
     let counter = m.rid.and_then(|r| u64::try_from(r).ok());
     let waiting = counter.and_then(|c| inflight.iter().position(|&(k, _, _)| k == c));
+    if let Some(logs) = logs {
+        match m.ty {
+            "event" => logs
+                .received
+                .record(m.seq.unwrap_or(0), m.payload.and_then(Header::read_b64u)),
+            // A late ack is an event stored all the same.
+            "ack" if !m.duplicate => {
+                if let (Some(c), Some(seq)) = (counter, m.seq) {
+                    logs.acked.ack(c, seq);
+                }
+            }
+            _ => {}
+        }
+    }
     match m.ty {
         "event" => live.delivered.inc(),
         "ack" if !m.duplicate => match waiting {
@@ -572,6 +662,36 @@ fn on_message(
         _ => {}
     }
     Ok(())
+}
+
+/// Reads one device's messages until none came for `quiet`, or `end`; `None`
+/// when its session failed.
+async fn settle_device(mut dev: Device, quiet: Duration, end: Instant) -> Option<Device> {
+    let live = Live::default();
+    let mut inflight = VecDeque::new();
+    let (mut acks, mut marked) = (Samples::default(), Samples::default());
+    loop {
+        let until = (Instant::now() + quiet).min(end);
+        let msg = match tokio::time::timeout_at(until.into(), dev.session.ws.next()).await {
+            Err(_) => return Some(dev),
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(_)) | None) => return None,
+        };
+        let logs = dev.logs.as_deref_mut();
+        if on_message(
+            &mut dev.session,
+            msg,
+            &mut inflight,
+            &live,
+            &mut acks,
+            &mut marked,
+            logs,
+        )
+        .is_err()
+        {
+            return None;
+        }
+    }
 }
 
 fn end(

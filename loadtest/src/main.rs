@@ -12,6 +12,7 @@
 //! ferry-load crash     [--backend sqlite|postgres] [--cycles N] [--seed S]
 //! ferry-load flood     [--max-connections N] [--max-per-ip N] [--hold D]
 //! ferry-load retention [--backlog N] [--rate R] [--seconds T] [--database-url URL]
+//! ferry-load backup    [--events N] [--rate R] [--seconds T] [--keep]
 //! ferry-load steady    [--rate R] [--ttl S] [--minutes M] [--interval I] [--sample-every D]
 //! ferry-load cluster   [--instances N] [--rounds R] [--users U --devices D --rate R] [--duration D]
 //! ```
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod backup;
 mod baseline;
 mod check;
 mod child;
@@ -79,6 +81,9 @@ enum Command {
     Flood(flood::FloodArgs),
     /// A purge of an expired backlog under constant publishing: publish→ack quiet vs purging, rows/s.
     Retention(retention::RetentionArgs),
+    /// `ferry backup` and `ferry verify` of a large SQLite database: wall times, and publish→ack quiet vs backing up.
+    #[command(long_about = backup::LONG_ABOUT)]
+    Backup(backup::BackupArgs),
     /// Events with a ttl at a constant rate for minutes: does the SQLite file stop growing?
     Steady(steady::SteadyArgs),
     /// Three instances on PostgreSQL and Redis under relay load: rate limits shared in Redis vs per instance.
@@ -110,6 +115,7 @@ fn main() -> ExitCode {
                         Command::Crash(a) => crash::run(&a).await,
                         Command::Flood(a) => flood::run(&a).await,
                         Command::Retention(a) => retention::run(&a).await,
+                        Command::Backup(a) => backup::run(&a).await,
                         Command::Steady(a) => steady::run(&a).await,
                         Command::Cluster(a) => cluster::run(&a).await,
                         Command::Keys(_) | Command::ServeEnv(_) => unreachable!("handled above"),

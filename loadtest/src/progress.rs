@@ -184,7 +184,8 @@ pub(crate) fn cpus_allowed(pid: u32) -> Option<String> {
         .map(|v| v.trim().to_string())
 }
 
-/// Reads `process_resident_memory_bytes` and `process_cpu_seconds_total`.
+/// Reads `process_resident_memory_bytes` and `process_cpu_seconds_total` (Ferry's
+/// are `ferry_process_…`).
 pub(crate) fn parse_metrics(body: &str) -> anyhow::Result<ProcSample> {
     let value = |name: &str| {
         body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
@@ -192,12 +193,15 @@ pub(crate) fn parse_metrics(body: &str) -> anyhow::Result<ProcSample> {
             (it.next()? == name).then(|| it.next()?.parse::<f64>().ok())?
         })
     };
-    let Some(rss) = value("process_resident_memory_bytes") else {
-        bail!("the metrics have no process_resident_memory_bytes");
+    // Ferry's registry prefixes the process collector's names (`ferry_process_…`);
+    // other servers export them bare.
+    let either = |name: &str| value(&format!("ferry_{name}")).or_else(|| value(name));
+    let Some(rss) = either("process_resident_memory_bytes") else {
+        bail!("the metrics have no (ferry_)process_resident_memory_bytes");
     };
     Ok(ProcSample {
         rss_bytes: rss as u64,
-        cpu_secs: value("process_cpu_seconds_total").unwrap_or(0.0),
+        cpu_secs: either("process_cpu_seconds_total").unwrap_or(0.0),
     })
 }
 

@@ -1,209 +1,66 @@
-// Ferry wire protocol v1, client side, for k6 (PROTOCOL.md §2–§4).
-//
-// Crypto: Ed25519, X25519 and SHA-256 come from the esbuild bundle of @noble
-// (`dist/ferry-crypto.js`, `npm run build`); HMAC/HKDF from k6/crypto; AES-256-GCM
-// from k6's WebCrypto. The pure functions (b64u, handshake steps, SealedChannel) are
-// exported so `test/vectors.js` can check them against protocol-vectors.json.
+// Ferry wire protocol v1, client side, for k6: the IO shell around the TypeScript
+// SDK's sans-IO core (clients/typescript/src/core, bundled into dist/ferry-crypto.js
+// by `npm run build`). The core holds the protocol — b64u, keys and certificates, the
+// handshake state machine, sealed frames (AES-GCM on k6's WebCrypto) — and this file
+// only drives it over k6's WebSocket and keeps the metrics hooks the scripts use.
 
 import { WebSocket } from 'k6/experimental/websockets';
-import { hmac } from 'k6/crypto';
 import {
+  ClientHandshake,
+  DeviceKey,
+  FIRST_USE,
+  HandshakeError as CoreHandshakeError,
+  PROTOCOL_VERSION,
+  b64uDecode,
+  b64uEncode,
+  bytesEqual,
+  concat,
   ed25519PublicKey,
   ed25519Sign,
-  ed25519Verify,
+  ed25519VerifyStrict,
+  exactBuffer,
+  fromUtf8,
+  pinKey,
+  randomEphemeral,
+  systemRandom,
+  u64be,
+  utf8,
+  uuidv7 as coreUuidv7,
   x25519PublicKey,
   x25519SharedSecret,
-  sha256,
 } from '../dist/ferry-crypto.js';
 
-export const PROTOCOL_VERSION = 1;
-
-// ---------------------------------------------------------------------------
-// Bytes
-
-const te = new TextEncoder();
-const td = new TextDecoder('utf-8', { fatal: true });
-
-/** UTF-8 bytes of a string. */
-export function utf8(str) {
-  return te.encode(str);
-}
-
-/** String of UTF-8 bytes (throws on invalid UTF-8). */
-export function fromUtf8(bytes) {
-  return td.decode(bytes);
-}
-
-/** Concatenates Uint8Arrays (or byte-valued arrays). */
-export function concat(...parts) {
-  let len = 0;
-  for (const p of parts) len += p.length;
-  const out = new Uint8Array(len);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
-
-/** u64be of a non-negative safe integer. */
-export function u64be(n) {
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`u64be: ${n} is not a safe non-negative integer`);
-  const out = new Uint8Array(8);
-  const hi = Math.floor(n / 0x100000000);
-  const lo = n - hi * 0x100000000;
-  const v = new DataView(out.buffer);
-  v.setUint32(0, hi);
-  v.setUint32(4, lo);
-  return out;
-}
-
-/** Constant-time-ish equality of two byte arrays (lengths are public). */
-export function bytesEqual(a, b) {
-  if (a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= a[i] ^ b[i];
-  return d === 0;
-}
-
-/** The ArrayBuffer holding exactly the bytes of `u8` (copies only when it must). */
-export function toArrayBuffer(u8) {
-  if (u8 instanceof ArrayBuffer) return u8;
-  if (u8.byteOffset === 0 && u8.byteLength === u8.buffer.byteLength) return u8.buffer;
-  return u8.slice().buffer;
-}
+export {
+  PROTOCOL_VERSION,
+  b64uDecode,
+  b64uEncode,
+  bytesEqual,
+  concat,
+  ed25519PublicKey,
+  ed25519Sign,
+  ed25519VerifyStrict,
+  fromUtf8,
+  u64be,
+  utf8,
+  x25519PublicKey,
+  x25519SharedSecret,
+};
 
 /** `n` random bytes. */
 export function randomBytes(n) {
-  const out = new Uint8Array(n);
-  crypto.getRandomValues(out);
-  return out;
+  return systemRandom(n);
 }
 
-/**
- * A UUIDv7 (RFC 9562 §5.7: 48-bit Unix milliseconds, then random bits) in canonical
- * lowercase hyphenated form, as the Rust client SDK makes them: time-ordered ids land
- * at the right edge of the server's idempotency index.
- */
+/** A UUIDv7 in canonical form (time-ordered ids land at the right edge of the server's index). */
 export function uuidv7() {
-  const b = randomBytes(16);
-  let ms = Date.now();
-  for (let i = 5; i >= 0; i--) {
-    b[i] = ms % 256;
-    ms = Math.floor(ms / 256);
-  }
-  b[6] = (b[6] & 0x0f) | 0x70;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  let h = '';
-  for (let i = 0; i < 16; i++) h += (b[i] < 16 ? '0' : '') + b[i].toString(16);
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-// ---------------------------------------------------------------------------
-// b64u: base64url without padding, strict (RFC 4648 §5)
-
-const B64U = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-const B64U_LOOKUP = (() => {
-  const t = new Int16Array(128).fill(-1);
-  for (let i = 0; i < 64; i++) t[B64U.charCodeAt(i)] = i;
-  return t;
-})();
-
-/** b64u of bytes. */
-export function b64uEncode(bytes) {
-  let out = '';
-  let i = 0;
-  for (; i + 2 < bytes.length; i += 3) {
-    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
-    out += B64U[n >> 18] + B64U[(n >> 12) & 63] + B64U[(n >> 6) & 63] + B64U[n & 63];
-  }
-  const rest = bytes.length - i;
-  if (rest === 1) {
-    const n = bytes[i] << 16;
-    out += B64U[n >> 18] + B64U[(n >> 12) & 63];
-  } else if (rest === 2) {
-    const n = (bytes[i] << 16) | (bytes[i + 1] << 8);
-    out += B64U[n >> 18] + B64U[(n >> 12) & 63] + B64U[(n >> 6) & 63];
-  }
-  return out;
+  return coreUuidv7(Date.now());
 }
 
 /**
- * Decodes strict b64u: no padding, only the URL-safe alphabet, canonical trailing bits.
- * With `len`, the result must be exactly that many bytes. Throws on anything else.
+ * A handshake failed; `code` is a short reason for metrics: the core's failure
+ * (`server_key_mismatch`, `server_signature`, `bad_key`, `malformed`, …), the code of
+ * an `error` frame from the server, `close_<code>`, `timeout` or `ws_error`.
  */
-export function b64uDecode(text, len) {
-  if (typeof text !== 'string') throw new TypeError('b64u: not a string');
-  if (text.length % 4 === 1) throw new Error('b64u: bad length');
-  const outLen = Math.floor((text.length * 3) / 4);
-  if (len !== undefined && outLen !== len) throw new Error(`b64u: expected ${len} bytes, got ${outLen}`);
-  const out = new Uint8Array(outLen);
-  const val = (i) => {
-    const c = text.charCodeAt(i);
-    const v = c < 128 ? B64U_LOOKUP[c] : -1;
-    if (v < 0) throw new Error('b64u: invalid character');
-    return v;
-  };
-  let o = 0;
-  let i = 0;
-  for (; i + 3 < text.length; i += 4) {
-    const n = (val(i) << 18) | (val(i + 1) << 12) | (val(i + 2) << 6) | val(i + 3);
-    out[o++] = n >> 16;
-    out[o++] = (n >> 8) & 255;
-    out[o++] = n & 255;
-  }
-  const rest = text.length - i;
-  if (rest === 2) {
-    const a = val(i);
-    const b = val(i + 1);
-    if (b & 15) throw new Error('b64u: non-canonical trailing bits');
-    out[o++] = (a << 2) | (b >> 4);
-  } else if (rest === 3) {
-    const a = val(i);
-    const b = val(i + 1);
-    const c = val(i + 2);
-    if (c & 3) throw new Error('b64u: non-canonical trailing bits');
-    out[o++] = (a << 2) | (b >> 4);
-    out[o++] = ((b & 15) << 4) | (c >> 2);
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-// HMAC / HKDF (RFC 5869, SHA-256, outputs ≤ 32 bytes so one block)
-
-/** HMAC-SHA256(key, msg). */
-export function hmacSha256(key, msg) {
-  return new Uint8Array(hmac('sha256', toArrayBuffer(key), toArrayBuffer(msg), 'binary'));
-}
-
-/** HKDF-Extract(salt, ikm). */
-export function hkdfExtract(salt, ikm) {
-  return hmacSha256(salt, ikm);
-}
-
-/** HKDF-Expand(prk, info, len) for len ≤ 32: T(1) = HMAC(PRK, info || 0x01), truncated. */
-export function hkdfExpand(prk, info, len) {
-  if (len > 32) throw new RangeError('hkdfExpand: one block only');
-  return hmacSha256(prk, concat(info, [1])).slice(0, len);
-}
-
-// ---------------------------------------------------------------------------
-// Handshake (§2)
-
-const L_HS = utf8('ferry-hs/v1');
-const L_SERVER = utf8('ferry-hs/v1 server');
-const L_CLIENT = utf8('ferry-hs/v1 client');
-const L_CLIENT_MAC = utf8('ferry-hs/v1 client-mac');
-const L_CONFIRM = utf8('ferry-hs/v1 confirm');
-const L_C2S = utf8('ferry-hs/v1 c2s');
-const L_S2C = utf8('ferry-hs/v1 s2c');
-const L_SESSION = utf8('ferry-hs/v1 session');
-const L_CERT = utf8('ferry-device-cert/v1');
-const ZERO = [0];
-
-/** A handshake step failed; `code` is a short reason for metrics. */
 export class HandshakeError extends Error {
   constructor(code, message) {
     super(message || code);
@@ -212,166 +69,11 @@ export class HandshakeError extends Error {
   }
 }
 
-/** `"ferry-device-cert/v1" || 0x00 || user || device || u64be(issued_at) || u64be(expires_at)`. */
-export function certMessage(user, device, issuedAt, expiresAt) {
-  return concat(L_CERT, ZERO, user, device, u64be(issuedAt), u64be(expiresAt));
-}
-
-/**
- * Step 1. `ephSecret` (32-byte X25519 scalar) and `nonce` (32 bytes) are random unless a
- * test fixes them. Returns the state for step 2 and the JSON message to send.
- */
-export function clientHello(ephSecret = randomBytes(32), nonce = randomBytes(32)) {
-  const eph = x25519PublicKey(ephSecret);
-  return {
-    state: { ephSecret, eph, nonce },
-    message: { type: 'client_hello', v: PROTOCOL_VERSION, eph: b64uEncode(eph), nonce: b64uEncode(nonce) },
-  };
-}
-
-/** TH1 = SHA-256("ferry-hs/v1" || 0x00 || eph_c || nonce_c || eph_s || nonce_s || server_key). */
-export function transcript1(ephC, nonceC, ephS, nonceS, serverKey) {
-  return sha256(concat(L_HS, ZERO, ephC, nonceC, ephS, nonceS, serverKey));
-}
-
-/** `"ferry-hs/v1 server" || 0x00 || TH1`: what the server key signs. */
-export function serverSigMessage(th1) {
-  return concat(L_SERVER, ZERO, th1);
-}
-
-/**
- * Step 2. Checks `server_hello` (parsed JSON) against the pinned server key (32 bytes,
- * or null to accept any: trust on first use is the caller's business), verifies the
- * server signature, computes X25519 (refusing the all-zero result), PRK and K_hs.
- * Throws HandshakeError.
- */
-export function processServerHello(state, hello, pinnedServerKey) {
-  if (!hello || hello.type !== 'server_hello') {
-    if (hello && hello.type === 'error') throw new HandshakeError(hello.code || 'error', hello.message);
-    throw new HandshakeError('unexpected_message', `expected server_hello, got ${hello && hello.type}`);
+function handshakeError(e) {
+  if (e instanceof CoreHandshakeError) {
+    return new HandshakeError(e.failure === 'refused' ? e.refusedCode || 'refused' : e.failure, e.message);
   }
-  if (hello.v !== PROTOCOL_VERSION) throw new HandshakeError('bad_version');
-  let ephS;
-  let nonceS;
-  let serverKey;
-  let sig;
-  try {
-    ephS = b64uDecode(hello.eph, 32);
-    nonceS = b64uDecode(hello.nonce, 32);
-    serverKey = b64uDecode(hello.server_key, 32);
-    sig = b64uDecode(hello.sig, 64);
-  } catch (e) {
-    throw new HandshakeError('malformed_hello', String(e));
-  }
-  if (pinnedServerKey && !bytesEqual(pinnedServerKey, serverKey)) {
-    throw new HandshakeError('server_key_mismatch', 'server_key is not the pinned key');
-  }
-  const th1 = transcript1(state.eph, state.nonce, ephS, nonceS, serverKey);
-  if (!ed25519Verify(sig, serverSigMessage(th1), serverKey)) {
-    throw new HandshakeError('bad_server_sig', 'server signature does not verify');
-  }
-  let dh;
-  try {
-    dh = x25519SharedSecret(state.ephSecret, ephS);
-  } catch (e) {
-    throw new HandshakeError('bad_key', String(e));
-  }
-  if (dh.every((b) => b === 0)) throw new HandshakeError('bad_key', 'all-zero X25519 result');
-  const prk = hkdfExtract(th1, dh);
-  const kHs = hkdfExpand(prk, L_CONFIRM, 32);
-  return { ...state, ephS, nonceS, serverKey, th1, dh, prk, kHs };
-}
-
-/**
- * Step 3 and 4. `identity` = { user, device (b64u), seed (32 bytes), cert: {issued_at,
- * expires_at, sig (b64u)} }. Returns the `client_auth` message and the session keys.
- */
-export function clientAuth(hs, identity) {
-  const user = b64uDecode(identity.user, 32);
-  const device = b64uDecode(identity.device, 32);
-  const certSig = b64uDecode(identity.cert.sig, 64);
-  const th2 = sha256(
-    concat(hs.th1, user, device, u64be(identity.cert.issued_at), u64be(identity.cert.expires_at), certSig),
-  );
-  const sig = ed25519Sign(concat(L_CLIENT, ZERO, th2), identity.seed);
-  const mac = hmacSha256(hs.kHs, concat(L_CLIENT_MAC, ZERO, th2));
-  const kC2s = hkdfExpand(hs.prk, concat(L_C2S, th2), 32);
-  const kS2c = hkdfExpand(hs.prk, concat(L_S2C, th2), 32);
-  const sessionId = b64uEncode(hkdfExpand(hs.prk, concat(L_SESSION, th2), 16));
-  return {
-    th2,
-    sig,
-    mac,
-    kC2s,
-    kS2c,
-    sessionId,
-    message: {
-      type: 'client_auth',
-      user: identity.user,
-      device: identity.device,
-      cert: { issued_at: identity.cert.issued_at, expires_at: identity.cert.expires_at, sig: identity.cert.sig },
-      sig: b64uEncode(sig),
-      mac: b64uEncode(mac),
-    },
-  };
-}
-
-// ---------------------------------------------------------------------------
-// Sealed frames (§3)
-
-/** nonce = 0x00000000 || u64be(counter). */
-export function frameNonce(counter) {
-  return concat([0, 0, 0, 0], u64be(counter));
-}
-
-/**
- * One direction pair of the sealed channel. Counters are taken synchronously when
- * `seal`/`open` is called, so callers must call them in frame order (the promises
- * may settle in any order; `FerrySession` sends in counter order).
- */
-export class SealedChannel {
-  static async create(kC2s, kS2c) {
-    const usage = ['encrypt', 'decrypt'];
-    const [c2s, s2c] = await Promise.all([
-      crypto.subtle.importKey('raw', toArrayBuffer(kC2s), { name: 'AES-GCM' }, false, usage),
-      crypto.subtle.importKey('raw', toArrayBuffer(kS2c), { name: 'AES-GCM' }, false, usage),
-    ]);
-    return new SealedChannel(c2s, s2c);
-  }
-
-  constructor(c2sKey, s2cKey) {
-    this.c2sKey = c2sKey;
-    this.s2cKey = s2cKey;
-    this.sendCounter = 0;
-    this.recvCounter = 0;
-  }
-
-  /** Seals UTF-8 `plaintext` (string or bytes) with K_c2s; resolves to an ArrayBuffer. */
-  seal(plaintext) {
-    const bytes = typeof plaintext === 'string' ? utf8(plaintext) : plaintext;
-    const iv = frameNonce(this.sendCounter++);
-    return crypto.subtle.encrypt({ name: 'AES-GCM', iv, tagLength: 128 }, this.c2sKey, toArrayBuffer(bytes));
-  }
-
-  /** Opens a frame sealed with K_s2c; resolves to the plaintext bytes, rejects if it fails. */
-  async open(frame) {
-    const iv = frameNonce(this.recvCounter++);
-    const pt = await crypto.subtle.decrypt({ name: 'AES-GCM', iv, tagLength: 128 }, this.s2cKey, toArrayBuffer(frame));
-    return new Uint8Array(pt);
-  }
-
-  /** Seals with K_s2c (the server's direction); for tests only. */
-  sealAsServer(plaintext, counter) {
-    const bytes = typeof plaintext === 'string' ? utf8(plaintext) : plaintext;
-    return crypto.subtle.encrypt({ name: 'AES-GCM', iv: frameNonce(counter), tagLength: 128 }, this.s2cKey, toArrayBuffer(bytes));
-  }
-
-  /** Opens with K_c2s (the server's view); for tests only. */
-  async openAsServer(frame, counter) {
-    return new Uint8Array(
-      await crypto.subtle.decrypt({ name: 'AES-GCM', iv: frameNonce(counter), tagLength: 128 }, this.c2sKey, toArrayBuffer(frame)),
-    );
-  }
+  return e instanceof HandshakeError ? e : new HandshakeError('handshake_error', String(e));
 }
 
 // ---------------------------------------------------------------------------
@@ -391,9 +93,34 @@ export function flattenKeys(keyFile) {
   return out;
 }
 
-/** A flattened key entry as the identity `clientAuth` takes (seed decoded). */
+/** A flattened key entry as FerrySession takes it (seed decoded). */
 export function identityOf(entry) {
   return { user: entry.user, device: entry.device, seed: b64uDecode(entry.seed, 32), cert: entry.cert };
+}
+
+/** Loads a `ferry-load keys` file's text into the flattened device list. */
+export function parseKeys(text) {
+  return flattenKeys(JSON.parse(text));
+}
+
+// Credentials per device, built once per VU: a DeviceKey derives its public key (one
+// scalar multiplication, ~20 ms in k6's interpreter) when it is made.
+const credentialsCache = new Map();
+
+/** The core's DeviceCredentials for an identity ({user, device, seed, cert}). */
+export function credentialsOf(identity) {
+  let creds = credentialsCache.get(identity.device);
+  if (!creds) {
+    const key = DeviceKey.fromSeed(identity.seed);
+    if (key.publicB64u() !== identity.device) throw new Error(`keys: the seed of ${identity.device} is another key's`);
+    creds = key.credentials(b64uDecode(identity.user, 32), {
+      issuedAt: identity.cert.issued_at,
+      expiresAt: identity.cert.expires_at,
+      sig: b64uDecode(identity.cert.sig, 64),
+    });
+    credentialsCache.set(identity.device, creds);
+  }
+  return creds;
 }
 
 /** The pinned server key from `__ENV.FERRY_SERVER_KEY` (b64u), or null for trust on first use. */
@@ -410,7 +137,7 @@ export function warmUpCrypto() {
   const seed = randomBytes(32);
   const pk = ed25519PublicKey(seed);
   const msg = utf8('warm up');
-  ed25519Verify(ed25519Sign(msg, seed), msg, pk);
+  ed25519VerifyStrict(pk, msg, ed25519Sign(seed, msg));
   x25519SharedSecret(seed, x25519PublicKey(seed));
 }
 
@@ -437,7 +164,8 @@ export class FerrySession {
     this.opts = opts;
     this.pinned = opts.serverKey !== undefined ? opts.serverKey : pinnedServerKeyFromEnv();
     this.ws = null;
-    this.channel = null;
+    this.hs = null;
+    this.session = null; // the core's Established: sealer and opener
     this.state = 'new'; // new → hello → auth → open → closing → closed
     this.pending = new Map(); // rid → send time (ms)
     this.rid = 0;
@@ -484,9 +212,10 @@ export class FerrySession {
       }
       ws.onopen = () => {
         this.timings.open = Date.now();
-        this.hello = clientHello();
+        const pinned = this.pinned || firstSeenServerKey;
+        this.hs = new ClientHandshake(credentialsOf(this.identity), pinned ? pinKey(pinned) : FIRST_USE, randomEphemeral());
         this.state = 'hello';
-        ws.send(JSON.stringify(this.hello.message));
+        ws.send(this.hs.clientHello());
       };
       ws.onmessage = (ev) => this._onMessage(ev.data);
       ws.onerror = (ev) => {
@@ -557,50 +286,65 @@ export class FerrySession {
   _onServerHello(data) {
     try {
       if (typeof data !== 'string') throw new HandshakeError('unexpected_binary');
-      let msg;
+      let typed = null;
       try {
-        msg = JSON.parse(data);
-      } catch (e) {
-        throw new HandshakeError('malformed_hello', String(e));
+        typed = JSON.parse(data);
+      } catch (_) {
+        // not JSON: the state machine says so below
       }
-      if (msg && msg.type === 'error') {
+      if (typed && typed.type === 'error') {
         // e.g. unsupported_version; the server closes (4001) and onclose fails the handshake.
-        this.serverError = msg.code || 'error';
+        this.serverError = typed.code || 'error';
         return undefined;
       }
-      const pinned = this.pinned || firstSeenServerKey;
-      const hs = processServerHello(this.hello.state, msg, pinned);
-      if (!pinned) firstSeenServerKey = hs.serverKey;
-      const auth = clientAuth(hs, this.identity);
-      this.sessionId = auth.sessionId;
+      const auth = this.hs.handleServerHello(data);
+      if (!this.pinned && !firstSeenServerKey) firstSeenServerKey = this.hs.serverKey;
+      this.session = this.hs.established();
+      this.sessionId = this.session.sessionId;
       this.state = 'auth';
       this.timings.clientAuth = Date.now();
-      // Start importing the AES keys now; frames that arrive first wait on the chain.
-      this.recvChain = SealedChannel.create(auth.kC2s, auth.kS2c).then((ch) => {
-        this.channel = ch;
-      });
-      this.sendChain = this.recvChain;
-      this.ws.send(JSON.stringify(auth.message));
+      this.ws.send(auth);
     } catch (e) {
-      this.handshakeErrorCode = e.code || 'handshake_error';
-      this._rejectAuth(e instanceof HandshakeError ? e : new HandshakeError('handshake_error', String(e)));
+      const err = handshakeError(e);
+      this.handshakeErrorCode = err.code;
+      this._rejectAuth(err);
       this.close(1000);
     }
     return undefined;
   }
 
   _onSealed(data) {
-    // Open in arrival order (the counter is taken when `open` is called) and handle in order.
-    this.recvChain = this.recvChain
-      .then(() => this.channel.open(data))
-      .then(
+    // The opener takes the counter now, in arrival order; results are handled in order.
+    const opened = this.session.opener.open(new Uint8Array(data));
+    opened.catch(() => undefined);
+    this.recvChain = this.recvChain.then(() =>
+      opened.then(
         (pt) => this._dispatch(pt),
         (e) => this._localFailure('bad_frame', String(e)),
-      );
+      ),
+    );
     return this.recvChain;
   }
 
   _dispatch(pt) {
+    if (this.state === 'auth') {
+      let msg;
+      try {
+        msg = this.hs.handleAuthOk(pt);
+      } catch (e) {
+        const err = handshakeError(e);
+        this.handshakeErrorCode = err.code;
+        this._rejectAuth(err);
+        this.close(1000);
+        return;
+      }
+      this.state = 'open';
+      this.timings.authOk = Date.now();
+      this.authOk = msg;
+      if (this.opts.onAuthOk) this.opts.onAuthOk(msg);
+      this._resolveAuth(msg);
+      return;
+    }
     let msg;
     try {
       msg = JSON.parse(fromUtf8(pt));
@@ -609,26 +353,6 @@ export class FerrySession {
       return;
     }
     const o = this.opts;
-    if (this.state === 'auth') {
-      if (msg.type !== 'auth_ok') {
-        this.handshakeErrorCode = msg.code || `unexpected_${msg.type}`;
-        this._rejectAuth(new HandshakeError(this.handshakeErrorCode, msg.message));
-        this.close(1000);
-        return;
-      }
-      if (msg.session !== this.sessionId || msg.user !== this.identity.user || msg.device !== this.identity.device) {
-        this.handshakeErrorCode = 'auth_ok_mismatch';
-        this._rejectAuth(new HandshakeError('auth_ok_mismatch', 'auth_ok does not match the handshake'));
-        this.close(1000);
-        return;
-      }
-      this.state = 'open';
-      this.timings.authOk = Date.now();
-      this.authOk = msg;
-      if (o.onAuthOk) o.onAuthOk(msg);
-      this._resolveAuth(msg);
-      return;
-    }
     const sentAt = msg.rid !== undefined ? this._take(msg.rid) : undefined;
     switch (msg.type) {
       case 'ack':
@@ -675,12 +399,14 @@ export class FerrySession {
     const rid = msg.rid !== undefined ? msg.rid : ++this.rid;
     const body = { ...msg, rid };
     this.pending.set(rid, Date.now());
-    const sealed = this.channel.seal(JSON.stringify(body));
+    // The sealer takes the counter now; frames go out in that order.
+    const sealed = this.session.sealer.seal(JSON.stringify(body));
+    sealed.catch(() => undefined);
     this.sendChain = this.sendChain
       .then(() => sealed)
       .then(
         (frame) => {
-          if (this.state === 'open') this.ws.send(frame);
+          if (this.state === 'open') this.ws.send(exactBuffer(frame).buffer);
         },
         (e) => this._localFailure('seal_failed', String(e)),
       );
@@ -719,10 +445,3 @@ export class FerrySession {
     else doClose();
   }
 }
-
-/** Loads a `ferry-load keys` file's text into the flattened device list. */
-export function parseKeys(text) {
-  return flattenKeys(JSON.parse(text));
-}
-
-export { ed25519PublicKey, ed25519Sign, ed25519Verify, x25519PublicKey, x25519SharedSecret, sha256 };
