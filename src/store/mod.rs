@@ -722,8 +722,12 @@ fn page(
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let (head, pruned_through) = counters.map_or((0, 0), |(h, p)| (from_db(h), from_db(p)));
+    // The rows were read before the counters: a prune that committed in between
+    // removed those at or below the new watermark. The page leaves them out, so it
+    // never holds events below the `oldest` it reports.
     let events = rows
         .into_iter()
+        .filter(|row| from_db(row.0) > pruned_through)
         .map(|(seq, id, device, ts, payload, key, ttl)| {
             Ok(StoredEvent {
                 seq: from_db(seq),
@@ -742,4 +746,28 @@ fn page(
         more,
         truncated_oldest: (after < pruned_through).then_some(pruned_through + 1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64) -> EventRow {
+        (seq, vec![7; 16], vec![9; 32], 1, b"p".to_vec(), None, None)
+    }
+
+    #[test]
+    fn a_page_never_holds_events_below_the_oldest_it_reports() {
+        // Rows 3..=6 were read, then a prune moved pruned_through to 4 before the
+        // counters were read.
+        let page = page((3..=6).map(row).collect(), 10, 2, Some((6, 4))).unwrap();
+        let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, vec![5, 6]);
+        assert_eq!(page.truncated_oldest, Some(5));
+        assert!(!page.more);
+        // Without a prune, every row stays.
+        let all = page((3..=6).map(row).collect(), 10, 2, Some((6, 0))).unwrap();
+        assert_eq!(all.events.len(), 4);
+        assert_eq!(all.truncated_oldest, None);
+    }
 }
