@@ -760,11 +760,11 @@ mod tests {
     fn a_page_never_holds_events_below_the_oldest_it_reports() {
         // Rows 3..=6 were read, then a prune moved pruned_through to 4 before the
         // counters were read.
-        let page = page((3..=6).map(row).collect(), 10, 2, Some((6, 4))).unwrap();
-        let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+        let pruned = page((3..=6).map(row).collect(), 10, 2, Some((6, 4))).unwrap();
+        let seqs: Vec<u64> = pruned.events.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![5, 6]);
-        assert_eq!(page.truncated_oldest, Some(5));
-        assert!(!page.more);
+        assert_eq!(pruned.truncated_oldest, Some(5));
+        assert!(!pruned.more);
         // Without a prune, every row stays.
         let all = page((3..=6).map(row).collect(), 10, 2, Some((6, 0))).unwrap();
         assert_eq!(all.events.len(), 4);
