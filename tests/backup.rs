@@ -186,6 +186,20 @@ async fn restore_refuses_a_target_in_use_and_a_newer_schema() {
         };
         assert!(text(&out).contains(why), "{}", text(&out));
         srv.stop().await;
+        if db.backend() == Backend::Sqlite {
+            // Stopped: the restore goes through and keeps the replaced file; a
+            // second restore refuses while that file is still there.
+            let out = ferry(work.path(), db.url(), &["restore", "--from", &backup_arg]);
+            assert!(out.status.success(), "{}", text(&out));
+            assert!(text(&out).contains(".pre-restore"), "{}", text(&out));
+            let out = ferry(work.path(), db.url(), &["restore", "--from", &backup_arg]);
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            assert!(
+                text(&out).contains("from an earlier restore"),
+                "{}",
+                text(&out)
+            );
+        }
         if db.backend() == Backend::Postgres {
             // --force replaces what the database holds.
             let out = ferry(
