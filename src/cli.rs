@@ -238,12 +238,8 @@ enum MigrateAction {
 }
 
 fn serve(args: &ConfigArg) -> ExitCode {
-    let config = match load_config(args.config.clone()) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
+    let (config, runtime) = match config_and_runtime(args.config.clone()) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     match runtime.block_on(crate::server::serve(config)) {
@@ -329,12 +325,8 @@ fn config_check(args: &ConfigArg) -> ExitCode {
 }
 
 fn migrate(args: &MigrateArgs) -> ExitCode {
-    let config = match load_config(args.config.clone()) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
+    let (config, runtime) = match config_and_runtime(args.config.clone()) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     crate::telemetry::init(config.log.format);
@@ -369,12 +361,8 @@ fn retention_run(args: &RetentionRunArgs) -> ExitCode {
     use crate::relay::retention::{self, Policy, Reason, Standalone};
     use std::io::IsTerminal as _;
 
-    let config = match load_config(args.config.clone()) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
+    let (config, runtime) = match config_and_runtime(args.config.clone()) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     crate::telemetry::init(config.log.format);
@@ -482,12 +470,8 @@ fn summary_line(s: &crate::store::verify::Summary) -> String {
 }
 
 fn backup(args: &BackupArgs) -> ExitCode {
-    let config = match load_config(args.config.clone()) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
+    let (config, runtime) = match config_and_runtime(args.config.clone()) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     let (terminal, mut progress) = terminal_progress();
@@ -516,12 +500,8 @@ fn backup(args: &BackupArgs) -> ExitCode {
 }
 
 fn restore(args: &RestoreArgs) -> ExitCode {
-    let config = match load_config(args.config.clone()) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(rt) => rt,
+    let (config, runtime) = match config_and_runtime(args.config.clone()) {
+        Ok(both) => both,
         Err(code) => return code,
     };
     let (terminal, mut progress) = terminal_progress();
@@ -611,6 +591,13 @@ fn load_config(file: Option<PathBuf>) -> Result<Config, ExitCode> {
         }
         ExitCode::from(EXIT_CONFIG)
     })
+}
+
+/// The configuration and an async runtime: what a command on the database needs.
+fn config_and_runtime(
+    file: Option<PathBuf>,
+) -> Result<(Config, tokio::runtime::Runtime), ExitCode> {
+    Ok((load_config(file)?, runtime()?))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
