@@ -89,18 +89,8 @@ pub(crate) struct BackupArgs {
     /// Events to preload (no ttl) before the first backup.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) events: u64,
-    /// Users.
-    #[arg(long, default_value_t = 333, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub(crate) users: u32,
-    /// Devices per user (each publishes and receives the others' events).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub(crate) devices: u32,
-    /// Payload bytes (at least 24).
-    #[arg(long, default_value_t = 256)]
-    pub(crate) payload: usize,
-    /// Publishes in flight per device (sent, not yet acked).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub(crate) window: u32,
+    #[command(flatten)]
+    pub(crate) fleet: crate::fleet::FleetShape,
     /// Events per second over all devices in the quiet and the backup phase.
     #[arg(long, default_value_t = 5_000.0)]
     pub(crate) rate: f64,
@@ -617,10 +607,10 @@ async fn scenario(
              preload {} events, a backup and a verification with no load, then {} events/s \
              for {} s quiet and at least {} s with a backup",
             spec.exe.display(),
-            args.users,
-            args.devices,
-            args.payload,
-            args.window,
+            args.fleet.users,
+            args.fleet.devices,
+            args.fleet.payload,
+            args.fleet.window,
             args.events,
             args.rate,
             args.seconds,
@@ -630,10 +620,10 @@ async fn scenario(
     let mut fleet = Fleet::connect(
         &spec.ws_url(),
         &crate::serve_env::public_key(key_seed),
-        args.users,
-        args.devices,
-        args.payload,
-        args.window,
+        args.fleet.users,
+        args.fleet.devices,
+        args.fleet.payload,
+        args.fleet.window,
         json,
     )
     .await?;
@@ -775,10 +765,10 @@ async fn scenario(
             "settings": {
                 "database": "sqlite",
                 "events": args.events,
-                "users": args.users,
-                "devices": args.devices,
-                "payload": args.payload,
-                "window": args.window,
+                "users": args.fleet.users,
+                "devices": args.fleet.devices,
+                "payload": args.fleet.payload,
+                "window": args.fleet.window,
                 "rate": args.rate,
                 "seconds": args.seconds,
             },
@@ -816,7 +806,10 @@ mod tests {
     fn defaults_and_options() {
         let a = Cli::try_parse_from(["x"]).unwrap().args;
         assert_eq!(a.events, 1_000_000);
-        assert_eq!((a.users, a.devices, a.payload), (333, 3, 256));
+        assert_eq!(
+            (a.fleet.users, a.fleet.devices, a.fleet.payload),
+            (333, 3, 256)
+        );
         assert!((a.rate - 5_000.0).abs() < f64::EPSILON);
         assert_eq!(a.seconds, 20);
         assert!(a.ferry.is_none() && !a.keep && !a.json);
@@ -842,7 +835,10 @@ mod tests {
         .unwrap()
         .args;
         assert_eq!(a.ferry.as_deref(), Some(Path::new("/opt/ferry")));
-        assert_eq!((a.events, a.seconds, a.users, a.devices), (1000, 3, 2, 2));
+        assert_eq!(
+            (a.events, a.seconds, a.fleet.users, a.fleet.devices),
+            (1000, 3, 2, 2)
+        );
         assert!(a.keep && a.json);
         assert!(Cli::try_parse_from(["x", "--events", "0"]).is_err());
         assert!(Cli::try_parse_from(["x", "--seconds", "0"]).is_err());

@@ -62,6 +62,24 @@ struct Logs {
 }
 
 /// The connected devices, between phases.
+/// The fleet's shape as the scenarios that start their own server take it
+/// (`retention`, `steady`, `backup`): users, devices, payload and window.
+#[derive(Clone, Copy, Debug, clap::Args)]
+pub(crate) struct FleetShape {
+    /// Users.
+    #[arg(long, default_value_t = 333, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) users: u32,
+    /// Devices per user (each publishes and receives the others' events).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) devices: u32,
+    /// Payload bytes (at least 24).
+    #[arg(long, default_value_t = 256)]
+    pub(crate) payload: usize,
+    /// Publishes in flight per device (sent, not yet acked).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub(crate) window: u32,
+}
+
 pub(crate) struct Fleet {
     devices: Vec<Device>,
     window: usize,

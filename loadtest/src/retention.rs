@@ -72,18 +72,8 @@ pub(crate) struct RetentionArgs {
     /// ttl of the preloaded events, seconds.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub(crate) backlog_ttl: u32,
-    /// Users.
-    #[arg(long, default_value_t = 333, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub(crate) users: u32,
-    /// Devices per user (each publishes and receives the others' events).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub(crate) devices: u32,
-    /// Payload bytes (at least 24).
-    #[arg(long, default_value_t = 256)]
-    pub(crate) payload: usize,
-    /// Publishes in flight per device (sent, not yet acked).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub(crate) window: u32,
+    #[command(flatten)]
+    pub(crate) fleet: crate::fleet::FleetShape,
     /// Events per second over all devices in the quiet and the purge phase.
     #[arg(long, default_value_t = 10_000.0)]
     pub(crate) rate: f64,
@@ -448,10 +438,10 @@ async fn scenario(
             } else {
                 "--database-url"
             },
-            args.users,
-            args.devices,
-            args.payload,
-            args.window,
+            args.fleet.users,
+            args.fleet.devices,
+            args.fleet.payload,
+            args.fleet.window,
             args.backlog,
             args.backlog_ttl,
             args.rate,
@@ -462,10 +452,10 @@ async fn scenario(
     let mut fleet = Fleet::connect(
         &spec.ws_url(),
         &crate::serve_env::public_key(key_seed),
-        args.users,
-        args.devices,
-        args.payload,
-        args.window,
+        args.fleet.users,
+        args.fleet.devices,
+        args.fleet.payload,
+        args.fleet.window,
         json,
     )
     .await?;
@@ -597,10 +587,10 @@ async fn scenario(
                 "database": if args.database_url.is_empty() { "sqlite" } else { "database_url" },
                 "backlog": args.backlog,
                 "backlog_ttl": args.backlog_ttl,
-                "users": args.users,
-                "devices": args.devices,
-                "payload": args.payload,
-                "window": args.window,
+                "users": args.fleet.users,
+                "devices": args.fleet.devices,
+                "payload": args.fleet.payload,
+                "window": args.fleet.window,
                 "rate": args.rate,
                 "seconds": args.seconds,
                 "batch": args.batch,

@@ -53,18 +53,8 @@ pub(crate) struct SteadyArgs {
     /// default: the server's (1m).
     #[arg(long)]
     pub(crate) interval: Option<String>,
-    /// Users.
-    #[arg(long, default_value_t = 333, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub(crate) users: u32,
-    /// Devices per user (each publishes and receives the others' events).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    pub(crate) devices: u32,
-    /// Payload bytes (at least 24).
-    #[arg(long, default_value_t = 256)]
-    pub(crate) payload: usize,
-    /// Publishes in flight per device (sent, not yet acked).
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    pub(crate) window: u32,
+    #[command(flatten)]
+    pub(crate) fleet: crate::fleet::FleetShape,
     /// A file stopped growing when its largest size over the second half is at most
     /// this many times its largest size up to the half-way mark.
     #[arg(long, default_value_t = 1.1)]
@@ -202,11 +192,11 @@ async fn scenario(
              with ttl {} s, {} B payloads, for {:.0} s, sizes every {:.0} s",
             spec.exe.display(),
             args.interval.as_deref().unwrap_or("the server's default"),
-            args.users,
-            args.devices,
+            args.fleet.users,
+            args.fleet.devices,
             args.rate,
             args.ttl,
-            args.payload,
+            args.fleet.payload,
             run_for.as_secs_f64(),
             args.sample_every.as_secs_f64(),
         ),
@@ -214,10 +204,10 @@ async fn scenario(
     let mut fleet = Fleet::connect(
         &spec.ws_url(),
         &crate::serve_env::public_key(key_seed),
-        args.users,
-        args.devices,
-        args.payload,
-        args.window,
+        args.fleet.users,
+        args.fleet.devices,
+        args.fleet.payload,
+        args.fleet.window,
         json,
     )
     .await?;
@@ -337,10 +327,10 @@ async fn scenario(
                 "minutes": args.minutes,
                 "sample_every_secs": args.sample_every.as_secs_f64(),
                 "interval": args.interval,
-                "users": args.users,
-                "devices": args.devices,
-                "payload": args.payload,
-                "window": args.window,
+                "users": args.fleet.users,
+                "devices": args.fleet.devices,
+                "payload": args.fleet.payload,
+                "window": args.fleet.window,
                 "growth_limit": args.growth_limit,
             },
             "publishing": outcome,
