@@ -537,3 +537,47 @@ async fn a_revocation_during_an_outage_closes_the_session_once_redis_is_back() {
     stop_all(servers).await;
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_redis_times_out_into_local_limits() {
+    let Some((db, redis)) = services().await else {
+        return;
+    };
+    // Leases of one publish each, so every publish asks Redis.
+    let servers = cluster(
+        &db,
+        &redis,
+        &[
+            ("FERRY_LIMITS_EVENTS_PER_SEC", "5000"),
+            ("FERRY_LIMITS_BURST", "4"),
+        ],
+    )
+    .await;
+    let api = Api::new(&servers[0]);
+    let user = TestUser::random();
+    let mut c = connect(&servers[0].ws_url(), user.device()).await;
+    // Redis stops answering without closing its connections: decisions time out
+    // (200 ms each) until the breaker opens, then are local at once.
+    redis.freeze();
+    for _ in 0..20 {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            c.request(&common::client::publish_json(&new_event_id(), b"x")),
+        )
+        .await
+        .expect("a publish is answered while Redis hangs");
+        assert!(matches!(reply, ServerMessage::Ack { .. }), "{reply:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let m = metrics(&api).await;
+    assert!(metric(&m, "ferry_rate_limit_decisions_total{source=\"fallback\"}") > 0.0);
+    assert_eq!(
+        metric(&m, "ferry_breaker_state{breaker=\"redis\"}"),
+        2.0,
+        "{m}"
+    );
+    redis.thaw();
+    drop(c);
+    stop_all(servers).await;
+    db.drop_db().await;
+}
