@@ -20,7 +20,7 @@
 //! - [`clock`]: wall-clock time for the IO shell.
 //! - [`limits`]: rate limits and connection caps.
 //! - [`store`]: durable storage behind one trait; the only module that knows SQL.
-//! - [`telemetry`]: tracing and Prometheus metrics.
+//! - [`telemetry`]: logs, OpenTelemetry traces and Prometheus metrics.
 //!
 //! The wire protocol itself lives in the `ferry-proto` crate, which does no IO.
 

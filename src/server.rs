@@ -36,6 +36,9 @@ pub enum ServerError {
     /// Redis (cross-instance relay) could not be reached at start.
     #[error("redis: {0}")]
     Redis(String),
+    /// The trace exporter (`[telemetry]`) could not be built.
+    #[error("telemetry: {0}")]
+    Telemetry(String),
     /// A listener could not be bound.
     #[error("{what} {addr}: {source}")]
     Bind {
@@ -56,9 +59,34 @@ pub struct Listeners {
     pub admin: Option<TcpListener>,
 }
 
-/// Binds the configured addresses and runs until SIGINT or SIGTERM.
+/// Binds the configured addresses and runs until SIGINT or SIGTERM. With
+/// `telemetry.otlp_endpoint`, exports traces, and sends the last spans before it
+/// returns.
 pub async fn serve(config: Config) -> Result<(), ServerError> {
-    crate::telemetry::init(config.log.format);
+    let traces = match &config.telemetry.otlp_endpoint {
+        None => {
+            crate::telemetry::init(config.log.format);
+            None
+        }
+        Some(endpoint) => {
+            // Tells this process's spans from the other instances'.
+            let instance = uuid::Uuid::new_v4().simple().to_string();
+            let (exporter, tracer) =
+                crate::telemetry::trace::Exporter::start(&config.telemetry, &instance)
+                    .map_err(ServerError::Telemetry)?;
+            crate::telemetry::init_with_traces(config.log.format, tracer);
+            info!(%endpoint, %instance, "exporting traces over OTLP");
+            Some(exporter)
+        }
+    };
+    let result = serve_on(config).await;
+    if let Some(exporter) = traces {
+        exporter.shutdown().await;
+    }
+    result
+}
+
+async fn serve_on(config: Config) -> Result<(), ServerError> {
     let bind = |what: &'static str, addr| async move {
         TcpListener::bind(addr)
             .await

@@ -770,6 +770,83 @@ fn log_format_setting() {
 }
 
 #[test]
+fn telemetry_is_off_by_default_and_validated() {
+    let c = load("", &[]).unwrap();
+    assert_eq!(c.telemetry.otlp_endpoint, None, "traces are off by default");
+    assert_eq!(c.telemetry.service_name, "ferry");
+    assert_eq!(c.telemetry.sample_ratio.get(), 1.0);
+    assert_eq!(c.telemetry.export_interval, Duration::from_secs(5));
+    assert_eq!(c.telemetry.export_timeout, Duration::from_secs(10));
+    let c = load(
+        "[telemetry]\notlp_endpoint = 'http://collector:4318/'\nsample_ratio = 0",
+        &[
+            ("FERRY_TELEMETRY_SERVICE_NAME", "relay-eu"),
+            ("FERRY_TELEMETRY_EXPORT_INTERVAL", "250ms"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        c.telemetry.otlp_endpoint.as_deref(),
+        Some("http://collector:4318")
+    );
+    assert_eq!(c.telemetry.service_name, "relay-eu");
+    assert_eq!(c.telemetry.sample_ratio.get(), 0.0);
+    assert_eq!(c.telemetry.export_interval, Duration::from_millis(250));
+    let c = load("", &[("FERRY_TELEMETRY_SAMPLE_RATIO", "0.25")]).unwrap();
+    assert_eq!(c.telemetry.sample_ratio.get(), 0.25);
+    // The printout round-trips, float included.
+    assert_eq!(load(&c.to_redacted_toml(), &[]).unwrap(), c);
+
+    for (endpoint, says) in [
+        ("https://collector:4318", "https is not supported"),
+        ("grpc://collector:4317", "unsupported scheme"),
+        ("collector", "is not a URL"),
+        ("http://user:hunter2@collector:4318", "credentials"),
+    ] {
+        let err = rejects(
+            "",
+            &[("FERRY_TELEMETRY_OTLP_ENDPOINT", endpoint)],
+            "telemetry.otlp_endpoint",
+        );
+        let text = err.to_string();
+        assert!(text.contains(says), "{endpoint}: {text}");
+        assert!(text.contains("(FERRY_TELEMETRY_OTLP_ENDPOINT)"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    let err = rejects(
+        "[telemetry]\nsample_ratio = 1.5",
+        &[],
+        "telemetry.sample_ratio",
+    );
+    assert!(err.to_string().contains("0.0 to 1.0"), "{err}");
+    rejects(
+        "[telemetry]\nsample_ratio = -1",
+        &[],
+        "telemetry.sample_ratio",
+    );
+    rejects(
+        "[telemetry]\nsample_ratio = 'all'",
+        &[],
+        "telemetry.sample_ratio",
+    );
+    rejects(
+        "",
+        &[("FERRY_TELEMETRY_SAMPLE_RATIO", "half")],
+        "telemetry.sample_ratio",
+    );
+    rejects(
+        "[telemetry]\nservice_name = 'my relay'",
+        &[],
+        "telemetry.service_name",
+    );
+    rejects(
+        "[telemetry]\nexport_interval = '10ms'",
+        &[],
+        "telemetry.export_interval",
+    );
+}
+
+#[test]
 fn retention_settings_are_validated() {
     let c = load("", &[]).unwrap();
     assert_eq!(c.retention.interval, std::time::Duration::from_secs(60));

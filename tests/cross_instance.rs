@@ -9,37 +9,9 @@ use common::server::TestServer;
 use ferry_proto::b64u;
 use ferry_proto::message::ServerMessage;
 
-async fn redis_url() -> Option<String> {
-    let url = match std::env::var("FERRY_TEST_REDIS_URL") {
-        Ok(u) => u,
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("FERRY_TEST_REDIS_URL must be set in CI")
-        }
-        Err(_) => {
-            eprintln!("FERRY_TEST_REDIS_URL not set: skipping the Redis suite");
-            return None;
-        }
-    };
-    let reachable = async {
-        let client = redis::Client::open(url.as_str()).ok()?;
-        let mut c = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
-    };
-    match reachable.await {
-        Some(_) => Some(url),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("Redis at FERRY_TEST_REDIS_URL is unreachable")
-        }
-        None => {
-            eprintln!("Redis unreachable: skipping the Redis suite");
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_relay_presence_and_revocation_cross_instances() {
-    let Some(redis) = redis_url().await else {
+    let Some(redis) = common::redis::url_from_env().await else {
         return;
     };
     // Several instances share a PostgreSQL database (a SQLite file takes one

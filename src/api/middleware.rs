@@ -16,6 +16,7 @@ use tracing::{Instrument as _, info, info_span, warn};
 use super::error::{ApiError, ErrorBody, ErrorObject, Rendered, code_for};
 use super::extract::{RateSlot, client_ip};
 use crate::app::App;
+use crate::telemetry::trace;
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -79,6 +80,7 @@ pub(crate) async fn finish(
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let method = method_label(req.method());
     let span = info_span!("http", request_id = %id, method, route = %route);
+    let traced = trace::http_request(method, &route);
     let slot = RateSlot::default();
     req.extensions_mut().insert(slot.clone());
     req.extensions_mut().insert(RequestId(id.clone()));
@@ -100,10 +102,12 @@ pub(crate) async fn finish(
         next.run(req).await
     }
     .instrument(span.clone())
+    .instrument(traced.clone())
     .await;
 
     let mut resp = render_error(resp, &id, &span).await;
     let status = resp.status();
+    trace::record_status(&traced, status.as_u16());
     let headers = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id) {
         headers.insert(REQUEST_ID, v);

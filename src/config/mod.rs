@@ -40,8 +40,8 @@ pub use tls::TlsError;
 pub use types::{
     AdminConfig, AdminKey, AdminScope, AuthConfig, Config, ConfigError, CorsOrigins,
     DatabaseConfig, Environment, Issue, Limits, LogConfig, LogFormat, NON_SETTING_ENV_VARS,
-    REDACTED, RedisUrl, RetentionConfig, ServerConfig, ServerKeySource, TEST_ENV_PREFIX, TlsConfig,
-    redact_db_url,
+    REDACTED, Ratio, RedisUrl, RetentionConfig, ServerConfig, ServerKeySource, TEST_ENV_PREFIX,
+    TelemetryConfig, TlsConfig, redact_db_url,
 };
 
 /// The example configuration shipped with Ferry (`ferry.example.toml`): every setting

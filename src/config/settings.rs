@@ -60,6 +60,8 @@ pub(super) enum Type {
         /// Longest allowed duration.
         max: Duration,
     },
+    /// A fraction from 0.0 to 1.0 (a float, or the integer 0 or 1, in the file).
+    Ratio,
     /// A list of strings; comma-separated in the environment.
     List,
     /// `[[admin.keys]]`: tables of `name`, `scope`, `sha256`; in the environment
@@ -68,12 +70,14 @@ pub(super) enum Type {
 }
 
 /// A built-in default.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) enum DefaultValue {
     /// A string (also durations and addresses).
     Text(&'static str),
     /// An integer.
     Num(u64),
+    /// A fraction ([`Type::Ratio`]).
+    Fraction(f64),
     /// A boolean.
     Flag(bool),
     /// An empty list.
@@ -86,6 +90,7 @@ impl DefaultValue {
         match self {
             Self::Text(s) => toml::Value::String(s.to_string()),
             Self::Num(n) => int(n),
+            Self::Fraction(f) => toml::Value::Float(f),
             Self::Flag(b) => toml::Value::Boolean(b),
             Self::Empty => toml::Value::Array(Vec::new()),
         }
@@ -173,8 +178,8 @@ macro_rules! section_name {
     };
 }
 
-use DefaultValue::{Empty, Flag, Num, Text};
-use Type::{Addr, AdminKeys, Bool, Int, List, OptDuration, Str};
+use DefaultValue::{Empty, Flag, Fraction, Num, Text};
+use Type::{Addr, AdminKeys, Bool, Int, List, OptDuration, Ratio, Str};
 
 settings! {
     [top]
@@ -562,6 +567,44 @@ settings! {
         // The resolved format ("auto" is never printed).
         dump: |c| text(c.log.format.as_str()),
     }
+
+    [telemetry]
+    /// Traces: OpenTelemetry spans (handshakes, publishes, deliveries across
+    /// instances, syncs, REST requests) exported over OTLP/HTTP (protobuf) to a
+    /// collector at this base URL, e.g. "http://127.0.0.1:4318" (spans are posted to
+    /// <otlp_endpoint>/v1/traces). Plain http:// only: run the collector beside Ferry.
+    /// Empty: no traces (nothing is exported and no exporter runs).
+    otlp_endpoint {
+        ty: Str,
+        default: Text(""),
+        dump: |c| text(c.telemetry.otlp_endpoint.as_deref().unwrap_or_default()),
+    }
+    /// The spans' service.name.
+    service_name {
+        ty: Str,
+        default: Text("ferry"),
+        dump: |c| text(&c.telemetry.service_name),
+    }
+    /// The share of traces recorded, 0.0 to 1.0, chosen by trace id where a trace
+    /// begins; a span continuing a trace (a delivery from another instance) follows
+    /// the decision made there.
+    sample_ratio {
+        ty: Ratio,
+        default: Fraction(1.0),
+        dump: |c| toml::Value::Float(c.telemetry.sample_ratio.get()),
+    }
+    /// How often finished spans are sent (100ms to 1m), and how long one export may
+    /// take (1s to 1m; also the most a shutdown waits for the last spans).
+    export_interval {
+        ty: Type::Duration { min: Duration::from_millis(100), max: secs(60) },
+        default: Text("5s"),
+        dump: |c| duration(c.telemetry.export_interval),
+    }
+    export_timeout {
+        ty: Type::Duration { min: secs(1), max: secs(60) },
+        default: Text("10s"),
+        dump: |c| duration(c.telemetry.export_timeout),
+    }
 }
 
 /// The sections of the file, in order.
@@ -677,6 +720,13 @@ pub(super) fn env_value(ty: Type, value: &str) -> Result<toml::Value, String> {
         Str | Addr | Type::Duration { .. } | OptDuration { .. } => {
             Ok(toml::Value::String(value.to_string()))
         }
+        Ratio => value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(toml::Value::Float)
+            .ok_or_else(|| format!("{value:?} is not a number (use e.g. 0.25)")),
         Bool => match value.trim() {
             "true" | "1" => Ok(toml::Value::Boolean(true)),
             "false" | "0" => Ok(toml::Value::Boolean(false)),
@@ -726,6 +776,7 @@ pub(super) fn check_file_value(ty: Type, value: &toml::Value) -> Result<(), Stri
         Str | Addr | Type::Duration { .. } | OptDuration { .. } => value.is_str(),
         Bool => value.is_bool(),
         Int { .. } => return check_int(value),
+        Ratio => value.is_float() || value.is_integer(),
         List => value
             .as_array()
             .is_some_and(|a| a.iter().all(toml::Value::is_str)),
@@ -749,6 +800,7 @@ pub(super) fn check_file_value(ty: Type, value: &toml::Value) -> Result<(), Stri
             OptDuration { .. } => "a duration string such as \"90d\", or \"\" for off",
             Bool => "true or false",
             Int { .. } => unreachable!("handled above"),
+            Ratio => "a number from 0.0 to 1.0",
             List => "an array of strings",
             AdminKeys => "[[admin.keys]] tables with exactly name, scope and sha256 strings",
         };
@@ -799,6 +851,10 @@ mod tests {
                         assert!(min <= d && d <= max, "{}", s.path());
                     }
                 }
+                Ratio => {
+                    let f = default.as_float().unwrap();
+                    assert!((0.0..=1.0).contains(&f), "{}", s.path());
+                }
                 _ => {}
             }
         }
@@ -813,7 +869,8 @@ mod tests {
                 "auth",
                 "admin",
                 "redis",
-                "log"
+                "log",
+                "telemetry"
             ]
         );
         assert_eq!(
@@ -841,5 +898,9 @@ mod tests {
             ]))
         );
         assert_eq!(env_value(List, ""), Ok(toml::Value::Array(vec![])));
+        assert_eq!(env_value(Ratio, " 0.25 "), Ok(toml::Value::Float(0.25)));
+        assert_eq!(env_value(Ratio, "1"), Ok(toml::Value::Float(1.0)));
+        assert!(env_value(Ratio, "half").is_err());
+        assert!(env_value(Ratio, "NaN").is_err());
     }
 }

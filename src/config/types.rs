@@ -49,6 +49,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The `[log]` section: how log lines are written.
     pub log: LogConfig,
+    /// The `[telemetry]` section: trace export over OTLP (off by default).
+    pub telemetry: TelemetryConfig,
     /// The key of `server.key`, or the file of `server.key_file` as read (once) at
     /// validation; `None` when neither is set. Handed to [`crate::keys::load_or_create`]
     /// through [`Config::key_settings`].
@@ -98,6 +100,41 @@ impl LogFormat {
         }
     }
 }
+
+/// The `[telemetry]` section: OpenTelemetry traces over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Where spans are posted (`<base>/v1/traces`, an `http://` URL without
+    /// credentials); `None`: traces are off.
+    pub otlp_endpoint: Option<String>,
+    /// The spans' `service.name`.
+    pub service_name: String,
+    /// The share of traces recorded where they begin.
+    pub sample_ratio: Ratio,
+    /// How often finished spans are sent.
+    pub export_interval: Duration,
+    /// How long one export may take.
+    pub export_timeout: Duration,
+}
+
+/// A number from 0.0 to 1.0 (never NaN, so it is `Eq`).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Ratio(f64);
+
+impl Ratio {
+    /// `value` if it lies in 0.0..=1.0.
+    pub fn new(value: f64) -> Option<Self> {
+        (0.0..=1.0).contains(&value).then_some(Self(value))
+    }
+
+    /// The number.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+// Sound: `new` admits no NaN.
+impl Eq for Ratio {}
 
 /// A Redis URL (`redis://` or `rediss://`); `Debug` hides its password.
 #[derive(Clone, PartialEq, Eq)]

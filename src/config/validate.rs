@@ -16,12 +16,14 @@ use zeroize::{Zeroize as _, Zeroizing};
 
 use super::duration;
 use super::settings::{self, SETTINGS, Setting, Type};
-use super::settings::{admin, auth, database, limits, log, redis, retention, server, tls, top};
+use super::settings::{
+    admin, auth, database, limits, log, redis, retention, server, telemetry, tls, top,
+};
 use super::types::{
     AdminConfig, AdminKey, AdminScope, AuthConfig, Config, ConfigError, CorsOrigins,
-    DatabaseConfig, Environment, Issue, Limits, LogConfig, LogFormat, NON_SETTING_ENV_VARS,
-    RedisUrl, RetentionConfig, ServerConfig, ServerKeySource, TEST_ENV_PREFIX, TlsConfig,
-    redact_db_url,
+    DatabaseConfig, Environment, Issue, Limits, LogConfig, LogFormat, NON_SETTING_ENV_VARS, Ratio,
+    RedisUrl, RetentionConfig, ServerConfig, ServerKeySource, TEST_ENV_PREFIX, TelemetryConfig,
+    TlsConfig, redact_db_url,
 };
 use crate::keys::{self, ServerKey};
 
@@ -465,6 +467,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
     let admin = admin(c);
     let redis_url = redis_url(c);
     let log = log(c, production);
+    let telemetry = telemetry(c);
 
     if c.issues.len() > before {
         return None;
@@ -494,6 +497,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
         admin: admin?,
         redis_url: redis_url?,
         log: log?,
+        telemetry: telemetry?,
         loaded_key,
     })
 }
@@ -532,6 +536,90 @@ fn log(c: &mut Checker<'_>, production: bool) -> Option<LogConfig> {
         }
     };
     Some(LogConfig { format })
+}
+
+fn telemetry(c: &mut Checker<'_>) -> Option<TelemetryConfig> {
+    let before = c.issues.len();
+    let endpoint = c.text(&telemetry::otlp_endpoint);
+    let endpoint = endpoint.trim();
+    let otlp_endpoint = if endpoint.is_empty() {
+        None
+    } else {
+        match otlp_base(endpoint) {
+            Ok(base) => Some(base),
+            Err(why) => {
+                c.err("telemetry.otlp_endpoint", why);
+                None
+            }
+        }
+    };
+    let service_name = c.text(&telemetry::service_name);
+    let service_name = service_name.trim();
+    if service_name.is_empty()
+        || service_name.len() > 128
+        || !service_name.chars().all(|ch| ch.is_ascii_graphic())
+    {
+        c.err(
+            "telemetry.service_name",
+            "must be 1 to 128 printable ASCII characters without spaces, e.g. \"ferry\"",
+        );
+    }
+    let ratio = c.value(&telemetry::sample_ratio);
+    let ratio = ratio
+        .as_float()
+        .or_else(|| ratio.as_integer().map(|n| n as f64))
+        .unwrap_or(f64::NAN);
+    let sample_ratio = Ratio::new(ratio);
+    if sample_ratio.is_none() {
+        c.err(
+            "telemetry.sample_ratio",
+            format!("{ratio} is out of range (allowed: 0.0 to 1.0)"),
+        );
+    }
+    let export_interval = c.duration(&telemetry::export_interval);
+    let export_timeout = c.duration(&telemetry::export_timeout);
+    if c.issues.len() > before {
+        return None;
+    }
+    Some(TelemetryConfig {
+        otlp_endpoint,
+        service_name: service_name.to_string(),
+        sample_ratio: sample_ratio?,
+        export_interval: export_interval?,
+        export_timeout: export_timeout?,
+    })
+}
+
+/// An OTLP/HTTP base URL: `http://host[:port][/path]`, without credentials, query
+/// or fragment; returned without a trailing slash.
+fn otlp_base(text: &str) -> Result<String, String> {
+    // Never echo a URL that might carry credentials.
+    let url = url::Url::parse(text)
+        .map_err(|_| "is not a URL (expected e.g. http://127.0.0.1:4318)".to_string())?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials".into());
+    }
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return Err(
+                "https is not supported: export over plain http:// to a collector beside Ferry \
+                 (e.g. http://127.0.0.1:4318), which can forward over TLS"
+                    .into(),
+            );
+        }
+        other => {
+            return Err(format!(
+                "unsupported scheme {other:?} (expected http://HOST:PORT, e.g. http://127.0.0.1:4318)"
+            ));
+        }
+    }
+    if !url.has_host() || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "{text:?} must be http://HOST[:PORT][/PATH] without a query or fragment"
+        ));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// `server.key` or `server.key_file`, and the key itself (a key file is read here,
@@ -990,6 +1078,29 @@ mod tests {
             "",
         ] {
             assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn otlp_endpoints() {
+        assert_eq!(
+            otlp_base("http://127.0.0.1:4318/"),
+            Ok("http://127.0.0.1:4318".into())
+        );
+        assert_eq!(
+            otlp_base("http://collector/otlp"),
+            Ok("http://collector/otlp".into())
+        );
+        for bad in [
+            "127.0.0.1:4318",
+            "https://collector:4318",
+            "grpc://collector:4317",
+            "http://user:secret@collector:4318",
+            "http://collector:4318?x=1",
+            "http://",
+        ] {
+            let err = otlp_base(bad).unwrap_err();
+            assert!(!err.contains("secret"), "{bad}: {err}");
         }
     }
 

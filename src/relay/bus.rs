@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use super::hub::{Hub, Peers, Remote};
 use crate::model::{DeviceId, UserId};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::{self, TraceParent};
 
 /// The one channel every instance publishes on and subscribes to.
 pub const CHANNEL: &str = "ferry:relay:v1";
@@ -33,16 +34,24 @@ const KIND_CLOSE_DEVICE: u8 = 2;
 const KIND_CLOSE_USER: u8 = 3;
 const KIND_CATCH_UP: u8 = 4;
 const KIND_REGISTERED: u8 = 5;
+/// A deliver with the trace context of the span that relayed it. A kind of its own,
+/// so a version without it refuses the message whole (as malformed) rather than
+/// reading the context as part of the message: turn traces on once every instance
+/// runs a version that knows it.
+const KIND_DELIVER_TRACED: u8 = 6;
 
 /// One message between instances: what the hub tells its [`Peers`].
 pub type Envelope = Remote;
 
 /// Encoding: `instance(16) kind(1)`, then per kind:
 /// deliver: `user(32) except_flag(1) [device(32)] only_count(u16be) only(32×n)
-/// msg(rest: the seq header and the JSON)`; close device: `user(32) device(32)
+/// msg(rest: the seq header and the JSON)`; traced deliver: `trace_id(16)
+/// span_id(8) flags(1)`, then as deliver; close device: `user(32) device(32)
 /// code(u16be)`; close user: `user(32) code(u16be)`; catch up: nothing;
 /// registered: `user(32) device(32) session(u64be)`.
-pub fn encode(instance: &[u8; 16], env: &Envelope) -> Vec<u8> {
+///
+/// `trace` goes with a deliver only (the other kinds carry none).
+pub fn encode(instance: &[u8; 16], env: &Envelope, trace: Option<&TraceParent>) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     out.extend_from_slice(instance);
     match env {
@@ -52,7 +61,15 @@ pub fn encode(instance: &[u8; 16], env: &Envelope) -> Vec<u8> {
             only,
             msg,
         } => {
-            out.push(KIND_DELIVER);
+            match trace {
+                Some(t) => {
+                    out.push(KIND_DELIVER_TRACED);
+                    out.extend_from_slice(&t.trace_id);
+                    out.extend_from_slice(&t.span_id);
+                    out.push(t.flags);
+                }
+                None => out.push(KIND_DELIVER),
+            }
             out.extend_from_slice(&user.0);
             match except {
                 Some(d) => {
@@ -94,13 +111,29 @@ pub fn encode(instance: &[u8; 16], env: &Envelope) -> Vec<u8> {
     out
 }
 
+/// A decoded message: the sending instance, the envelope, and the trace context a
+/// deliver carried.
+pub type Decoded = ([u8; 16], Envelope, Option<TraceParent>);
+
 /// Decodes a message; `None` for anything malformed.
-pub fn decode(bytes: &[u8]) -> Option<([u8; 16], Envelope)> {
+pub fn decode(bytes: &[u8]) -> Option<Decoded> {
     let mut r = Reader(bytes);
     let instance: [u8; 16] = r.take()?;
-    let kind = r.byte()?;
+    let mut kind = r.byte()?;
     if kind == KIND_CATCH_UP {
-        return r.0.is_empty().then_some((instance, Envelope::CatchUp));
+        return r
+            .0
+            .is_empty()
+            .then_some((instance, Envelope::CatchUp, None));
+    }
+    let mut trace = None;
+    if kind == KIND_DELIVER_TRACED {
+        trace = Some(TraceParent {
+            trace_id: r.take()?,
+            span_id: r.take()?,
+            flags: r.byte()?,
+        });
+        kind = KIND_DELIVER;
     }
     let user = UserId(r.take()?);
     let env = match kind {
@@ -135,7 +168,7 @@ pub fn decode(bytes: &[u8]) -> Option<([u8; 16], Envelope)> {
         },
         _ => return None,
     };
-    Some((instance, env))
+    Some((instance, env, trace))
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -165,8 +198,17 @@ pub struct Bus {
 impl Peers for Bus {
     /// Queues an envelope for the other instances; drops it when the queue is full
     /// (the store is the truth: the other instances' sessions catch up later).
+    /// A deliver carries the trace context of the current span, if any.
     fn send(&self, env: &Envelope) {
-        if self.tx.try_send(encode(&self.instance, env)).is_err() {
+        let trace = match env {
+            Envelope::Deliver { .. } => trace::current(),
+            _ => None,
+        };
+        if self
+            .tx
+            .try_send(encode(&self.instance, env, trace.as_ref()))
+            .is_err()
+        {
             self.metrics.bus_dropped.inc();
             self.lost.fetch_add(1, Ordering::AcqRel);
         }
@@ -234,7 +276,7 @@ pub async fn start(
     let pub_metrics = metrics.clone();
     let pub_cancel = cancel.clone();
     tracker.spawn(async move {
-        let catch_up = encode(&instance, &Envelope::CatchUp);
+        let catch_up = encode(&instance, &Envelope::CatchUp, None);
         let mut batch: Vec<Vec<u8>> = Vec::with_capacity(PUBLISH_BATCH);
         loop {
             // What is queued goes in one pipeline: one round trip for many
@@ -317,10 +359,24 @@ pub async fn start(
                     _ = cancel.cancelled() => return,
                 };
                 match decode(msg.get_payload_bytes()) {
-                    Some((from, env)) if from == instance => hub.apply_own(&env),
-                    Some((_, env)) => {
+                    Some((from, env, _)) if from == instance => hub.apply_own(&env),
+                    Some((_, env, trace)) => {
                         metrics.bus_received.inc();
-                        hub.apply_remote(&env);
+                        match (trace, &env) {
+                            // A delivery to sessions here continues the trace of
+                            // the publish.
+                            (Some(parent), Envelope::Deliver { user, .. })
+                                if hub.has_sessions(user) =>
+                            {
+                                let span = trace::deliver(parent);
+                                let out = span.in_scope(|| hub.apply_remote(&env));
+                                span.record("delivered", out.delivered)
+                                    .record("overflowed", out.overflowed);
+                            }
+                            _ => {
+                                hub.apply_remote(&env);
+                            }
+                        }
                         if env == Envelope::CatchUp {
                             on_lost.notify_one();
                         }
@@ -372,14 +428,50 @@ mod tests {
                 session: 42,
             },
         ];
+        let trace = TraceParent {
+            trace_id: [7; 16],
+            span_id: [8; 8],
+            flags: 1,
+        };
         for env in cases {
-            let bytes = encode(&inst, &env);
-            assert_eq!(decode(&bytes), Some((inst, env.clone())));
+            let bytes = encode(&inst, &env, None);
+            assert_eq!(decode(&bytes), Some((inst, env.clone(), None)));
             for cut in 0..bytes.len().min(60) {
                 // Truncations never panic; most are refused.
                 let _ = decode(&bytes[..cut]);
             }
+            // The trace context goes with a deliver, and only with one.
+            let traced = encode(&inst, &env, Some(&trace));
+            if matches!(env, Envelope::Deliver { .. }) {
+                assert_eq!(traced[16], KIND_DELIVER_TRACED);
+                assert_eq!(traced.len(), bytes.len() + 25);
+                assert_eq!(decode(&traced), Some((inst, env.clone(), Some(trace))));
+                for cut in 17..17 + 25 + 32 {
+                    assert_eq!(decode(&traced[..cut]), None, "cut at {cut}");
+                }
+            } else {
+                assert_eq!(traced, bytes);
+            }
         }
+        // The untraced deliver is byte for byte what versions without traces send
+        // and read.
+        let plain = encode(
+            &inst,
+            &Envelope::Deliver {
+                user: UserId([1; 32]),
+                except: None,
+                only: None,
+                msg: crate::relay::hub::Outbound::stored(7, b"{}"),
+            },
+            None,
+        );
+        let mut expected = inst.to_vec();
+        expected.push(KIND_DELIVER);
+        expected.extend_from_slice(&[1; 32]);
+        expected.extend_from_slice(&[0, 0, 0]);
+        expected.extend_from_slice(&7u64.to_be_bytes());
+        expected.extend_from_slice(b"{}");
+        assert_eq!(plain, expected);
         assert_eq!(decode(&[0u8; 10]), None);
         let mut bad = encode(
             &inst,
@@ -387,6 +479,7 @@ mod tests {
                 user: UserId([1; 32]),
                 code: CloseCode::Normal,
             },
+            None,
         );
         bad[16] = 99;
         assert_eq!(decode(&bad), None);

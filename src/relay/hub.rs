@@ -403,6 +403,12 @@ impl Hub {
         map.get(user).cloned().unwrap_or_default()
     }
 
+    /// Whether `user` has a live session here.
+    pub fn has_sessions(&self, user: &UserId) -> bool {
+        let map = self.shard(user).lock().expect("hub lock poisoned");
+        map.contains_key(user)
+    }
+
     /// Whether `device` of `user` has a live session here.
     pub fn is_connected(&self, user: &UserId, device: &DeviceId) -> bool {
         let map = self.shard(user).lock().expect("hub lock poisoned");
@@ -490,8 +496,10 @@ impl Hub {
         out
     }
 
-    /// Applies what another instance published, to this instance's sessions only.
-    pub fn apply_remote(&self, msg: &Remote) {
+    /// Applies what another instance published, to this instance's sessions only;
+    /// returns what a delivery did here (nothing for the other messages).
+    pub fn apply_remote(&self, msg: &Remote) -> Fanout {
+        let mut out = Fanout::default();
         match msg {
             Remote::Deliver {
                 user,
@@ -505,7 +513,11 @@ impl Hub {
                     {
                         return;
                     }
-                    s.deliver(msg);
+                    if s.deliver(msg) {
+                        out.delivered += 1;
+                    } else {
+                        out.overflowed += 1;
+                    }
                 });
             }
             Remote::CloseDevice { user, device, code } => {
@@ -530,6 +542,7 @@ impl Hub {
                 older.iter().for_each(|s| s.close(CloseCode::Replaced));
             }
         }
+        out
     }
 
     /// Applies what this instance published, as the bus brings it back: marks a

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferry_proto::keys;
 use ferry_proto::message::Publish;
+use tracing::Instrument as _;
 
 use super::Outbound;
 use super::Relay;
@@ -18,6 +19,7 @@ use crate::model::{
     AppendOutcome, DeviceId, DeviceRecord, EventPage, NewEvent, RevokeOutcome, UnixMs, UserId,
 };
 use crate::store::StoreError;
+use crate::telemetry::trace;
 
 /// How far a revocation's `ts` may be from the server clock.
 pub const REVOKE_WINDOW_MS: i64 = 5 * 60 * 1000;
@@ -87,9 +89,17 @@ impl Relay {
 
     /// Appends a prepared event through the group-commit writer; the outcome is
     /// durable (and the event relayed to the user's other sessions) when this
-    /// returns `Ok`.
+    /// returns `Ok`. Traced as `append`, a child of the current span.
     pub async fn commit(&self, ev: NewEvent) -> Result<AppendOutcome, StoreError> {
-        self.inner.writer.append(ev).await
+        let span = trace::append();
+        let result = self
+            .inner
+            .writer
+            .append(ev, span.clone())
+            .instrument(span.clone())
+            .await;
+        trace::record_append(&span, &result);
+        result
     }
 
     /// Relays an ephemeral event to the user's live sessions other than its
@@ -112,11 +122,15 @@ impl Relay {
         limit: u32,
     ) -> Result<EventPage, StoreError> {
         let inner = &self.inner;
+        let span = trace::sync(after, limit);
         let mut page = inner
             .store
             .events_after(user, after, limit, inner.clock.unix_ms())
+            .instrument(span.clone())
             .await?;
         fit_page(&mut page, inner.limits.max_message_size);
+        span.record("events", page.events.len())
+            .record("more", page.more);
         inner.metrics.sync_pages.inc();
         Ok(page)
     }

@@ -32,12 +32,13 @@ use std::time::{Duration, Instant};
 use ferry_proto::b64u;
 use ferry_proto::message::{EventMsg, ServerMessage, format_uuid};
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{Span, warn};
 
 use super::hub::{Hub, Outbound};
 use crate::model::Chore;
 use crate::store::{AppendOutcome, ChoreResult, NewEvent, Store, StoreError};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace;
 
 /// Largest batch written in one transaction.
 pub const MAX_BATCH: usize = 1024;
@@ -50,6 +51,8 @@ pub struct WriteRequest {
     pub reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
     /// When the session received it (publish → ack latency).
     pub received: Instant,
+    /// Its `append` span, the parent of its fan-out's (disabled with traces off).
+    pub span: Span,
 }
 
 /// How long a chore's slice should take in a transaction that carries publishes:
@@ -196,13 +199,15 @@ impl Writer {
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Queues an event and waits for its durable outcome.
-    pub async fn append(&self, event: NewEvent) -> Result<AppendOutcome, StoreError> {
+    /// Queues an event and waits for its durable outcome; its fan-out's span is a
+    /// child of `span`.
+    pub async fn append(&self, event: NewEvent, span: Span) -> Result<AppendOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         let req = WriteRequest {
             event,
             reply,
             received: Instant::now(),
+            span,
         };
         self.tx
             .send(req)
@@ -226,6 +231,7 @@ async fn run(
     let mut events: Vec<NewEvent> = Vec::with_capacity(MAX_BATCH);
     let mut waiting: Vec<(oneshot::Sender<Result<AppendOutcome, StoreError>>, Instant)> =
         Vec::with_capacity(MAX_BATCH);
+    let mut spans: Vec<Span> = Vec::with_capacity(MAX_BATCH);
     let mut standing: Option<Standing> = None;
     let mut open = true;
     loop {
@@ -273,6 +279,7 @@ async fn run(
         for req in batch.drain(..) {
             events.push(req.event);
             waiting.push((req.reply, req.received));
+            spans.push(req.span);
         }
         let with_publishes = !events.is_empty();
         if with_publishes {
@@ -305,13 +312,16 @@ async fn run(
         }
         match result {
             Ok(outcomes) => {
-                for ((ev, (reply, received)), outcome) in
-                    events.iter().zip(waiting.drain(..)).zip(outcomes)
+                for (((ev, (reply, received)), outcome), span) in events
+                    .iter()
+                    .zip(waiting.drain(..))
+                    .zip(outcomes)
+                    .zip(spans.drain(..))
                 {
                     match &outcome {
                         AppendOutcome::Stored { seq, ts } => {
                             metrics.events_stored.inc();
-                            relay_stored(&hub, &metrics, ev, *seq, *ts);
+                            relay_stored(&hub, &metrics, ev, *seq, *ts, &span);
                         }
                         AppendOutcome::Duplicate { .. } => metrics.duplicates.inc(),
                         AppendOutcome::Conflict { .. } => metrics.conflicts.inc(),
@@ -331,6 +341,7 @@ async fn run(
             }
         }
         events.clear();
+        spans.clear();
     }
 }
 
@@ -379,9 +390,15 @@ mod fault {
     }
 }
 
-/// Sends a stored event to every other live session of its user.
-fn relay_stored(hub: &Hub, metrics: &Metrics, ev: &NewEvent, seq: u64, ts: i64) {
-    let out = hub.fanout_stored(&ev.user, Some(&ev.device), || event_json(ev, Some(seq), ts));
+/// Sends a stored event to every other live session of its user, under a `fanout`
+/// span (a child of its `append`), which the other instances' deliveries continue.
+fn relay_stored(hub: &Hub, metrics: &Metrics, ev: &NewEvent, seq: u64, ts: i64, append: &Span) {
+    let span = trace::fanout(append);
+    let out = span.in_scope(|| {
+        hub.fanout_stored(&ev.user, Some(&ev.device), || event_json(ev, Some(seq), ts))
+    });
+    span.record("delivered", out.delivered)
+        .record("overflowed", out.overflowed);
     metrics.deliveries.inc_by(out.delivered);
     metrics.queue_overflows.inc_by(out.overflowed);
 }

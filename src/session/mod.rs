@@ -32,6 +32,7 @@ use crate::model::{DeviceCert, DeviceId, UserId};
 use crate::net::ConnSlot;
 use crate::relay::order::{Next, Order};
 use crate::relay::{Admission, Joined, Outbound, SessionHandle};
+use crate::telemetry::trace;
 
 /// How long a close frame may take to go out before the socket is dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -59,7 +60,8 @@ where
         let mut conn = Conn { ws, app };
         // Boxed: the handshake's state (and its store queries) is freed once it is
         // done instead of living in every idle session's task.
-        if let Some((est, admission)) = Box::pin(conn.handshake()).await {
+        let handshake = Box::pin(conn.handshake()).instrument(trace::handshake());
+        if let Some((est, admission)) = handshake.await {
             conn.established(est, admission).await;
         }
     }
@@ -680,10 +682,12 @@ fn close_label(code: u16) -> &'static str {
 }
 
 impl App {
+    /// Counts a handshake's outcome, and records it on its span.
     fn handshakes(&self, outcome: &str, reason: &str) {
         self.metrics
             .handshakes
             .with_label_values(&[outcome, reason])
             .inc();
+        trace::record_handshake(outcome, reason);
     }
 }

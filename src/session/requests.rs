@@ -13,11 +13,12 @@ use ferry_proto::message::{
     format_uuid,
 };
 use futures_util::future::BoxFuture;
-use tracing::warn;
+use tracing::{Instrument as _, warn};
 
 use crate::app::App;
 use crate::model::{AppendOutcome, DeviceId, UserId};
 use crate::relay::{Prepared, PublishRefusal, RevokeError, StoreError};
+use crate::telemetry::trace;
 
 /// Rate-limit refusals tolerated in [`ABUSE_WINDOW`] beyond the burst before 4008.
 const ABUSE_SLACK: usize = 20;
@@ -132,11 +133,22 @@ impl Ctx {
         let app = &self.app;
         let now = app.clock.now();
         let id = format_uuid(&p.id);
-        let ev = match app
+        let span = trace::publish();
+        let prepared = app
             .relay
             .prepare_publish(self.user, self.device, p, now)
-            .await
-        {
+            .instrument(span.clone())
+            .await;
+        match &prepared {
+            Ok(Prepared::Durable(_)) => {}
+            Ok(Prepared::Ephemeral { .. }) => {
+                span.record("outcome", "ephemeral");
+            }
+            Err(_) => {
+                span.record("outcome", "refused");
+            }
+        }
+        let ev = match prepared {
             Ok(Prepared::Durable(ev)) => ev,
             Ok(Prepared::Ephemeral { delivered }) => {
                 return Action::Now(Replies::one(ServerMessage::Ack {
@@ -189,7 +201,10 @@ impl Ctx {
         let app = app.clone();
         let key = ev.key.clone();
         Action::Later(Box::pin(async move {
-            match app.relay.commit(ev).await {
+            // The publish's span lasts until the durable outcome.
+            let result = app.relay.commit(ev).instrument(span.clone()).await;
+            trace::record_append(&span, &result);
+            match result {
                 Ok(AppendOutcome::Stored { seq, ts }) => Replies {
                     own: Some(seq),
                     ..Replies::one(ack(rid, id, seq, ts, false))

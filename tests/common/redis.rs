@@ -1,12 +1,46 @@
 //! A Redis server of the test's own, on a free port, that the test can stop and
 //! start again on the same port (an outage), started from the `redis-server`
-//! binary on the `PATH`. It keeps nothing on disk.
+//! binary on the `PATH`. It keeps nothing on disk. Or the shared one of
+//! `FERRY_TEST_REDIS_URL` ([`url_from_env`]).
 
 use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
+
+/// `FERRY_TEST_REDIS_URL` once it answers `PING`, or `None` outside CI when it is
+/// unset or unreachable.
+///
+/// # Panics
+/// With `CI` set, when the variable is missing or Redis does not answer.
+pub async fn url_from_env() -> Option<String> {
+    let url = match std::env::var("FERRY_TEST_REDIS_URL") {
+        Ok(u) => u,
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("FERRY_TEST_REDIS_URL must be set in CI")
+        }
+        Err(_) => {
+            eprintln!("FERRY_TEST_REDIS_URL not set: skipping the Redis suite");
+            return None;
+        }
+    };
+    let reachable = async {
+        let client = redis::Client::open(url.as_str()).ok()?;
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+    };
+    match reachable.await {
+        Some(_) => Some(url),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("Redis at FERRY_TEST_REDIS_URL is unreachable")
+        }
+        None => {
+            eprintln!("Redis unreachable: skipping the Redis suite");
+            None
+        }
+    }
+}
 
 /// A `redis-server` child process.
 pub struct RedisServer {
