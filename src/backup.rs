@@ -190,6 +190,9 @@ async fn sqlite_backup(
     let total = file_len(&source) + file_len(&sidecar(&source, "-wal"));
     // Readable by this user only, like the database (VACUUM INTO fills an empty file).
     create_private(tmp)?;
+    // Written back as it grows, so no single sync at the end queues the server's
+    // own syncs behind the whole snapshot.
+    let trickle = Trickle::start(tmp)?;
     let snapshot = store::backup::sqlite_snapshot(url, tmp);
     tokio::pin!(snapshot);
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -203,6 +206,7 @@ async fn sqlite_backup(
             )),
         }
     }
+    trickle.finish();
     sync_file(tmp)?;
     // The snapshot must be sound before it takes the backup's name.
     progress("verifying the snapshot");
@@ -585,6 +589,66 @@ fn create_private(path: &Path) -> Result<(), BackupError> {
         .map_err(|e| io_failed("cannot create", path, e))
 }
 
+/// Syncs a file that another writer fills, every [`TRICKLE_BYTES`] it grows, on a
+/// thread of its own until dropped. A snapshot written to the page cache in one go
+/// and synced once at the end is a burst of hundreds of megabytes on the disk's
+/// queue, and the server's commits (each waiting for a sync of its log) queue
+/// behind it; written back in small steps, each sync is a few milliseconds of
+/// the disk's time.
+struct Trickle {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+/// How much a file being snapshotted may grow before it is synced.
+const TRICKLE_BYTES: u64 = 8 << 20;
+/// How often the trickle looks at the file's size.
+const TRICKLE_POLL: Duration = Duration::from_millis(10);
+
+impl Trickle {
+    fn start(path: &Path) -> Result<Self, BackupError> {
+        use std::sync::atomic::Ordering;
+        let file = File::open(path).map_err(|e| io_failed("cannot open", path, e))?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("backup-trickle".into())
+            .spawn(move || {
+                let (mut synced, mut syncs) = (0u64, 0u64);
+                while !stopped.load(Ordering::Acquire) {
+                    std::thread::sleep(TRICKLE_POLL);
+                    let len = file.metadata().map_or(0, |m| m.len());
+                    // Errors here are not the backup's: the final sync reports them.
+                    if len >= synced + TRICKLE_BYTES && file.sync_data().is_ok() {
+                        synced = len;
+                        syncs += 1;
+                    }
+                }
+                syncs
+            })
+            .map_err(|e| BackupError::Failed(format!("cannot start a thread: {e}")))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread; returns how many syncs it made.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.take().and_then(|t| t.join().ok()).unwrap_or(0)
+    }
+}
+
+impl Drop for Trickle {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map_or(0, |m| m.len())
 }
@@ -640,6 +704,27 @@ mod tests {
         let c = PgConn::parse("postgres://postgres@127.0.0.1/test").unwrap();
         assert_eq!(c.password, None);
         assert_eq!(c.url_without_password, "postgres://postgres@127.0.0.1/test");
+    }
+
+    #[test]
+    fn a_growing_snapshot_is_synced_as_it_grows() {
+        use std::io::Write as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot");
+        let mut file = File::create(&path).unwrap();
+        // Less than one step: never synced by the trickle.
+        let trickle = Trickle::start(&path).unwrap();
+        file.write_all(&[7u8; 1 << 20]).unwrap();
+        std::thread::sleep(TRICKLE_POLL * 5);
+        assert_eq!(trickle.finish(), 0);
+        // Three steps, each left to the trickle before the next.
+        let trickle = Trickle::start(&path).unwrap();
+        for _ in 0..3 {
+            file.write_all(&vec![7u8; TRICKLE_BYTES as usize]).unwrap();
+            std::thread::sleep(TRICKLE_POLL * 5);
+        }
+        let syncs = trickle.finish();
+        assert!((1..=3).contains(&syncs), "{syncs} syncs");
     }
 
     #[test]
