@@ -2,11 +2,12 @@
 //! service manager or a log collector would: no colour codes, listener addresses as
 //! `IP:PORT`, one JSON object per line with `log.format = "json"`, and no secret.
 
-use std::io::{BufRead as _, BufReader};
+#[path = "common/child.rs"]
+#[allow(unreachable_pub)]
+mod child;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The fixed seed of the server key in these tests (it must never be logged).
@@ -33,38 +34,16 @@ fn serve_log(dir: &Path, env: &[(&str, &str)]) -> Log {
     // A port taken between probing and binding makes the server exit: try anew.
     for _ in 0..3 {
         let (addr, admin) = (free_addr(), free_addr());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-        for (key, _) in std::env::vars_os() {
-            let key_text = key.to_string_lossy();
-            if key_text.starts_with("FERRY_") || key_text == "RUST_LOG" {
-                cmd.env_remove(key);
-            }
-        }
         let seed = ferry_proto::b64u::encode(&SEED);
-        let mut child = cmd
-            .current_dir(dir)
-            .arg("serve")
-            .env("FERRY_DATA_DIR", dir)
+        let mut child = child::ferry_serve(dir)
             .env("FERRY_SERVER_KEY", &seed)
             .env("FERRY_SERVER_LISTEN", addr.to_string())
             .env("FERRY_SERVER_ADMIN_LISTEN", admin.to_string())
             .env("FERRY_LOG", "info")
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .expect("start the ferry binary");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = child::stderr_lines(&mut child);
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut text = String::new();
         let mut up = false;

@@ -11,10 +11,9 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -139,18 +138,7 @@ impl Drop for Instance {
 /// until it logs where it listens.
 fn serve(env: &[(&str, &str)]) -> Instance {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    for (key, _) in std::env::vars_os() {
-        let key_text = key.to_string_lossy();
-        if key_text.starts_with("FERRY_") || key_text.starts_with("OTEL_") || key_text == "RUST_LOG"
-        {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
-        .current_dir(dir.path())
-        .arg("serve")
-        .env("FERRY_DATA_DIR", dir.path())
+    let mut child = common::child::ferry_serve(dir.path())
         .env(
             "FERRY_SERVER_KEY",
             b64u::encode(&common::server::SERVER_SEED),
@@ -161,20 +149,9 @@ fn serve(env: &[(&str, &str)]) -> Instance {
         .env("FERRY_LOG", "info")
         .env("FERRY_LOG_FORMAT", "json")
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("start the ferry binary");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    // Reads the log to its end, so the pipe never fills.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
+    let rx = common::child::stderr_lines(&mut child);
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut addr, mut id, mut log) = (None, None, String::new());
     while addr.is_none() {

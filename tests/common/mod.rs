@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod backends;
+pub mod child;
 pub mod client;
 pub mod db;
 pub mod http;
