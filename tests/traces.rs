@@ -468,6 +468,9 @@ async fn the_last_spans_are_sent_at_shutdown() {
         ("FERRY_TELEMETRY_OTLP_ENDPOINT", endpoint.as_str()),
         ("FERRY_TELEMETRY_EXPORT_INTERVAL", "1m"),
     ]);
+    let doc = api(&one).get("/openapi.json", None).await;
+    assert_eq!(doc.status, 200);
+    // Probes are not traced.
     let live = api(&one).get("/health/live", None).await;
     assert_eq!(live.status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -487,8 +490,12 @@ async fn the_last_spans_are_sent_at_shutdown() {
     let got = spans.lock().unwrap().clone();
     let request = got
         .iter()
-        .find(|s| s.name == "GET /health/live")
+        .find(|s| s.name == "GET /openapi.json")
         .unwrap_or_else(|| panic!("not sent at shutdown: {got:?}"));
+    assert!(
+        !got.iter().any(|s| s.name.contains("/health/")),
+        "a probe was traced: {got:?}"
+    );
     assert_eq!(request.service, "ferry");
     assert_eq!(request.attr("http.response.status_code"), Some("200"));
 }

@@ -66,6 +66,11 @@ fn exempt(route: &str) -> bool {
     route == "/v1/ws" || route.starts_with("/health/")
 }
 
+/// Routes that health checkers and metrics scrapers call: not traced.
+fn probe(route: &str) -> bool {
+    route.starts_with("/health/") || route == "/metrics"
+}
+
 /// The middleware. See the module docs.
 pub(crate) async fn finish(
     State((app, per_ip)): State<(App, PerIpLimit)>,
@@ -80,7 +85,12 @@ pub(crate) async fn finish(
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let method = method_label(req.method());
     let span = info_span!("http", request_id = %id, method, route = %route);
-    let traced = trace::http_request(method, &route);
+    // Probes and scrapes come every few seconds from machines, not users: no trace.
+    let traced = if probe(&route) {
+        tracing::Span::none()
+    } else {
+        trace::http_request(method, &route)
+    };
     let slot = RateSlot::default();
     req.extensions_mut().insert(slot.clone());
     req.extensions_mut().insert(RequestId(id.clone()));
