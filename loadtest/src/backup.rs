@@ -36,8 +36,9 @@ use tokio::process::Command;
 
 use crate::child::{ServerSpec, SqliteFiles, TempDir};
 use crate::common::say;
-use crate::fleet::{Fleet, Live, Outcome, Pace};
-use crate::stats::{self, Summary, fmt_ratio, ratio};
+use crate::fleet::{Fleet, Live, Pace};
+use crate::phases::{self, lat_ratio};
+use crate::stats::{self, Summary, fmt_ratio};
 
 /// The long help of `ferry-load backup`.
 pub(crate) const LONG_ABOUT: &str = "\
@@ -359,15 +360,6 @@ struct Ratios {
     phase_max: Option<f64>,
 }
 
-/// `a / b` of two latencies; `None` when either has no samples.
-fn lat_ratio(a: &Summary, b: &Summary, f: fn(&Summary) -> u64) -> Option<f64> {
-    if a.count == 0 || b.count == 0 {
-        None
-    } else {
-        ratio(f(a) as f64, f(b) as f64)
-    }
-}
-
 impl Ratios {
     fn of(quiet: &Summary, during: &Summary, phase: &Summary) -> Self {
         Self {
@@ -379,83 +371,6 @@ impl Ratios {
             phase_max: lat_ratio(phase, quiet, |s| s.max_us),
         }
     }
-}
-
-/// One row of the phase table; `p99_ratio` is this row's p99 over quiet's.
-fn phase_row(
-    name: &str,
-    secs: f64,
-    published: Option<u64>,
-    lost: Option<u64>,
-    s: &Summary,
-    p99_ratio: Option<Option<f64>>,
-) -> String {
-    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    let ms = |us: u64| {
-        if s.count == 0 {
-            "-".to_string()
-        } else {
-            stats::ms(us)
-        }
-    };
-    format!(
-        "{name:<19} {secs:>7.1} {:>10} {:>10} {:>6} {:>9.0} {:>10} {:>10} {:>10} {:>10}",
-        opt(published),
-        s.count,
-        opt(lost),
-        stats::rate(s.count, Duration::from_secs_f64(secs.max(0.0))),
-        ms(s.p50_us),
-        ms(s.p99_us),
-        ms(s.max_us),
-        p99_ratio.map_or("-".to_string(), fmt_ratio),
-    )
-}
-
-/// The phase table: preload, quiet, backup, and the publishes sent while the
-/// backup ran (over `backup_secs`).
-fn phase_table(preload: &Outcome, quiet: &Outcome, backup: &Outcome, backup_secs: f64) -> String {
-    let q = &quiet.ack_latency;
-    let mut t = format!(
-        "{:<19} {:>7} {:>10} {:>10} {:>6} {:>9} {:>10} {:>10} {:>10} {:>10}\n",
-        "phase",
-        "secs",
-        "published",
-        "acked",
-        "lost",
-        "acked/s",
-        "ack p50",
-        "ack p99",
-        "ack max",
-        "p99/quiet"
-    );
-    let rows = [
-        (preload, None),
-        (quiet, Some(lat_ratio(q, q, |s| s.p99_us))),
-        (
-            backup,
-            Some(lat_ratio(&backup.ack_latency, q, |s| s.p99_us)),
-        ),
-    ];
-    for (o, r) in rows {
-        t += &phase_row(
-            o.phase,
-            o.secs,
-            Some(o.published),
-            Some(o.lost()),
-            &o.ack_latency,
-            r,
-        );
-        t.push('\n');
-    }
-    t += &phase_row(
-        "  while backing up",
-        backup_secs,
-        None,
-        None,
-        &backup.marked_latency,
-        Some(lat_ratio(&backup.marked_latency, q, |s| s.p99_us)),
-    );
-    t
 }
 
 /// One row of the backup table.
@@ -732,7 +647,13 @@ async fn scenario(
         && settle_lost == 0
         && deliveries.ok();
     let mut text = String::from("\n");
-    text += &phase_table(&preload, &quiet, &backed_up, backup2.run.wall_secs);
+    text += &phases::table(
+        &preload,
+        &quiet,
+        &backed_up,
+        "  while backing up",
+        backup2.run.wall_secs,
+    );
     text += &format!(
         "\np99 publish→ack backup / quiet: {} while the backup ran, {} over the phase \
          (p50 {} / {}, max {} / {})\n\n",
@@ -896,53 +817,6 @@ mod tests {
         assert_eq!(r.while_backing_up_max, Some(10.0));
         let r = Ratios::of(&s(1, 2, 3), &Summary::default(), &Summary::default());
         assert_eq!(r, Ratios::default());
-    }
-
-    fn outcome(phase: &'static str, lat: Summary, marked: Summary) -> Outcome {
-        Outcome {
-            phase,
-            devices: 3,
-            ttl: None,
-            secs: 10.0,
-            published: lat.count,
-            acked: lat.count,
-            refused: 0,
-            unanswered: 0,
-            acked_per_sec: lat.count as f64 / 10.0,
-            delivered: 0,
-            late_acks: 0,
-            ack_latency: lat,
-            marked_latency: marked,
-            max_schedule_lag_us: 0,
-            sessions_lost: 0,
-            failures: crate::net::Failures::new(),
-        }
-    }
-
-    #[test]
-    fn the_phase_table() {
-        let t = phase_table(
-            &outcome("preload", s(5000, 9000, 20_000), Summary::default()),
-            &outcome("quiet", s(1000, 2000, 4000), Summary::default()),
-            &outcome("backup", s(1000, 3000, 9000), s(1200, 5000, 9000)),
-            7.5,
-        );
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 5, "{t}");
-        assert!(lines[0].starts_with("phase") && lines[0].ends_with("p99/quiet"));
-        assert!(
-            lines[1].starts_with("preload") && lines[1].ends_with(" -"),
-            "{t}"
-        );
-        assert!(
-            lines[2].contains("2.00 ms") && lines[2].ends_with("1.00×"),
-            "{t}"
-        );
-        assert!(lines[3].ends_with("1.50×"), "{t}");
-        assert!(lines[4].starts_with("  while backing up") && lines[4].ends_with("2.50×"));
-        assert!(lines[4].contains("    7.5 "), "{t}");
-        let width = lines[0].chars().count();
-        assert!(lines.iter().all(|l| l.chars().count() == width), "{t}");
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod handshake;
 mod idle;
 mod keys;
 mod net;
+mod phases;
 mod progress;
 mod relay;
 mod retention;

@@ -30,8 +30,9 @@ use serde_json::json;
 
 use crate::child::{ServerSpec, SqliteFiles, TempDir, http_request};
 use crate::common::say;
-use crate::fleet::{Fleet, Live, Outcome, Pace};
-use crate::stats::{self, Summary, fmt_ratio, ratio};
+use crate::fleet::{Fleet, Live, Pace};
+use crate::phases::{self, lat_ratio};
+use crate::stats::{self, Summary, fmt_ratio};
 
 /// The admin key of the scenario's server (write scope). The server is a
 /// throwaway child listening on loopback only, so a fixed key will do.
@@ -262,76 +263,15 @@ struct Ratios {
 
 impl Ratios {
     fn of(quiet: &Summary, during: &Summary, phase: &Summary) -> Self {
-        let r = |a: u64, b: u64| {
-            if a == 0 {
-                None
-            } else {
-                ratio(a as f64, b as f64)
-            }
-        };
         Self {
-            while_purging_p50: r(during.p50_us, quiet.p50_us),
-            while_purging_p99: r(during.p99_us, quiet.p99_us),
-            while_purging_max: r(during.max_us, quiet.max_us),
-            phase_p50: r(phase.p50_us, quiet.p50_us),
-            phase_p99: r(phase.p99_us, quiet.p99_us),
-            phase_max: r(phase.max_us, quiet.max_us),
+            while_purging_p50: lat_ratio(during, quiet, |s| s.p50_us),
+            while_purging_p99: lat_ratio(during, quiet, |s| s.p99_us),
+            while_purging_max: lat_ratio(during, quiet, |s| s.max_us),
+            phase_p50: lat_ratio(phase, quiet, |s| s.p50_us),
+            phase_p99: lat_ratio(phase, quiet, |s| s.p99_us),
+            phase_max: lat_ratio(phase, quiet, |s| s.max_us),
         }
     }
-}
-
-/// One row of the phase table.
-fn table_row(
-    name: &str,
-    secs: f64,
-    published: Option<u64>,
-    lost: Option<u64>,
-    s: &Summary,
-) -> String {
-    let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    let ms = |us: u64| {
-        if s.count == 0 {
-            "-".to_string()
-        } else {
-            stats::ms(us)
-        }
-    };
-    format!(
-        "{name:<16} {secs:>7.1} {:>10} {:>10} {:>6} {:>10.0} {:>10} {:>10} {:>10}",
-        opt(published),
-        s.count,
-        opt(lost),
-        stats::rate(s.count, Duration::from_secs_f64(secs.max(0.0))),
-        ms(s.p50_us),
-        ms(s.p99_us),
-        ms(s.max_us),
-    )
-}
-
-/// The phase table.
-fn table(preload: &Outcome, quiet: &Outcome, purge: &Outcome, purge_secs: f64) -> String {
-    let mut t = format!(
-        "{:<16} {:>7} {:>10} {:>10} {:>6} {:>10} {:>10} {:>10} {:>10}\n",
-        "phase", "secs", "published", "acked", "lost", "acked/s", "ack p50", "ack p99", "ack max"
-    );
-    for o in [preload, quiet, purge] {
-        t += &table_row(
-            o.phase,
-            o.secs,
-            Some(o.published),
-            Some(o.lost()),
-            &o.ack_latency,
-        );
-        t.push('\n');
-    }
-    t += &table_row(
-        "  while purging",
-        purge_secs,
-        None,
-        None,
-        &purge.marked_latency,
-    );
-    t
 }
 
 /// Runs `ferry-load retention`; `Ok(false)` when the purge failed or a publish was
@@ -532,7 +472,13 @@ async fn scenario(
     let sessions_lost = preload.sessions_lost + quiet.sessions_lost + purged.sessions_lost;
     let ok = purge.ok() && preload.ok() && quiet.ok() && purged.ok();
     let mut text = String::from("\n");
-    text += &table(&preload, &quiet, &purged, purge.request_secs);
+    text += &phases::table(
+        &preload,
+        &quiet,
+        &purged,
+        "  while purging",
+        purge.request_secs,
+    );
     text += &format!(
         "\np99 publish→ack purge / quiet: {} while purging, {} over the phase \
          (p50 {} / {}, max {} / {})",
@@ -653,7 +599,7 @@ mod tests {
     }
 
     #[test]
-    fn ratios_and_table() {
+    fn ratios() {
         let s = |p50, p99, max| Summary {
             count: 100,
             p50_us: p50,
@@ -675,11 +621,6 @@ mod tests {
             &s(1000, 2000, 4000),
         );
         assert_eq!(r.while_purging_p99, None);
-        let row = table_row("quiet", 10.0, Some(1000), Some(0), &s(1000, 2000, 4000));
-        assert!(row.starts_with("quiet"), "{row}");
-        assert!(row.contains("2.00 ms"), "{row}");
-        let row = table_row("x", 1.0, None, None, &Summary::default());
-        assert!(row.contains(" - "), "{row}");
     }
 
     #[test]
