@@ -795,15 +795,7 @@ mod tests {
         assert_eq!(parse_verify_checks("error: cannot verify"), None);
     }
 
-    fn s(p50: u64, p99: u64, max: u64) -> Summary {
-        Summary {
-            count: 100,
-            p50_us: p50,
-            p99_us: p99,
-            max_us: max,
-            ..Summary::default()
-        }
-    }
+    use crate::phases::tests::s;
 
     #[test]
     fn ratios() {

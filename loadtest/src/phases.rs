@@ -101,10 +101,11 @@ pub(crate) fn table(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn s(p50: u64, p99: u64, max: u64) -> Summary {
+    /// 100 samples with these p50, p99 and max (µs).
+    pub(crate) fn s(p50: u64, p99: u64, max: u64) -> Summary {
         Summary {
             count: 100,
             p50_us: p50,

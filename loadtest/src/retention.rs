@@ -600,13 +600,7 @@ mod tests {
 
     #[test]
     fn ratios() {
-        let s = |p50, p99, max| Summary {
-            count: 100,
-            p50_us: p50,
-            p99_us: p99,
-            max_us: max,
-            ..Summary::default()
-        };
+        use crate::phases::tests::s;
         let r = Ratios::of(
             &s(1000, 2000, 4000),
             &s(2000, 8000, 40_000),
