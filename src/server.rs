@@ -284,6 +284,7 @@ fn build_app_on(
         config.redis_url.is_some(),
         &shared,
         &config.retention,
+        config.database.commit_interval,
         clock.clone(),
     );
     let auth = Auth::new(&key, &config.auth, &config.admin, store, relay.clone());

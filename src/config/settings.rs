@@ -288,6 +288,16 @@ settings! {
         default: Text("5s"),
         dump: |c| duration(c.database.connect_timeout),
     }
+    /// Shortest time between the starts of two group commits (0ms to 100ms; the
+    /// runtime's timer rounds it up to whole milliseconds). Publishes that arrive
+    /// sooner wait and share the next commit: fewer syncs and pages written per
+    /// event for at most this much more publish latency. A publish after a quiet
+    /// spell is written at once. 0ms commits as soon as the previous commit ends.
+    commit_interval {
+        ty: Type::Duration { min: Duration::ZERO, max: Duration::from_millis(100) },
+        default: Text("2ms"),
+        dump: |c| duration(c.database.commit_interval),
+    }
     /// Apply pending migrations when `ferry serve` starts (see also `ferry migrate`).
     migrate_on_start {
         ty: Bool,

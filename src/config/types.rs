@@ -311,6 +311,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
+    /// Shortest time between the starts of two group commits.
+    pub commit_interval: Duration,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
 }
@@ -328,6 +330,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("url", &self.redacted_url())
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
+            .field("commit_interval", &self.commit_interval)
             .field("migrate_on_start", &self.migrate_on_start)
             .finish()
     }

@@ -460,6 +460,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
     check_db_url(c, &url);
     let db_max_connections = c.int(&database::max_connections);
     let connect_timeout = c.duration(&database::connect_timeout);
+    let commit_interval = c.duration(&database::commit_interval);
 
     let limits = limits(c);
     let retention = retention(c);
@@ -489,6 +490,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
             url,
             max_connections: db_max_connections?,
             connect_timeout: connect_timeout?,
+            commit_interval: commit_interval?,
             migrate_on_start: c.flag(&database::migrate_on_start),
         },
         limits: limits?,

@@ -147,6 +147,7 @@ impl Relay {
         bus: bool,
         shared: &Shared,
         retention: &crate::config::RetentionConfig,
+        commit_interval: std::time::Duration,
         clock: SharedClock,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let hub = Hub::new(limits.outbound_queue, limits.outbound_queue_bytes);
@@ -157,6 +158,7 @@ impl Relay {
             metrics.clone(),
             limits.outbound_queue,
             write_health.clone(),
+            commit_interval,
             clock.clone(),
         );
         let admissions =
