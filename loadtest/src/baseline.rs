@@ -258,7 +258,7 @@ impl Child {
         max_time: Duration,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("cannot find this executable")?;
-        let mut args: Vec<String> = vec![
+        let args: Vec<String> = vec![
             "baseline".into(),
             "--mode".into(),
             mode.as_str().into(),
@@ -267,15 +267,7 @@ impl Child {
             "--max-time".into(),
             format!("{}s", max_time.as_secs().max(1)),
         ];
-        let program = match &cpus {
-            Some(list) => {
-                let mut with = vec!["-c".to_string(), list.clone(), exe.display().to_string()];
-                with.append(&mut args);
-                args = with;
-                std::path::PathBuf::from("taskset")
-            }
-            None => exe,
-        };
+        let (program, args) = pinned(exe, args, cpus.as_deref());
         let mut child = tokio::process::Command::new(&program)
             .args(&args)
             .stdin(Stdio::null())
@@ -319,6 +311,28 @@ impl Child {
     }
 }
 
+/// The program and arguments that run `program args…` on `cpus` (a taskset list):
+/// `taskset -c CPUS program args…`, which execs the program in the same process,
+/// so the child's pid is the server's; without `cpus`, the program itself.
+pub(crate) fn pinned(
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    cpus: Option<&str>,
+) -> (std::path::PathBuf, Vec<String>) {
+    match cpus {
+        Some(list) => {
+            let mut with = vec![
+                "-c".to_string(),
+                list.to_string(),
+                program.display().to_string(),
+            ];
+            with.extend(args);
+            (std::path::PathBuf::from("taskset"), with)
+        }
+        None => (program, args),
+    }
+}
+
 /// The CPUs to pin a baseline to: `--baseline-cpus`, else those the server under
 /// test may use (`--server-pid`), else none.
 pub(crate) fn cpus_for(explicit: Option<&str>, server_pid: Option<u32>) -> Option<String> {
@@ -336,6 +350,18 @@ mod tests {
         assert_eq!(group_of("/g/17"), "17");
         assert_eq!(group_of("/ws?group=abc&x=1"), "abc");
         assert_eq!(group_of("/"), "");
+    }
+
+    #[test]
+    fn pinned_commands_go_through_taskset() {
+        let (p, a) = pinned("srv".into(), vec!["-p".into(), "1".into()], Some("0-1"));
+        assert_eq!(p, std::path::PathBuf::from("taskset"));
+        assert_eq!(a, ["-c", "0-1", "srv", "-p", "1"]);
+        let (p, a) = pinned("srv".into(), vec!["-p".into()], None);
+        assert_eq!(
+            (p.to_str(), a.as_slice()),
+            (Some("srv"), ["-p".to_string()].as_slice())
+        );
     }
 
     #[test]

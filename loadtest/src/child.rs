@@ -355,9 +355,13 @@ pub(crate) struct TempDir {
 impl TempDir {
     /// Creates `$TMPDIR/ferry-load-<what>-<random>`, mode 0700.
     pub(crate) fn new(what: &str, keep: bool) -> anyhow::Result<Self> {
+        Self::new_in(&std::env::temp_dir(), what, keep)
+    }
+
+    /// Creates `<parent>/ferry-load-<what>-<random>`, mode 0700.
+    pub(crate) fn new_in(parent: &Path, what: &str, keep: bool) -> anyhow::Result<Self> {
         use std::os::unix::fs::DirBuilderExt as _;
-        let path =
-            std::env::temp_dir().join(format!("ferry-load-{what}-{:016x}", rand::random::<u64>()));
+        let path = parent.join(format!("ferry-load-{what}-{:016x}", rand::random::<u64>()));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)

@@ -59,8 +59,9 @@ pub(crate) struct BaselineOpts {
     /// server (a child process) and report Ferry's figures as ratios to it.
     #[arg(long)]
     pub(crate) with_baseline: bool,
-    /// CPUs for the baseline server (taskset list); default: the CPUs that
-    /// --server-pid (the first one) may use, so both servers get the same cores.
+    /// CPUs for the baseline server, and for the peers of `relay --with-peers`
+    /// (taskset list); default: the CPUs that --server-pid (the first one) may
+    /// use, so all servers get the same cores.
     #[arg(long)]
     pub(crate) baseline_cpus: Option<String>,
 }

@@ -6,6 +6,8 @@
 //! ferry-load handshake --rate R --duration D [--concurrency C] [--with-baseline]
 //! ferry-load relay     --users U --devices D --rate R --payload P --duration D [--ttl S] [--with-baseline]
 //!                      [--urls URL,URL,… --server-pid PID,PID,…]
+//!                      [--with-peers jetstream,redis-streams [--idle-connections N] [--peer-dir DIR]
+//!                       [--nats-server PATH] [--redis-server PATH]] [--skip-ferry]
 //! ferry-load idle      --sessions N [--sources K] [--hold D] [--server-pid PID | --metrics-url URL]
 //! ferry-load sync      --events N --payload P
 //! ferry-load baseline  --mode echo|broadcast --port PORT
@@ -39,6 +41,7 @@ mod handshake;
 mod idle;
 mod keys;
 mod net;
+mod peers;
 mod phases;
 mod progress;
 mod relay;

@@ -100,7 +100,6 @@ impl Target {
     }
 
     /// The same server with another path (`/g/7`).
-    #[cfg(test)]
     pub(crate) fn with_path(&self, path: &str) -> Self {
         Self {
             path: path.to_string(),
@@ -162,6 +161,8 @@ pub(crate) enum Failure {
     Protocol(&'static str),
     /// The socket failed or ended without a close frame.
     Transport(&'static str),
+    /// A peer's client library failed (`relay --with-peers`): its own label.
+    Peer(String),
 }
 
 impl Failure {
@@ -174,6 +175,7 @@ impl Failure {
             Self::Timeout => "timeout".into(),
             Self::Protocol(what) => format!("protocol_{what}"),
             Self::Transport(what) => format!("transport_{what}"),
+            Self::Peer(what) => what.clone(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Shared counters, the once-a-second progress line, and what the server process
-//! costs (RSS and CPU time, from `/proc` or its Prometheus endpoint).
+//! costs (RSS, CPU time and bytes written to storage, from `/proc`; RSS and CPU
+//! time also from its Prometheus endpoint).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -111,6 +112,9 @@ pub(crate) struct ProcSample {
     pub(crate) rss_bytes: u64,
     /// User + system CPU time, seconds.
     pub(crate) cpu_secs: f64,
+    /// Bytes the process sent to the storage layer (`write_bytes` of
+    /// `/proc/<pid>/io`), when readable; never from a Prometheus endpoint.
+    pub(crate) write_bytes: Option<u64>,
 }
 
 impl ServerProbe {
@@ -127,13 +131,20 @@ impl ServerProbe {
     pub(crate) async fn sample(&self) -> anyhow::Result<ProcSample> {
         match self {
             Self::Pid(pid) => read_proc(*pid),
-            Self::Pids(pids) => pids.iter().try_fold(ProcSample::default(), |sum, &pid| {
-                let s = read_proc(pid)?;
-                Ok(ProcSample {
-                    rss_bytes: sum.rss_bytes + s.rss_bytes,
-                    cpu_secs: sum.cpu_secs + s.cpu_secs,
-                })
-            }),
+            Self::Pids(pids) => pids.iter().try_fold(
+                ProcSample {
+                    write_bytes: Some(0),
+                    ..ProcSample::default()
+                },
+                |sum, &pid| {
+                    let s = read_proc(pid)?;
+                    Ok(ProcSample {
+                        rss_bytes: sum.rss_bytes + s.rss_bytes,
+                        cpu_secs: sum.cpu_secs + s.cpu_secs,
+                        write_bytes: sum.write_bytes.zip(s.write_bytes).map(|(a, b)| a + b),
+                    })
+                },
+            ),
             Self::Metrics(url) => {
                 let body = http_get(url).await?;
                 parse_metrics(&body)
@@ -145,7 +156,8 @@ impl ServerProbe {
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
 const USER_HZ: f64 = 100.0;
 
-/// RSS and CPU time of `pid` from `/proc`.
+/// RSS, CPU time and bytes written of `pid` from `/proc` (`write_bytes` is `None`
+/// when `/proc/<pid>/io` cannot be read, e.g. a process of another user).
 pub(crate) fn read_proc(pid: u32) -> anyhow::Result<ProcSample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("cannot read /proc/{pid}/status (is the server running?)"))?;
@@ -154,7 +166,21 @@ pub(crate) fn read_proc(pid: u32) -> anyhow::Result<ProcSample> {
     Ok(ProcSample {
         rss_bytes: parse_vm_rss(&status).context("no VmRSS in /proc/<pid>/status")?,
         cpu_secs: parse_stat_cpu(&stat).context("malformed /proc/<pid>/stat")?,
+        write_bytes: std::fs::read_to_string(format!("/proc/{pid}/io"))
+            .ok()
+            .and_then(|io| parse_io_write_bytes(&io)),
     })
+}
+
+/// `write_bytes: 12345` of `/proc/<pid>/io`: the bytes the process caused to be
+/// sent to the storage layer, counted when page-cache pages are dirtied (a page
+/// dirtied again before it was written back counts once).
+pub(crate) fn parse_io_write_bytes(io: &str) -> Option<u64> {
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `VmRSS:   12345 kB` → bytes.
@@ -202,6 +228,7 @@ pub(crate) fn parse_metrics(body: &str) -> anyhow::Result<ProcSample> {
     Ok(ProcSample {
         rss_bytes: rss as u64,
         cpu_secs: either("process_cpu_seconds_total").unwrap_or(0.0),
+        write_bytes: None,
     })
 }
 
@@ -288,6 +315,10 @@ mod tests {
         let stat = "1234 (ferry serve) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
         assert_eq!(parse_stat_cpu(stat), Some(3.0));
         assert!(parse_vm_rss("Name: x\n").is_none());
+        let io = "rchar: 10\nwchar: 20\nsyscr: 1\nsyscw: 2\nread_bytes: 0\n\
+                  write_bytes: 1228800\ncancelled_write_bytes: 4096\n";
+        assert_eq!(parse_io_write_bytes(io), Some(1_228_800));
+        assert_eq!(parse_io_write_bytes("rchar: 10\n"), None);
     }
 
     #[test]
@@ -316,6 +347,9 @@ mod tests {
         // RSS may move between the readings; it is summed, so about twice.
         assert!(two.rss_bytes > one.rss_bytes, "{one:?} {two:?}");
         assert!(two.cpu_secs >= 2.0 * one.cpu_secs, "{one:?} {two:?}");
+        // Our own /proc/<pid>/io is readable; the sum is at least twice one reading.
+        let (w1, w2) = (one.write_bytes.unwrap(), two.write_bytes.unwrap());
+        assert!(w2 >= 2 * w1, "{one:?} {two:?}");
         let gone = ServerProbe::Pids(vec![me, u32::MAX]).sample().await;
         assert!(gone.is_err(), "a missing process is an error");
     }

@@ -34,6 +34,7 @@ use crate::baseline::{self, KIND_ACK, KIND_EVENT};
 use crate::check::{self, CheckReport, HEADER_LEN, Header, PublisherLog, ReceiverLog};
 use crate::common::{self, BaselineOpts, ConnArgs, ReportArgs, mono_ns, say};
 use crate::net::{self, Failure, Failures, Lean, Opened, Session, Sources, Target, Ws};
+use crate::peers;
 use crate::progress::{Counter, Delta, Progress, ServerProbe};
 use crate::stats::{self, Samples, SharedHistogram, Summary, fmt_ratio, ratio};
 
@@ -57,8 +58,16 @@ database, FERRY_REDIS_URL set), with their CPU time summed:
       --urls ws://127.0.0.1:18080/v1/ws,ws://127.0.0.1:18081/v1/ws,ws://127.0.0.1:18082/v1/ws \\
       --server-pid <pid1>,<pid2>,<pid3>
 
+Against NATS JetStream and Redis Streams as well (each started here on a free \
+port with a fresh data directory, on the CPUs of --server-pid), then Ferry, with one \
+table of events/s, CPU and bytes written per stored event, latencies, memory per \
+idle connection and Ferry's ratios to each:
+
+  ferry-load relay --server-key <public key> --users 20 --devices 3 --rate 10 \\
+      --duration 10s --with-baseline --with-peers jetstream,redis-streams --server-pid <pid>
+
 The exit code is non-zero when the exactly-once/in-order check fails or any \
-publish or session failed.")]
+publish or session failed (against any server).")]
 pub(crate) struct RelayArgs {
     #[command(flatten)]
     pub(crate) conn: ConnArgs,
@@ -66,6 +75,12 @@ pub(crate) struct RelayArgs {
     pub(crate) report: ReportArgs,
     #[command(flatten)]
     pub(crate) baseline: BaselineOpts,
+    #[command(flatten)]
+    pub(crate) peers: peers::PeerOpts,
+    /// Run only the baseline and the peers (--with-baseline, --with-peers), not
+    /// Ferry: no Ferry server needed, no ratios.
+    #[arg(long)]
+    pub(crate) skip_ferry: bool,
     /// The WebSocket URLs of several instances of one cluster (comma-separated or
     /// the option repeated; all with the same server key). Device d of user u
     /// connects to instance (u + d) mod N. Wins over --url.
@@ -249,18 +264,63 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// One received message, as far as the pattern cares.
 #[derive(Debug, PartialEq, Eq)]
-enum Decoded {
+pub(crate) enum Decoded {
     Ack { counter: u64, seq: u64 },
     Event { seq: u64, header: Option<Header> },
     Refused { counter: Option<u64>, label: String },
     Other,
 }
 
-/// How a device talks to a server: Ferry's sealed JSON, or the baseline's raw frames.
-trait Wire: Send + 'static {
+/// How a device talks to a server: a WebSocket ([`WsWire`]: Ferry's sealed JSON,
+/// the baseline's raw frames) or a peer's client (`peers`).
+pub(crate) trait Wire: Send + 'static {
+    /// The next message from the server and when it arrived; an error ends the
+    /// session. Cancel-safe: the device task awaits it in a `select!`.
+    fn next(&mut self) -> impl Future<Output = Result<(Instant, Decoded), Failure>> + Send;
+    /// Sends publish number `counter` of `payload`, or queues it for [`Self::flush`];
+    /// an error ends the session (a publish the server refuses comes back from
+    /// [`Self::next`] as [`Decoded::Refused`]).
+    fn feed(
+        &mut self,
+        counter: u64,
+        payload: &[u8],
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Sends what [`Self::feed`] queued.
+    fn flush(&mut self) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Ends the session cleanly.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// A device on one WebSocket: Ferry's sealed JSON, or the baseline's raw frames.
+trait WsWire: Send + 'static {
     fn ws(&mut self) -> &mut Ws;
     fn publish(&mut self, counter: u64, payload: &[u8]) -> Result<Message, Failure>;
     fn decode(&mut self, msg: Message) -> Result<Decoded, Failure>;
+}
+
+impl<T: WsWire> Wire for T {
+    async fn next(&mut self) -> Result<(Instant, Decoded), Failure> {
+        let msg = match self.ws().next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(net::ws_failure(e)),
+            None => return Err(Failure::Transport("eof")),
+        };
+        let now = Instant::now();
+        Ok((now, self.decode(msg)?))
+    }
+
+    async fn feed(&mut self, counter: u64, payload: &[u8]) -> Result<(), Failure> {
+        let frame = self.publish(counter, payload)?;
+        self.ws().feed(frame).await.map_err(net::ws_failure)
+    }
+
+    async fn flush(&mut self) -> Result<(), Failure> {
+        self.ws().flush().await.map_err(net::ws_failure)
+    }
+
+    async fn close(&mut self) {
+        net::close(self.ws()).await;
+    }
 }
 
 struct FerryWire {
@@ -272,7 +332,7 @@ struct FerryWire {
     ttl: Option<u32>,
 }
 
-impl Wire for FerryWire {
+impl WsWire for FerryWire {
     fn ws(&mut self) -> &mut Ws {
         &mut self.session.ws
     }
@@ -350,7 +410,7 @@ fn decode_raw(b: &[u8]) -> Decoded {
     }
 }
 
-impl Wire for RawWire {
+impl WsWire for RawWire {
     fn ws(&mut self) -> &mut Ws {
         &mut self.ws
     }
@@ -470,15 +530,13 @@ async fn run_device<W: Wire>(
         tokio::select! {
             biased;
             _ = stop.changed() => break None,
-            msg = w.ws().next() => {
-                let msg = match msg {
-                    Some(Ok(m)) => m,
-                    Some(Err(e)) => break Some(net::ws_failure(e)),
-                    None => break Some(Failure::Transport("eof")),
+            msg = w.next() => {
+                let (now, msg) = match msg {
+                    Ok(m) => m,
+                    Err(f) => break Some(f),
                 };
-                let now = Instant::now();
-                match w.decode(msg) {
-                    Ok(Decoded::Ack { counter: c, seq }) => {
+                match msg {
+                    Decoded::Ack { counter: c, seq } => {
                         let mut measured = false;
                         if let Some(i) = inflight.iter().position(|&(k, _)| k == c) {
                             let (_, sent) = inflight.remove(i).expect("present");
@@ -499,7 +557,7 @@ async fn run_device<W: Wire>(
                             live.fail("ack_repeated".into());
                         }
                     }
-                    Ok(Decoded::Event { seq, header }) => {
+                    Decoded::Event { seq, header } => {
                         out.receiver.record(seq, header);
                         if let Some(h) = header
                             && h.sent_ns >= clock.measure_ns
@@ -513,7 +571,7 @@ async fn run_device<W: Wire>(
                             live.delivered_in_window.inc();
                         }
                     }
-                    Ok(Decoded::Refused { counter: c, label }) => {
+                    Decoded::Refused { counter: c, label } => {
                         if let Some(c) = c
                             && let Some(i) = inflight.iter().position(|&(k, _)| k == c)
                         {
@@ -522,8 +580,7 @@ async fn run_device<W: Wire>(
                         live.refused.inc();
                         live.fail(label);
                     }
-                    Ok(Decoded::Other) => {}
-                    Err(f) => break Some(f),
+                    Decoded::Other => {}
                 }
             }
             _ = &mut sleep, if can_publish => {
@@ -536,12 +593,8 @@ async fn run_device<W: Wire>(
                 {
                     out.max_lag = out.max_lag.max(now - next_due);
                     Header { origin: me, counter, sent_ns: mono_ns(now) }.write(&mut payload);
-                    let frame = match w.publish(counter, &payload) {
-                        Ok(f) => f,
-                        Err(f) => return finish(out, &live, Some(f), ack_samples, delivery_samples),
-                    };
-                    if let Err(e) = w.ws().feed(frame).await {
-                        return finish(out, &live, Some(net::ws_failure(e)), ack_samples, delivery_samples);
+                    if let Err(f) = w.feed(counter, &payload).await {
+                        return finish(out, &live, Some(f), ack_samples, delivery_samples);
                     }
                     inflight.push_back((counter, now));
                     counter += 1;
@@ -550,8 +603,8 @@ async fn run_device<W: Wire>(
                 }
                 if sent > 0 {
                     live.published.add(sent);
-                    if let Err(e) = w.ws().flush().await {
-                        break Some(net::ws_failure(e));
+                    if let Err(f) = w.flush().await {
+                        break Some(f);
                     }
                 }
                 sleep.as_mut().reset(next_due.into());
@@ -559,7 +612,7 @@ async fn run_device<W: Wire>(
         }
     };
     if end.is_none() {
-        net::close(w.ws()).await;
+        w.close().await;
     }
     finish(out, &live, end, ack_samples, delivery_samples)
 }
@@ -585,9 +638,9 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// The figures of one run of the pattern against one server (or cluster).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub(crate) struct Outcome {
-    server: &'static str,
+    pub(crate) server: &'static str,
     /// Instances the devices were spread over.
     pub(crate) instances: u32,
     published: u64,
@@ -621,9 +674,23 @@ pub(crate) struct Outcome {
     pub(crate) server_cpu_secs: Option<f64>,
     /// Server CPU per stored event, microseconds.
     pub(crate) server_cpu_us_per_event: Option<f64>,
+    /// Bytes the server sent to storage (`write_bytes` of `/proc/<pid>/io`) over
+    /// the same span as the CPU time, when it could be read.
+    pub(crate) server_write_bytes: Option<u64>,
+    /// Those bytes per stored event.
+    pub(crate) server_write_bytes_per_event: Option<f64>,
 }
 
 impl Outcome {
+    /// An empty outcome of `server` (tests fill in the figures).
+    #[cfg(test)]
+    pub(crate) fn named(server: &'static str) -> Self {
+        Self {
+            server,
+            ..Self::default()
+        }
+    }
+
     /// The check passed and no publish or session failed.
     pub(crate) fn ok(&self) -> bool {
         self.check.ok()
@@ -668,6 +735,12 @@ impl Outcome {
         if let (Some(cpu), Some(per)) = (self.server_cpu_secs, self.server_cpu_us_per_event) {
             s += &format!("  server CPU {cpu:.2} s = {per:.1} µs per stored event\n");
         }
+        if let (Some(b), Some(per)) = (self.server_write_bytes, self.server_write_bytes_per_event) {
+            s += &format!(
+                "  server wrote {} to storage = {per:.0} B per stored event\n",
+                stats::bytes(b)
+            );
+        }
         s += &format!("  check {}", self.check.line());
         if self.unanswered > 0 {
             s += "\n  (the drain time ran out: the check saw the run as it stood, with \
@@ -679,7 +752,7 @@ impl Outcome {
 
 /// Runs the pattern over already connected wires (indexed by global device, each
 /// connected to its [`instance_of`] among `instances`).
-async fn run_pattern<W: Wire>(
+pub(crate) async fn run_pattern<W: Wire>(
     server: &'static str,
     wires: Vec<W>,
     pat: &Pattern,
@@ -777,6 +850,9 @@ async fn run_pattern<W: Wire>(
     let acked = live.acked.get();
     let measured = live.acked_measured.get();
     let cpu = before.zip(after).map(|(b, a)| a.cpu_secs - b.cpu_secs);
+    let written = before
+        .zip(after)
+        .and_then(|(b, a)| Some(a.write_bytes?.saturating_sub(b.write_bytes?)));
     Outcome {
         server,
         instances,
@@ -803,25 +879,32 @@ async fn run_pattern<W: Wire>(
         server_cpu_secs: cpu,
         server_cpu_us_per_event: cpu
             .and_then(|c| (measured > 0).then(|| c * 1e6 / measured as f64)),
+        server_write_bytes: written,
+        server_write_bytes_per_event: written
+            .and_then(|w| (measured > 0).then(|| w as f64 / measured as f64)),
     }
 }
 
-/// Ferry's figures over the baseline's.
+/// Ferry's figures over another server's (the baseline's, a peer's).
 #[derive(Debug, Serialize)]
-struct Ratios {
+pub(crate) struct Ratios {
     events_per_sec: Option<f64>,
     deliveries_per_sec: Option<f64>,
     ack_p50: Option<f64>,
     ack_p99: Option<f64>,
     delivery_p50: Option<f64>,
-    delivery_p99: Option<f64>,
+    pub(crate) delivery_p99: Option<f64>,
     delivery_p999: Option<f64>,
     delivery_max: Option<f64>,
-    server_cpu_per_event: Option<f64>,
+    pub(crate) server_cpu_per_event: Option<f64>,
+    /// Bytes written to storage per stored event (none when the other server
+    /// wrote nothing, as the baseline does).
+    pub(crate) write_bytes_per_event: Option<f64>,
 }
 
 impl Ratios {
-    fn of(f: &Outcome, b: &Outcome) -> Self {
+    /// Ferry's outcome `f` over the other server's `b`.
+    pub(crate) fn of(f: &Outcome, b: &Outcome) -> Self {
         let r = |a: u64, b: u64| ratio(a as f64, b as f64);
         Self {
             events_per_sec: ratio(f.events_per_sec, b.events_per_sec),
@@ -836,12 +919,17 @@ impl Ratios {
                 .server_cpu_us_per_event
                 .zip(b.server_cpu_us_per_event)
                 .and_then(|(a, b)| ratio(a, b)),
+            write_bytes_per_event: f
+                .server_write_bytes_per_event
+                .zip(b.server_write_bytes_per_event)
+                .and_then(|(a, b)| ratio(a, b)),
         }
     }
 
-    fn text(&self) -> String {
+    /// One line: `ferry / <other>: events/s …`.
+    pub(crate) fn text(&self, other: &str) -> String {
         format!(
-            "ferry / baseline: events/s {}  deliveries/s {}  ack p50 {} p99 {}  \
+            "ferry / {other}: events/s {}  deliveries/s {}  ack p50 {} p99 {}  \
              delivery p50 {} p99 {} p99.9 {} max {}  server CPU/event {}",
             fmt_ratio(self.events_per_sec),
             fmt_ratio(self.deliveries_per_sec),
@@ -958,6 +1046,7 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
         ttl: args.ttl,
     };
     pat.check()?;
+    args.peers.check(&pat)?;
     let total = pat.sessions();
     let endpoints = Endpoints {
         urls: parse_urls(&args.conn.url, &args.urls)?,
@@ -1050,14 +1139,113 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
         None
     };
 
-    let ferry = run_ferry(&pat, &endpoints, probe, json).await?;
-    say(json, &ferry.text());
-    let ratios = baseline.as_ref().map(|b| Ratios::of(&ferry, b));
-    if let Some(r) = &ratios {
-        say(json, &r.text());
+    let server_pid = args.report.server_pid.first().copied();
+    let cpus = baseline::cpus_for(args.baseline.baseline_cpus.as_deref(), server_pid);
+    let peer_list = args.peers.peers();
+    let mut peer_runs = Vec::with_capacity(peer_list.len());
+    for &peer in &peer_list {
+        peer_runs.push(peers::run(peer, &pat, &args.peers, &args.conn, cpus.clone(), json).await?);
     }
-    let ok = ferry.ok() && baseline.as_ref().is_none_or(Outcome::ok);
+
+    let ferry = if args.skip_ferry {
+        None
+    } else {
+        let f = run_ferry(&pat, &endpoints, probe, json).await?;
+        say(json, &f.text());
+        Some(f)
+    };
+    let ratios = ferry
+        .as_ref()
+        .zip(baseline.as_ref())
+        .map(|(f, b)| Ratios::of(f, b));
+    if let Some(r) = &ratios {
+        say(json, &r.text("baseline"));
+    }
+    let peer_ratios: Vec<Option<Ratios>> = peer_runs
+        .iter()
+        .map(|p| ferry.as_ref().map(|f| Ratios::of(f, &p.outcome)))
+        .collect();
+
+    // Memory per idle connection, on fresh servers after the runs.
+    let n_idle = if peer_list.is_empty() {
+        0
+    } else {
+        args.peers.idle_connections
+    };
+    let mut idle_failed = false;
+    let mut idle = |name: &str, r: anyhow::Result<peers::IdleMemory>| match r {
+        Ok(m) => {
+            say(json, &m.text(name));
+            Some(m)
+        }
+        Err(e) => {
+            eprintln!("{name}: the idle-connection measurement failed: {e:#}");
+            idle_failed = true;
+            None
+        }
+    };
+    let baseline_idle = if n_idle > 0 && baseline.is_some() {
+        idle("baseline", peers::idle_baseline(cpus.clone(), n_idle).await)
+    } else {
+        None
+    };
+    let mut peer_idle = Vec::with_capacity(peer_list.len());
+    for &peer in &peer_list {
+        peer_idle.push(if n_idle > 0 {
+            idle(
+                peer.name(),
+                peers::idle_peer(peer, &args.peers, cpus.clone(), n_idle).await,
+            )
+        } else {
+            None
+        });
+    }
+
+    if !peer_list.is_empty() {
+        let mut rows = Vec::new();
+        if let Some(b) = &baseline {
+            rows.push(peers::Row {
+                outcome: b,
+                idle: baseline_idle.as_ref(),
+                vs_ferry: ratios.as_ref(),
+            });
+        }
+        for ((p, r), m) in peer_runs.iter().zip(&peer_ratios).zip(&peer_idle) {
+            rows.push(peers::Row {
+                outcome: &p.outcome,
+                idle: m.as_ref(),
+                vs_ferry: r.as_ref(),
+            });
+        }
+        if let Some(f) = &ferry {
+            rows.push(peers::Row {
+                outcome: f,
+                idle: None,
+                vs_ferry: None,
+            });
+        }
+        say(json, &peers::table(&rows, n_idle));
+    }
+
+    let ok = ferry.as_ref().is_none_or(Outcome::ok)
+        && baseline.as_ref().is_none_or(Outcome::ok)
+        && peer_runs.iter().all(|p| p.outcome.ok())
+        && !idle_failed;
     if json {
+        let peers_json: Vec<_> = peer_runs
+            .iter()
+            .zip(&peer_ratios)
+            .zip(&peer_idle)
+            .map(|((p, r), m)| {
+                json!({
+                    "peer": p.server.peer,
+                    "server": p.server,
+                    "outcome": p.outcome,
+                    "ratios": r,
+                    "idle": m,
+                })
+            })
+            .collect();
         let doc = json!({
             "scenario": "relay",
             "pattern": pat,
@@ -1065,6 +1253,9 @@ pub(crate) async fn run(args: &RelayArgs) -> anyhow::Result<bool> {
             "ferry": ferry,
             "baseline": baseline,
             "ratios": ratios,
+            "peers": peers_json,
+            "baseline_idle": baseline_idle,
+            "idle_connections": n_idle,
             "ok": ok,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
