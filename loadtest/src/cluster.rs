@@ -31,8 +31,9 @@ use tokio::process::Child;
 
 use crate::child::{PgDatabase, ServerSpec, TempDir, redact_url};
 use crate::common::say;
+use crate::pattern::{Outcome, Pattern};
 use crate::progress::ServerProbe;
-use crate::relay::{self, Endpoints, Outcome, Pattern};
+use crate::relay::{self, Endpoints};
 use crate::stats::{self, fmt_ratio, ratio};
 
 /// The help text of `ferry-load cluster --help`.

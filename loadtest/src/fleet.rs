@@ -350,12 +350,7 @@ impl Live {
     }
 
     fn fail(&self, label: String) {
-        *self
-            .failures
-            .lock()
-            .expect("failures lock")
-            .entry(label)
-            .or_default() += 1;
+        net::count_failure(&self.failures, label);
     }
 }
 

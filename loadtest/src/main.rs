@@ -41,6 +41,7 @@ mod handshake;
 mod idle;
 mod keys;
 mod net;
+mod pattern;
 mod peers;
 mod phases;
 mod progress;

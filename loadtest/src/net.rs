@@ -217,6 +217,15 @@ pub(crate) fn ws_failure(e: WsError) -> Failure {
 /// Failure counts by label.
 pub(crate) type Failures = BTreeMap<String, u64>;
 
+/// Counts one failure labelled `label` in a tally shared by several tasks.
+pub(crate) fn count_failure(failures: &std::sync::Mutex<Failures>, label: String) {
+    *failures
+        .lock()
+        .expect("failures lock")
+        .entry(label)
+        .or_default() += 1;
+}
+
 /// Opens a TCP connection (from `source` when given) and upgrades it.
 pub(crate) async fn open(target: &Target, source: Option<IpAddr>) -> Result<Ws, Failure> {
     let sock = TcpSocket::new_v4().map_err(|e| Failure::Connect(io_kind(&e)))?;

@@ -56,8 +56,8 @@ use tokio::sync::mpsc;
 use crate::check::Header;
 use crate::common::{self, ConnArgs, say};
 use crate::net::{self, Failure, Failures};
+use crate::pattern::{Decoded, Outcome, Pattern, Ratios, run_pattern};
 use crate::progress::{self, ServerProbe};
-use crate::relay::{Decoded, Outcome, Pattern, Ratios, run_pattern};
 use crate::stats::{self, fmt_ratio};
 
 use server::PeerServer;

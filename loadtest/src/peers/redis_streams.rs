@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::{EVENT_QUEUE, Event, Inbox, connect_all, delivery, label, refused};
 use crate::common::ConnArgs;
 use crate::net::Failure;
-use crate::relay::{Decoded, Pattern, Wire};
+use crate::pattern::{Decoded, Pattern, Wire};
 
 /// The field each entry keeps its payload in.
 const FIELD: &str = "p";
