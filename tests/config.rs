@@ -630,9 +630,23 @@ fn durations_out_of_range_or_malformed() {
             "[database]\nconnect_timeout = 'soon'",
             "database.connect_timeout",
         ),
+        (
+            "[database]\ncommit_interval = '101ms'",
+            "database.commit_interval",
+        ),
     ] {
         rejects(toml, &[], setting);
     }
+}
+
+#[test]
+fn commit_interval_defaults_to_2ms_and_takes_zero() {
+    let ms = std::time::Duration::from_millis;
+    assert_eq!(load("", &[]).unwrap().database.commit_interval, ms(2));
+    let zero = load("", &[("FERRY_DATABASE_COMMIT_INTERVAL", "0ms")]).unwrap();
+    assert_eq!(zero.database.commit_interval, ms(0));
+    let max = load("[database]\ncommit_interval = '100ms'", &[]).unwrap();
+    assert_eq!(max.database.commit_interval, ms(100));
 }
 
 #[test]
