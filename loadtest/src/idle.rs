@@ -314,28 +314,12 @@ async fn open_raw(
     n: u32,
     concurrency: usize,
 ) -> Result<Vec<Held>, Failures> {
-    let results: Vec<Result<Ws, Failure>> = futures_util::stream::iter(0..n)
-        .map(|_| {
-            let (t, source): (net::Target, Option<IpAddr>) = (target.clone(), sources.pick());
-            tokio::spawn(async move { net::open(&t, source).await })
-        })
-        .buffered(concurrency.max(1))
-        .map(|j| j.unwrap_or(Err(Failure::Transport("task_panicked"))))
-        .collect()
-        .await;
-    let mut failures = Failures::new();
-    let mut out = Vec::with_capacity(n as usize);
-    for r in results {
-        match r {
-            Ok(ws) => out.push(Held::Raw(ws)),
-            Err(f) => *failures.entry(f.label()).or_default() += 1,
-        }
-    }
-    if failures.is_empty() {
-        Ok(out)
-    } else {
-        Err(failures)
-    }
+    let open = |_| {
+        let (t, source): (net::Target, Option<IpAddr>) = (target.clone(), sources.pick());
+        async move { net::open(&t, source).await }
+    };
+    let held = net::open_each(n, concurrency, open).await?;
+    Ok(held.into_iter().map(Held::Raw).collect())
 }
 
 /// Runs `ferry-load idle`; `Ok(false)` when a session died or a ping failed.

@@ -217,6 +217,40 @@ pub(crate) fn ws_failure(e: WsError) -> Failure {
 /// Failure counts by label.
 pub(crate) type Failures = BTreeMap<String, u64>;
 
+/// Runs `connect(i)` for every `i` in `0..n`, `concurrency` at a time, each in its
+/// own task: the connections in order, or the tally of the failures.
+pub(crate) async fn open_each<C, F, Fut>(
+    n: u32,
+    concurrency: usize,
+    connect: F,
+) -> Result<Vec<C>, Failures>
+where
+    C: Send + 'static,
+    F: Fn(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<C, Failure>> + Send + 'static,
+{
+    use futures_util::StreamExt as _;
+    let results: Vec<Result<C, Failure>> = futures_util::stream::iter(0..n)
+        .map(|i| tokio::spawn(connect(i)))
+        .buffered(concurrency.max(1))
+        .map(|j| j.unwrap_or(Err(Failure::Transport("task_panicked"))))
+        .collect()
+        .await;
+    let mut failures = Failures::new();
+    let mut out = Vec::with_capacity(n as usize);
+    for r in results {
+        match r {
+            Ok(c) => out.push(c),
+            Err(f) => *failures.entry(f.label()).or_default() += 1,
+        }
+    }
+    if failures.is_empty() {
+        Ok(out)
+    } else {
+        Err(failures)
+    }
+}
+
 /// Counts one failure labelled `label` in a tally shared by several tasks.
 pub(crate) fn count_failure(failures: &std::sync::Mutex<Failures>, label: String) {
     *failures

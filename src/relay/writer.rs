@@ -294,10 +294,11 @@ async fn run(
                 return;
             }
             // Commits come quicker than the interval: wait for it to pass and take
-            // whatever arrived meanwhile into this batch.
+            // whatever arrived meanwhile into this batch (unless it is full).
             if let Some(due) = due(last_begin, commit_interval, tokio::time::Instant::now())
                 && open
                 && !batch.is_empty()
+                && batch.len() < MAX_BATCH
             {
                 tokio::time::sleep_until(due).await;
                 open = take_waiting(&mut rx, &mut batch);

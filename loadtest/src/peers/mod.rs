@@ -55,7 +55,7 @@ use tokio::sync::mpsc;
 
 use crate::check::Header;
 use crate::common::{self, ConnArgs, say};
-use crate::net::{self, Failure, Failures};
+use crate::net::{self, Failure};
 use crate::pattern::{Decoded, Outcome, Pattern, Ratios, run_pattern};
 use crate::progress::{self, ServerProbe};
 use crate::stats::{self, fmt_ratio};
@@ -326,8 +326,8 @@ where
     Ok(IdleMemory::of(n, before, after))
 }
 
-/// Runs `connect(i)` for every `i` in `0..n`, `concurrency` at a time, each in
-/// its own task; the results in order, or an error naming the failures.
+/// Runs `connect(i)` for every `i` in `0..n`, `concurrency` at a time
+/// ([`net::open_each`]); the connections in order, or an error naming the failures.
 async fn connect_all<C, F, Fut>(
     what: &str,
     n: u32,
@@ -339,28 +339,15 @@ where
     F: Fn(u32) -> Fut,
     Fut: Future<Output = Result<C, Failure>> + Send + 'static,
 {
-    let results: Vec<Result<C, Failure>> = futures_util::stream::iter(0..n)
-        .map(|i| tokio::spawn(connect(i)))
-        .buffered(concurrency.max(1))
-        .map(|j| j.unwrap_or(Err(Failure::Transport("task_panicked"))))
-        .collect()
-        .await;
-    let mut failures = Failures::new();
-    let mut out = Vec::with_capacity(n as usize);
-    for r in results {
-        match r {
-            Ok(c) => out.push(c),
-            Err(f) => *failures.entry(f.label()).or_default() += 1,
-        }
-    }
-    if !failures.is_empty() {
-        bail!(
-            "{} of {n} {what} connections failed: {}",
-            failures.values().sum::<u64>(),
-            common::failures_line(&failures)
-        );
-    }
-    Ok(out)
+    net::open_each(n, concurrency, connect)
+        .await
+        .or_else(|failures| {
+            bail!(
+                "{} of {n} {what} connections failed: {}",
+                failures.values().sum::<u64>(),
+                common::failures_line(&failures)
+            )
+        })
 }
 
 /// One received event or reader failure, with the time it arrived.
