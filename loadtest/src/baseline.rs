@@ -267,16 +267,8 @@ impl Child {
             "--max-time".into(),
             format!("{}s", max_time.as_secs().max(1)),
         ];
-        let (program, args) = pinned(exe, args, cpus.as_deref());
-        let mut child = tokio::process::Command::new(&program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", program.display()))?;
-        let pid = child.id().context("the baseline exited at once")?;
+        let (mut child, pid) =
+            spawn_pinned(exe, args, cpus.as_deref(), Stdio::inherit(), "the baseline")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
@@ -311,10 +303,36 @@ impl Child {
     }
 }
 
-/// The program and arguments that run `program args…` on `cpus` (a taskset list):
-/// `taskset -c CPUS program args…`, which execs the program in the same process,
-/// so the child's pid is the server's; without `cpus`, the program itself.
-pub(crate) fn pinned(
+/// Starts `program args…` on `cpus` (a taskset list: `taskset -c CPUS program
+/// args…`, which execs the program in the same process, so the child's pid is the
+/// server's; without `cpus`, the program itself), with stdin closed, stdout piped,
+/// `stderr` as given, and killed when dropped. Returns the child and its pid; `what`
+/// names it in errors.
+pub(crate) fn spawn_pinned(
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    cpus: Option<&str>,
+    stderr: Stdio,
+    what: &str,
+) -> anyhow::Result<(tokio::process::Child, u32)> {
+    let (program, args) = pinned(program, args, cpus);
+    let child = tokio::process::Command::new(&program)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {}", program.display()))?;
+    let pid = child
+        .id()
+        .with_context(|| format!("{what} exited at once"))?;
+    Ok((child, pid))
+}
+
+/// The program and arguments of [`spawn_pinned`]: `taskset -c CPUS program args…`,
+/// or without `cpus` the program itself.
+fn pinned(
     program: std::path::PathBuf,
     args: Vec<String>,
     cpus: Option<&str>,

@@ -93,16 +93,13 @@ impl PeerServer {
             }))
             .collect::<Vec<_>>()
             .join(" ");
-        let (exe, argv) = crate::baseline::pinned(program.clone(), args, cpus.as_deref());
-        let mut child = tokio::process::Command::new(&exe)
-            .args(&argv)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
-        let pid = child.id().context("the server exited at once")?;
+        let (mut child, pid) = crate::baseline::spawn_pinned(
+            program.clone(),
+            args,
+            cpus.as_deref(),
+            Stdio::piped(),
+            "the server",
+        )?;
         let log = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(out) = child.stdout.take() {
             tokio::spawn(keep_tail(out, log.clone()));
