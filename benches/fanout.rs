@@ -2,9 +2,11 @@
 //! `Hub::fanout_stored` hands it to every live session of its user, as the group-commit
 //! writer (`relay::writer`, `relay_stored`) does for each stored event in commit
 //! order — against the same number of pushes into plain `tokio::sync::mpsc`
-//! channels, the queue type behind every session (see `docs/benchmarks.md`).
+//! channels of the same capacity (see `docs/benchmarks.md`). A session's own queue
+//! is a locked `VecDeque` in its handle (`relay::Inbox`), which allocates nothing
+//! while empty.
 //!
-//! No database, no network, no runtime: `Hub::register` and `try_send` need none.
+//! No database, no network, no runtime: `Hub::register` and the queues need none.
 //!
 //! All benches live in one group, `fanout`; throughput is in deliveries (messages
 //! queued for a session):
@@ -13,7 +15,7 @@
 //!   1, 3 or 10 registered sessions, with `except` set to a device that has no
 //!   session here (a REST publish, or a device connected to another instance), so
 //!   every session receives it: shard lookup and lock, the device filter, one
-//!   `try_send` per session.
+//!   push into each session's queue.
 //! - `raw/sessions_{1,3,10}`: the same message `try_send` into 1, 3 or 10 plain
 //!   channels of the same capacity, the result matched as `SessionHandle::deliver`
 //!   does: the floor any fan-out through bounded channels pays.
@@ -54,7 +56,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ferry::relay::hub::{Fanout, Hub, Outbound};
+use ferry::relay::hub::{Fanout, Hub, Inbox, Outbound};
 use ferry::relay::writer::event_json;
 use ferry::store::{DeviceId, NewEvent, UserId};
 use tokio::sync::mpsc;
@@ -107,6 +109,15 @@ fn drain(rx: &mut mpsc::Receiver<Outbound>) -> u64 {
     n
 }
 
+/// Empties a session's inbox and returns how many messages it held.
+fn drain_inbox(rx: &mut Inbox) -> u64 {
+    let mut n = 0;
+    while rx.try_recv().is_some() {
+        n += 1;
+    }
+    n
+}
+
 /// Runs `op` `iters` times in timed windows of `chunk`, calling `check(n)`
 /// (untimed) after each window of `n` operations. Returns the timed total.
 fn chunked(iters: u64, chunk: u64, mut op: impl FnMut(), mut check: impl FnMut(u64)) -> Duration {
@@ -152,7 +163,7 @@ fn single(c: &mut Criterion) {
         let out = hub.fanout_stored(&target, Some(&origin), || msg.clone());
         assert_eq!(out.delivered, sessions as u64);
         for l in &mut links {
-            assert_eq!(drain(&mut l.rx), 1);
+            assert_eq!(drain_inbox(&mut l.rx), 1);
         }
 
         g.bench_function(format!("hub/sessions_{sessions}"), |b| {
@@ -167,7 +178,7 @@ fn single(c: &mut Criterion) {
                     },
                     |n| {
                         for l in &mut links {
-                            assert_eq!(drain(&mut l.rx), n);
+                            assert_eq!(drain_inbox(&mut l.rx), n);
                         }
                     },
                 )
@@ -259,7 +270,7 @@ fn batch(c: &mut Criterion) {
     };
     assert_eq!(relay(&hub), deliveries);
     for (l, &n) in links.iter_mut().zip(&per_batch) {
-        assert_eq!(drain(&mut l.rx), n);
+        assert_eq!(drain_inbox(&mut l.rx), n);
     }
 
     g.bench_function(format!("hub/{name}"), |b| {
@@ -272,7 +283,7 @@ fn batch(c: &mut Criterion) {
                 },
                 |n| {
                     for (l, &k) in links.iter_mut().zip(&per_batch) {
-                        assert_eq!(drain(&mut l.rx), n * k);
+                        assert_eq!(drain_inbox(&mut l.rx), n * k);
                     }
                 },
             )

@@ -1,4 +1,5 @@
-//! The state every connection shares: a cheap-to-clone handle over `Arc`s.
+//! The state every connection shares: a cheap-to-clone handle, one `Arc` over
+//! [`AppState`] (a session's task holds it, so it costs one pointer per clone).
 //!
 //! It holds the domain core ([`Relay`]), REST authentication ([`Auth`]), metrics,
 //! the configuration and the connection-level limits — and no store, hub or other
@@ -18,9 +19,28 @@ use crate::limits::{ConnLimiter, Limiter, RestLimiters, Shared};
 use crate::relay::Relay;
 use crate::telemetry::metrics::Metrics;
 
-/// Everything a connection needs, built once by [`crate::server::run`].
+/// Everything a connection needs, built once by [`crate::server::run`]; its fields
+/// are [`AppState`]'s.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<AppState>);
+
+impl App {
+    /// The handle over `state`.
+    pub fn new(state: AppState) -> Self {
+        Self(Arc::new(state))
+    }
+}
+
+impl std::ops::Deref for App {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.0
+    }
+}
+
+/// What [`App`] shares.
+pub struct AppState {
     /// The validated configuration.
     pub config: Arc<Config>,
     /// The server identity.

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::app::App;
+use crate::app::{App, AppState};
 use crate::auth::Auth;
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -288,7 +288,7 @@ fn build_app_on(
         clock.clone(),
     );
     let auth = Auth::new(&key, &config.auth, &config.admin, store, relay.clone());
-    let app = App {
+    let app = App::new(AppState {
         auth: Arc::new(auth),
         rest_limits: Arc::new(RestLimiters::new(
             limits.rest_requests_per_ip_per_sec,
@@ -319,6 +319,6 @@ fn build_app_on(
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         config: Arc::new(config),
-    };
+    });
     (app, writer_task)
 }

@@ -140,6 +140,36 @@ each_backend!(conflicts_and_keys, &[], |srv| {
     ));
 });
 
+// A session gone quiet parks its sealing keys (frees the expanded keys until the
+// next frame, `Sealer::park`): right after the greeting, and at a ping tick with no
+// frame since the previous one. After several quiet ticks both sessions still
+// publish, relay and reply, on the same frame counters.
+each_backend!(
+    sessions_work_after_their_keys_are_parked,
+    &[("FERRY_LIMITS_PING_INTERVAL", "1s")],
+    |srv| {
+        let user = TestUser::random();
+        let mut a = connect(&srv.ws_url(), user.device()).await;
+        let mut b = connect(&srv.ws_url(), user.device()).await;
+        assert!(matches!(
+            a.recv().await,
+            ServerMessage::Presence { online: true, .. }
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+        assert_eq!(ack_seq(&mut a, &uuid(1), b"after a quiet spell").await, 1);
+        match next_event(&mut b).await {
+            ServerMessage::Event(e) => assert_eq!(e.seq, Some(1)),
+            other => panic!("{other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
+        assert_eq!(ack_seq(&mut b, &uuid(2), b"and another").await, 2);
+        match next_event(&mut a).await {
+            ServerMessage::Event(e) => assert_eq!(e.seq, Some(2)),
+            other => panic!("{other:?}"),
+        }
+    }
+);
+
 each_backend!(ephemeral_events_are_relayed_not_stored, &[], |srv| {
     let user = TestUser::random();
     let mut a = connect(&srv.ws_url(), user.device()).await;

@@ -11,19 +11,49 @@ pub const TAG_LEN: usize = 16;
 
 /// The sending half of a sealed channel.
 ///
-/// Every live session holds one of each half, so their size is per-session memory:
-/// ring's AES-256-GCM key keeps the expanded encryption key and the GHASH table only
-/// (≈ 0.5 KiB), about half of what a cipher instance that also carries a decryption
-/// schedule and a software fallback keeps.
+/// Every live session holds one of each half, so their size is per-session memory.
+/// A half keeps its 32-byte key, and ring's expanded AES-256-GCM key (the round keys
+/// and the GHASH table, ≈ 0.5 KiB, on the heap) only from its first frame until
+/// [`Sealer::park`]: an idle session parks both halves and holds 2 × 48 bytes.
 pub struct Sealer {
-    cipher: LessSafeKey,
+    key: Key,
     counter: u64,
 }
 
-/// The receiving half of a sealed channel.
+/// The receiving half of a sealed channel (see [`Sealer`] on its memory).
 pub struct Opener {
-    cipher: LessSafeKey,
+    key: Key,
     counter: u64,
+}
+
+/// One direction's key: the raw bytes (wiped on drop), and the expanded key while
+/// frames use it.
+struct Key {
+    raw: zeroize::Zeroizing<[u8; 32]>,
+    expanded: Option<Box<LessSafeKey>>,
+}
+
+impl Key {
+    fn new(raw: &[u8; 32]) -> Self {
+        Self {
+            raw: zeroize::Zeroizing::new(*raw),
+            expanded: None,
+        }
+    }
+
+    /// The expanded key, expanded now if it was parked (or never used).
+    fn cipher(&mut self) -> &LessSafeKey {
+        self.expanded
+            .get_or_insert_with(|| Box::new(cipher(&self.raw)))
+    }
+
+    fn park(&mut self) {
+        self.expanded = None;
+    }
+
+    fn is_parked(&self) -> bool {
+        self.expanded.is_none()
+    }
 }
 
 /// The AES-256-GCM key for `key`. A 32-byte key is always valid for AES-256.
@@ -70,9 +100,20 @@ impl Sealer {
     /// A sealer with `key`, counter 0.
     pub fn new(key: &[u8; 32]) -> Self {
         Self {
-            cipher: cipher(key),
+            key: Key::new(key),
             counter: 0,
         }
+    }
+
+    /// Frees the expanded key until the next frame needs it (it is expanded again
+    /// then: an AES key schedule and a GHASH table). For a session gone quiet.
+    pub fn park(&mut self) {
+        self.key.park();
+    }
+
+    /// Whether the expanded key is freed (parked, or no frame sealed yet).
+    pub fn is_parked(&self) -> bool {
+        self.key.is_parked()
     }
 
     /// The counter the next frame will use.
@@ -93,7 +134,8 @@ impl Sealer {
         let next = self.counter.checked_add(1).ok_or(CounterExhausted)?;
         // Only fails for inputs longer than GCM allows (64 GiB), far beyond any
         // frame; the counter does not advance then.
-        seal_frame(&self.cipher, nonce_for(self.counter), buf).map_err(|()| CounterExhausted)?;
+        let nonce = nonce_for(self.counter);
+        seal_frame(self.key.cipher(), nonce, buf).map_err(|()| CounterExhausted)?;
         self.counter = next;
         Ok(())
     }
@@ -103,9 +145,19 @@ impl Opener {
     /// An opener with `key`, counter 0.
     pub fn new(key: &[u8; 32]) -> Self {
         Self {
-            cipher: cipher(key),
+            key: Key::new(key),
             counter: 0,
         }
+    }
+
+    /// Frees the expanded key until the next frame needs it (see [`Sealer::park`]).
+    pub fn park(&mut self) {
+        self.key.park();
+    }
+
+    /// Whether the expanded key is freed (parked, or no frame opened yet).
+    pub fn is_parked(&self) -> bool {
+        self.key.is_parked()
     }
 
     /// The counter the next frame must use.
@@ -127,7 +179,8 @@ impl Opener {
             return Err(OpenError);
         }
         let next = self.counter.checked_add(1).ok_or(OpenError)?;
-        open_frame(&self.cipher, nonce_for(self.counter), buf)?;
+        let nonce = nonce_for(self.counter);
+        open_frame(self.key.cipher(), nonce, buf)?;
         self.counter = next;
         Ok(())
     }
@@ -162,6 +215,45 @@ mod tests {
         // Wrong key.
         let mut other = Opener::new(&[1u8; 32]);
         assert_eq!(other.open(&f0), Err(OpenError));
+    }
+
+    /// Parking frees the expanded key and changes nothing on the wire: the frames of
+    /// a channel parked between every frame are byte for byte those of one never
+    /// parked, and they open in both cases.
+    #[test]
+    fn parked_keys_seal_and_open_the_same_frames() {
+        let key = [7u8; 32];
+        let (mut plain, mut parked) = (Sealer::new(&key), Sealer::new(&key));
+        let (mut o_plain, mut o_parked) = (Opener::new(&key), Opener::new(&key));
+        assert!(
+            parked.is_parked() && o_parked.is_parked(),
+            "expanded on first use only"
+        );
+        for i in 0..5u8 {
+            let msg = vec![i; 40 + usize::from(i)];
+            parked.park();
+            assert!(parked.is_parked());
+            let a = plain.seal(&msg).unwrap();
+            let b = parked.seal(&msg).unwrap();
+            assert!(!parked.is_parked());
+            assert_eq!(a, b, "frame {i}");
+            o_parked.park();
+            assert_eq!(o_parked.open(&b).unwrap(), msg);
+            assert!(!o_parked.is_parked());
+            assert_eq!(o_plain.open(&a).unwrap(), msg);
+        }
+        assert_eq!((parked.counter(), o_parked.counter()), (5, 5));
+        // A parked half is small: the raw key, the counter and an empty pointer.
+        assert!(
+            std::mem::size_of::<Sealer>() <= 56,
+            "{}",
+            std::mem::size_of::<Sealer>()
+        );
+        assert!(
+            std::mem::size_of::<Opener>() <= 56,
+            "{}",
+            std::mem::size_of::<Opener>()
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `GET /v1/ws`: checks the upgrade request itself, answers 101, and hands the raw
-//! upgraded IO to tokio-tungstenite with our own `WebSocketConfig` (small buffers,
-//! bounded write buffer, `max_frame_size = max_message_size`), so typed errors let
-//! the session send 1009 itself.
+//! upgraded IO to the session, which runs tokio-tungstenite with our own
+//! `WebSocketConfig` (small buffers, bounded write buffer, `max_frame_size =
+//! max_message_size`), so typed errors let the session send 1009 itself.
 
 use std::net::SocketAddr;
 
@@ -11,9 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
 use tracing::debug;
 
 use crate::app::App;
@@ -97,22 +95,19 @@ pub async fn upgrade(
     let slot = req.extensions_mut().remove::<ConnSlot>();
     let on_upgrade = hyper::upgrade::on(&mut req);
     let accept = derive_accept_key(key.as_bytes());
-    let config = app.config.limits.websocket_config();
-    let app2 = app.clone();
-    app.tracker.spawn(async move {
+    let upgraded = async move {
         match on_upgrade.await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                crate::session::run(ws, peer, app2, slot).await;
+            Ok(upgraded) => Some(TokioIo::new(upgraded)),
+            Err(e) => {
+                debug!(%peer, error = %e, "upgrade failed");
+                None
             }
-            Err(e) => debug!(%peer, error = %e, "upgrade failed"),
         }
-    });
+    };
+    // The session's future is the task's: nothing wraps it (every byte of a task
+    // stays allocated for the whole session).
+    app.tracker
+        .spawn(crate::session::run(upgraded, peer, app.clone(), slot));
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "upgrade")

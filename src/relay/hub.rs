@@ -1,10 +1,15 @@
 //! The registry of live sessions, by user: who is online, one session per device,
 //! and the outbound queue each session drains.
 //!
-//! The hub never touches the store and never blocks: delivery is a `try_send` into
-//! a queue bounded in messages and in bytes, and a session whose queue is full is
-//! closed (4009) instead of slowing down everyone else. Its events stay stored; it
-//! catches up with `sync`.
+//! The hub never touches the store and never blocks: delivery pushes into a queue
+//! bounded in messages and in bytes, and a session whose queue is full is closed
+//! (4009) instead of slowing down everyone else. Its events stay stored; it catches
+//! up with `sync`.
+//!
+//! The queue lives in the session's [`SessionHandle`] (a lock around a `VecDeque`
+//! and a [`Notify`]) rather than in a channel of its own: an idle session's empty
+//! queue allocates nothing, where a bounded tokio channel allocated about 1 KiB per
+//! session up front (its shared state and first block of slots).
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -12,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 
 use ferry_proto::CloseCode;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{DeviceId, UserId};
@@ -109,7 +114,14 @@ pub struct SessionHandle {
     id: u64,
     user: UserId,
     device: DeviceId,
-    tx: mpsc::Sender<Outbound>,
+    /// Messages for the session, oldest first ([`Inbox`] takes them).
+    queue: Mutex<std::collections::VecDeque<Outbound>>,
+    /// Woken when a message is queued (a permit waits if the session is busy).
+    queued: Notify,
+    /// The most messages that may be queued.
+    max_messages: usize,
+    /// The session's [`Inbox`] is gone: nothing queued would be read.
+    inbox_gone: AtomicBool,
     kill: CancellationToken,
     close_code: AtomicU16,
     /// Bytes queued and not yet written by the session ([`Self::written`]).
@@ -165,16 +177,22 @@ impl SessionHandle {
             self.close(CloseCode::SlowConsumer);
             return false;
         }
-        match self.tx.try_send(msg.clone()) {
-            Ok(()) => true,
-            Err(e) => {
-                self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-                if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                    self.close(CloseCode::SlowConsumer);
-                }
-                false
-            }
+        let mut queue = self.queue.lock().expect("session queue lock poisoned");
+        if self.inbox_gone.load(Ordering::Acquire) {
+            drop(queue);
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return false;
         }
+        if queue.len() >= self.max_messages {
+            drop(queue);
+            self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            self.close(CloseCode::SlowConsumer);
+            return false;
+        }
+        queue.push_back(msg.clone());
+        drop(queue);
+        self.queued.notify_one();
+        true
     }
 
     /// The session wrote (or dropped) messages of `bytes` bytes that it took from its
@@ -194,7 +212,60 @@ pub struct SessionLink {
     /// The handle others use to reach this session.
     pub handle: Arc<SessionHandle>,
     /// Messages for this session.
-    pub rx: mpsc::Receiver<Outbound>,
+    pub rx: Inbox,
+}
+
+/// The session's end of its queue: takes what [`SessionHandle::deliver`] queued, in
+/// order. Dropping it (the session ended) empties the queue and refuses further
+/// messages.
+pub struct Inbox {
+    handle: Arc<SessionHandle>,
+}
+
+/// A queue that held a burst keeps at most this many slots once it is empty again.
+const INBOX_KEEP: usize = 64;
+
+impl Inbox {
+    /// The next queued message, waiting for one. Cancel-safe: a message is taken
+    /// only when this returns it.
+    pub async fn recv(&mut self) -> Outbound {
+        loop {
+            if let Some(m) = self.try_recv() {
+                return m;
+            }
+            // A message queued after the check above left a permit: this returns
+            // at once and the loop takes it.
+            self.handle.queued.notified().await;
+        }
+    }
+
+    /// The next queued message, if one is there.
+    pub fn try_recv(&mut self) -> Option<Outbound> {
+        let mut queue = self
+            .handle
+            .queue
+            .lock()
+            .expect("session queue lock poisoned");
+        let m = queue.pop_front();
+        if queue.is_empty() && queue.capacity() > INBOX_KEEP {
+            // After a burst: give the memory back instead of keeping it for the
+            // rest of a (mostly idle) session.
+            queue.shrink_to(INBOX_KEEP);
+        }
+        m
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut queue = self
+            .handle
+            .queue
+            .lock()
+            .expect("session queue lock poisoned");
+        self.handle.inbox_gone.store(true, Ordering::Release);
+        *queue = std::collections::VecDeque::new();
+    }
 }
 
 /// What the hub tells the other instances, and applies when they tell it
@@ -353,12 +424,14 @@ impl Hub {
         device: DeviceId,
         parent: &CancellationToken,
     ) -> SessionLink {
-        let (tx, rx) = mpsc::channel(self.shared.queue);
         let handle = Arc::new(SessionHandle {
             id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
             user,
             device,
-            tx,
+            queue: Mutex::new(std::collections::VecDeque::new()),
+            queued: Notify::new(),
+            max_messages: self.shared.queue,
+            inbox_gone: AtomicBool::new(false),
             kill: parent.child_token(),
             close_code: AtomicU16::new(0),
             queued_bytes: AtomicUsize::new(0),
@@ -383,6 +456,9 @@ impl Hub {
             device,
             session: handle.id,
         });
+        let rx = Inbox {
+            handle: handle.clone(),
+        };
         SessionLink { handle, rx }
     }
 
@@ -698,6 +774,47 @@ mod tests {
         assert!(link.handle.deliver(&msg));
         assert!(!link.handle.deliver(&msg));
         assert_eq!(link.handle.killed().await, CloseCode::SlowConsumer);
+    }
+
+    /// The inbox hands out messages in order, wakes a waiting session, gives back
+    /// a burst's memory once drained, and once dropped refuses messages without
+    /// closing anyone (the session is gone).
+    #[tokio::test]
+    async fn inbox_order_wakeups_and_drop() {
+        let hub = Hub::new(1000, 1 << 20);
+        let root = CancellationToken::new();
+        let SessionLink { handle, mut rx } =
+            hub.register(UserId([1; 32]), DeviceId([2; 32]), &root);
+        assert_eq!(rx.try_recv(), None);
+        // A waiting receiver is woken by a later delivery.
+        let waiting = tokio::spawn(async move {
+            let first = rx.recv().await;
+            (first, rx)
+        });
+        tokio::task::yield_now().await;
+        assert!(handle.deliver(&Outbound::message(b"1")));
+        let (first, mut rx) = waiting.await.unwrap();
+        assert_eq!(first, Outbound::message(b"1"));
+        // A burst comes out in order, and its slots are given back once drained.
+        for i in 0..500u32 {
+            assert!(handle.deliver(&Outbound::message(i.to_string().as_bytes())));
+        }
+        for i in 0..500u32 {
+            assert_eq!(rx.recv().await, Outbound::message(i.to_string().as_bytes()));
+        }
+        assert!(handle.queue.lock().unwrap().capacity() <= INBOX_KEEP);
+        // A delivery while nobody waits leaves a permit: the next recv returns it.
+        assert!(handle.deliver(&Outbound::message(b"later")));
+        assert_eq!(rx.recv().await, Outbound::message(b"later"));
+        drop(rx);
+        assert!(!handle.deliver(&Outbound::message(b"gone")));
+        // Nothing was marked written: the refused message is not counted.
+        let burst: usize = (0..500u32).map(|i| i.to_string().len()).sum();
+        assert_eq!(handle.queued_bytes(), 1 + burst + 5);
+        assert!(
+            !handle.kill.is_cancelled(),
+            "a gone session is not a slow one"
+        );
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use futures_util::{FutureExt as _, SinkExt, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{Instrument as _, debug, info_span, warn};
@@ -31,7 +32,7 @@ use crate::app::App;
 use crate::model::{DeviceCert, DeviceId, UserId};
 use crate::net::ConnSlot;
 use crate::relay::order::{Next, Order};
-use crate::relay::{Admission, Joined, Outbound, SessionHandle};
+use crate::relay::{Admission, Inbox, Joined, Outbound, SessionHandle};
 use crate::telemetry::trace;
 
 /// How long a close frame may take to go out before the socket is dropped.
@@ -47,26 +48,46 @@ const FILL_BUDGET: usize = 1024;
 /// Publishes of one session waiting for their commit before reading pauses.
 const MAX_IN_FLIGHT: usize = 256;
 
-/// Runs one connection from the upgrade to the close. `guard` holds its slot in
-/// the connection caps until the session ends.
-pub async fn run<S>(ws: WebSocketStream<S>, peer: SocketAddr, app: App, guard: Option<ConnSlot>)
+/// Runs one connection from the upgrade (`upgraded` resolves to its IO, or to
+/// `None` when the upgrade failed) to the close. `guard` holds its slot in the
+/// connection caps until the session ends.
+///
+/// This future is the whole of an idle session's task, so it is kept small: its
+/// arguments are stored once (no wrapping future), the connection and the sealing
+/// state sit behind boxes, and what runs only for a while (the handshake, the
+/// greeting, a flush, the close) is boxed and freed once done.
+pub fn run<U, S>(
+    upgraded: U,
+    peer: SocketAddr,
+    app: App,
+    guard: Option<ConnSlot>,
+) -> impl Future<Output = ()> + Send
 where
+    U: Future<Output = Option<S>> + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let span =
-        info_span!("conn", %peer, session = tracing::field::Empty, device = tracing::field::Empty);
-    async move {
-        let _guard = guard;
-        let mut conn = Conn { ws, app };
-        // Boxed: the handshake's state (and its store queries) is freed once it is
-        // done instead of living in every idle session's task.
-        let handshake = Box::pin(conn.handshake()).instrument(trace::handshake());
-        if let Some((est, admission)) = handshake.await {
-            conn.established(est, admission).await;
-        }
+    // A root span: a session outlives the request that upgraded it.
+    let span = info_span!(parent: None, "conn", %peer, session = tracing::field::Empty, device = tracing::field::Empty);
+    connection(upgraded, app, guard).instrument(span)
+}
+
+async fn connection<U, S>(upgraded: U, app: App, _guard: Option<ConnSlot>)
+where
+    U: Future<Output = Option<S>> + Send,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(io) = upgraded.await else {
+        return;
+    };
+    let config = app.config.limits.websocket_config();
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    let mut conn = Box::new(Conn { ws, app });
+    // Boxed: the handshake's state (and its store queries) is freed once it is done
+    // instead of living in every idle session's task.
+    let handshake = Box::pin(conn.handshake()).instrument(trace::handshake());
+    if let Some((est, admission)) = handshake.await {
+        Box::pin(conn.established(est, admission)).await;
     }
-    .instrument(span)
-    .await
 }
 
 struct Conn<S> {
@@ -235,8 +256,8 @@ where
         let end = match Box::pin(self.greet(&mut est, &handle, head)).await {
             Greeting::Sent => {
                 relay.announce_online(&handle);
-                self.session_loop(&mut est, &handle, &mut rx, user, device, head)
-                    .await
+                // Boxed apart from this future, which holds what the close needs.
+                Box::pin(self.session_loop(&mut est, &handle, &mut rx, user, device, head)).await
             }
             Greeting::Failed(end) => end,
         };
@@ -286,20 +307,26 @@ where
         &mut self,
         est: &mut Established,
         link: &SessionHandle,
-        rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+        rx: &mut Inbox,
         user: UserId,
         device: DeviceId,
         head: u64,
     ) -> End {
-        let limits = self.app.config.limits.clone();
+        let (ping_interval, idle_timeout) = {
+            let limits = &self.app.config.limits;
+            (limits.ping_interval, limits.idle_timeout)
+        };
         // The stored events this session sent, in seq order (see `relay::order`).
         let mut order = Order::new(head);
-        let mut ping = tokio::time::interval_at(
-            (Instant::now() + limits.ping_interval).into(),
-            limits.ping_interval,
-        );
+        let mut ping =
+            tokio::time::interval_at((Instant::now() + ping_interval).into(), ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_rx = Instant::now();
+        // The sealing keys are expanded while frames flow and parked (freed, see
+        // `Sealer::park`) when the session goes quiet: right after the greeting, and
+        // at a ping tick when no frame went either way since the previous one.
+        est.sealer.park();
+        let mut frames = (est.sealer.counter(), est.opener.counter());
         // Allocated on the first protocol error only: most sessions never have one.
         let mut errors: VecDeque<Instant> = VecDeque::new();
         let mut ctx = requests::Ctx {
@@ -322,7 +349,7 @@ where
                     let mut ready = Ready::default();
                     ready.add(replies);
                     gather_ready(&mut pending, rx, &mut ready);
-                    if let Err(end) = self.send_ready(est, ready, link, &mut order).await {
+                    if let Err(end) = Box::pin(self.send_ready(est, ready, link, &mut order)).await {
                         return end;
                     }
                 }
@@ -359,26 +386,32 @@ where
                         }
                     }
                     if let Some(code) = replies.close {
-                        return self.last_words(est, &mut pending, replies.messages, code).await;
+                        return Box::pin(self.last_words(est, &mut pending, replies.messages, code)).await;
                     }
                     if let Err(end) = self.send_sealed(est, &replies.messages, link).await {
                         return end;
                     }
                 }
-                Some(first) = rx.recv() => {
+                first = rx.recv() => {
                     let mut ready = Ready::default();
                     ready.queued.push(first);
                     gather_ready(&mut pending, rx, &mut ready);
-                    if let Err(end) = self.send_ready(est, ready, link, &mut order).await {
+                    if let Err(end) = Box::pin(self.send_ready(est, ready, link, &mut order)).await {
                         return end;
                     }
                 }
                 _ = ping.tick() => {
-                    if last_rx.elapsed() >= limits.idle_timeout {
+                    let now = (est.sealer.counter(), est.opener.counter());
+                    if now == frames {
+                        est.sealer.park();
+                        est.opener.park();
+                    }
+                    frames = now;
+                    if last_rx.elapsed() >= idle_timeout {
                         debug!("idle timeout");
                         return End::Close(CloseCode::Normal);
                     }
-                    if let Err(end) = self.send_raw(Message::Ping(Default::default()), link).await {
+                    if let Err(end) = Box::pin(self.send_raw(Message::Ping(Default::default()), link)).await {
                         return end;
                     }
                 }
@@ -637,7 +670,7 @@ impl Ready {
 /// whose commit has finished (in order), and queued messages up to [`MAX_BATCH`].
 fn gather_ready(
     pending: &mut FuturesOrdered<BoxFuture<'static, requests::Replies>>,
-    rx: &mut tokio::sync::mpsc::Receiver<Outbound>,
+    rx: &mut Inbox,
     ready: &mut Ready,
 ) {
     while let Some(Some(more)) = pending.next().now_or_never() {
@@ -645,8 +678,8 @@ fn gather_ready(
     }
     while ready.queued.len() < MAX_BATCH {
         match rx.try_recv() {
-            Ok(m) => ready.queued.push(m),
-            Err(_) => break,
+            Some(m) => ready.queued.push(m),
+            None => break,
         }
     }
 }
