@@ -34,6 +34,18 @@ async fn ack_seq(c: &mut TestClient, id: &str, payload: &[u8]) -> u64 {
 }
 
 /// Next message that is not presence.
+/// A new user with two devices connected; `a` has seen `b` come online.
+async fn two_online(url: &str) -> (TestUser, TestClient, TestClient) {
+    let user = TestUser::random();
+    let mut a = connect(url, user.device()).await;
+    let b = connect(url, user.device()).await;
+    assert!(matches!(
+        a.recv().await,
+        ServerMessage::Presence { online: true, .. }
+    ));
+    (user, a, b)
+}
+
 async fn next_event(c: &mut TestClient) -> ServerMessage {
     loop {
         match c.recv().await {
@@ -44,14 +56,7 @@ async fn next_event(c: &mut TestClient) -> ServerMessage {
 }
 
 each_backend!(publish_ack_relay_sync_and_duplicates, &[], |srv| {
-    let user = TestUser::random();
-    let mut a = connect(&srv.ws_url(), user.device()).await;
-    let mut b = connect(&srv.ws_url(), user.device()).await;
-    // a learns that b came online.
-    assert!(matches!(
-        a.recv().await,
-        ServerMessage::Presence { online: true, .. }
-    ));
+    let (user, mut a, mut b) = two_online(&srv.ws_url()).await;
     for i in 1..=5u64 {
         assert_eq!(
             ack_seq(&mut a, &uuid(i as u128), format!("p{i}").as_bytes()).await,
@@ -148,13 +153,7 @@ each_backend!(
     sessions_work_after_their_keys_are_parked,
     &[("FERRY_LIMITS_PING_INTERVAL", "1s")],
     |srv| {
-        let user = TestUser::random();
-        let mut a = connect(&srv.ws_url(), user.device()).await;
-        let mut b = connect(&srv.ws_url(), user.device()).await;
-        assert!(matches!(
-            a.recv().await,
-            ServerMessage::Presence { online: true, .. }
-        ));
+        let (_, mut a, mut b) = two_online(&srv.ws_url()).await;
         tokio::time::sleep(std::time::Duration::from_millis(2600)).await;
         assert_eq!(ack_seq(&mut a, &uuid(1), b"after a quiet spell").await, 1);
         match next_event(&mut b).await {
