@@ -241,28 +241,41 @@ impl Inbox {
 
     /// The next queued message, if one is there.
     pub fn try_recv(&mut self) -> Option<Outbound> {
-        let mut queue = self
-            .handle
+        let mut queue = self.queue();
+        let m = queue.pop_front();
+        give_back_burst(&mut queue);
+        m
+    }
+
+    /// Moves up to `max` queued messages, oldest first, to the end of `out`, under
+    /// one lock; returns how many.
+    pub fn take(&mut self, out: &mut Vec<Outbound>, max: usize) -> usize {
+        let mut queue = self.queue();
+        let n = max.min(queue.len());
+        out.extend(queue.drain(..n));
+        give_back_burst(&mut queue);
+        n
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Outbound>> {
+        self.handle
             .queue
             .lock()
-            .expect("session queue lock poisoned");
-        let m = queue.pop_front();
-        if queue.is_empty() && queue.capacity() > INBOX_KEEP {
-            // After a burst: give the memory back instead of keeping it for the
-            // rest of a (mostly idle) session.
-            queue.shrink_to(INBOX_KEEP);
-        }
-        m
+            .expect("session queue lock poisoned")
+    }
+}
+
+/// After a burst, once drained: gives the memory back instead of keeping it for
+/// the rest of a (mostly idle) session.
+fn give_back_burst(queue: &mut std::collections::VecDeque<Outbound>) {
+    if queue.is_empty() && queue.capacity() > INBOX_KEEP {
+        queue.shrink_to(INBOX_KEEP);
     }
 }
 
 impl Drop for Inbox {
     fn drop(&mut self) {
-        let mut queue = self
-            .handle
-            .queue
-            .lock()
-            .expect("session queue lock poisoned");
+        let mut queue = self.queue();
         self.handle.inbox_gone.store(true, Ordering::Release);
         *queue = std::collections::VecDeque::new();
     }
@@ -799,9 +812,16 @@ mod tests {
         for i in 0..500u32 {
             assert!(handle.deliver(&Outbound::message(i.to_string().as_bytes())));
         }
-        for i in 0..500u32 {
+        // The first 200 under one lock, the rest one at a time.
+        let mut taken = Vec::new();
+        assert_eq!(rx.take(&mut taken, 200), 200);
+        for (i, m) in taken.iter().enumerate() {
+            assert_eq!(*m, Outbound::message(i.to_string().as_bytes()));
+        }
+        for i in 200..500u32 {
             assert_eq!(rx.recv().await, Outbound::message(i.to_string().as_bytes()));
         }
+        assert_eq!(rx.take(&mut taken, 10), 0);
         assert!(handle.queue.lock().unwrap().capacity() <= INBOX_KEEP);
         // A delivery while nobody waits leaves a permit: the next recv returns it.
         assert!(handle.deliver(&Outbound::message(b"later")));

@@ -676,12 +676,8 @@ fn gather_ready(
     while let Some(Some(more)) = pending.next().now_or_never() {
         ready.add(more);
     }
-    while ready.queued.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Some(m) => ready.queued.push(m),
-            None => break,
-        }
-    }
+    let room = MAX_BATCH.saturating_sub(ready.queued.len());
+    rx.take(&mut ready.queued, room);
 }
 
 /// The close code for a session that was asked to close: the code asked for, or
