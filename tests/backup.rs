@@ -260,10 +260,10 @@ async fn restore_refuses_a_target_in_use_and_a_newer_schema() {
 /// SQLite statement, PostgreSQL statement, statement that undoes it)`.
 const BREAKAGES: &[(&str, &str, &str, &str)] = &[
     (
-        "event_above_head",
-        "UPDATE users SET head = head - 1",
-        "UPDATE users SET head = head - 1",
-        "UPDATE users SET head = head + 1",
+        "cursor_above_head",
+        "UPDATE devices SET cursor_seq = 1000",
+        "UPDATE devices SET cursor_seq = 1000",
+        "UPDATE devices SET cursor_seq = 0",
     ),
     (
         "pruned_above_head",

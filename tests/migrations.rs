@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use common::db::TestDb;
 use ferry::store::{
-    Backend, MigrateMode, StoreError, StoreOptions, connect, migrate_down, migrate_status,
-    migrate_up,
+    Backend, MigrateMode, NewEvent, StoreError, StoreOptions, connect, migrate_down,
+    migrate_status, migrate_up,
 };
 use sqlx::{Connection, PgConnection, SqliteConnection};
 
@@ -108,6 +108,21 @@ async fn columns(db: &TestDb) -> BTreeSet<(String, String)> {
     rows.into_iter().collect()
 }
 
+/// `users.head` of every user, in user order.
+async fn users_head_column(db: &TestDb) -> Vec<i64> {
+    const SQL: &str = "SELECT head FROM users ORDER BY user_id";
+    match db.backend() {
+        Backend::Sqlite => {
+            let mut c = SqliteConnection::connect(db.url()).await.unwrap();
+            sqlx::query_scalar(SQL).fetch_all(&mut c).await.unwrap()
+        }
+        Backend::Postgres => {
+            let mut c = PgConnection::connect(db.url()).await.unwrap();
+            sqlx::query_scalar(SQL).fetch_all(&mut c).await.unwrap()
+        }
+    }
+}
+
 /// The names of the indexes on `events` (PostgreSQL: including those behind
 /// constraints).
 async fn event_indexes(db: &TestDb) -> BTreeSet<String> {
@@ -171,7 +186,7 @@ fn migration_error(result: Result<impl Sized, StoreError>) -> String {
 
 async fn up_down_up_round_trip(db: &TestDb) {
     let url = db.url();
-    assert_eq!(migrate_up(url, None).await.unwrap(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![1, 2, 3, 4, 5, 6]);
     let status = migrate_status(url).await.unwrap();
     assert!(status.is_current(), "{status}");
     assert_eq!(status.backend, db.backend());
@@ -182,12 +197,38 @@ async fn up_down_up_round_trip(db: &TestDb) {
 
     // Data goes with the tables; the store works in between.
     let store = connect(url, &StoreOptions::default()).await.unwrap();
-    assert_eq!(store.head(&ferry::store::UserId([1; 32])).await.unwrap(), 0);
+    let user = ferry::store::UserId([1; 32]);
+    assert_eq!(store.head(&user).await.unwrap(), 0);
+    let batch: Vec<NewEvent> = (1..=3u8)
+        .map(|i| NewEvent {
+            user,
+            id: uuid::Uuid::from_u128(u128::from(i)),
+            device: ferry::store::DeviceId([2; 32]),
+            payload: vec![i],
+            key: None,
+            base: None,
+            ttl: None,
+            ts: 1_000,
+        })
+        .collect();
+    store.append(&batch).await.unwrap();
+    assert_eq!(store.head(&user).await.unwrap(), 3);
     drop(store);
+    if db.backend() == Backend::Sqlite {
+        // The SQLite append leaves `users.head` behind: the log holds the head.
+        assert_eq!(users_head_column(db).await, vec![0]);
+    }
 
     assert_idempotency_index(db, 3).await;
 
-    // Down one version: V5's table goes.
+    // Down one version: V6's down script writes each head into `users.head`, which
+    // is what the binaries of V5 read as the head (the SQLite append of V6 leaves
+    // it behind the log).
+    assert_eq!(migrate_down(url, 5).await.unwrap(), vec![6]);
+    assert_eq!(users_head_column(db).await, vec![3]);
+    assert_eq!(tables(db).await, all_tables());
+
+    // Down one more: V5's table goes.
     assert_eq!(migrate_down(url, 4).await.unwrap(), vec![5]);
     assert_eq!(tables(db).await, v4_tables());
 
@@ -210,18 +251,18 @@ async fn up_down_up_round_trip(db: &TestDb) {
             .await
             .contains(&("refresh_tokens".into(), "access_jti".into()))
     );
-    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2, 3, 4, 5]);
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2, 3, 4, 5, 6]);
     assert_eq!(tables(db).await, all_tables());
     assert_idempotency_index(db, 3).await;
 
-    assert_eq!(migrate_down(url, 0).await.unwrap(), vec![5, 4, 3, 2, 1]);
+    assert_eq!(migrate_down(url, 0).await.unwrap(), vec![6, 5, 4, 3, 2, 1]);
     assert!(
         tables(db).await.is_empty(),
         "tables left: {:?}",
         tables(db).await
     );
     let status = migrate_status(url).await.unwrap();
-    assert_eq!(status.pending(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(status.pending(), vec![1, 2, 3, 4, 5, 6]);
     assert!(status.to_string().contains("pending"), "{status}");
     assert_eq!(migrate_down(url, 0).await.unwrap(), Vec::<u32>::new());
 
@@ -229,7 +270,7 @@ async fn up_down_up_round_trip(db: &TestDb) {
     assert_eq!(migrate_up(url, Some(0)).await.unwrap(), Vec::<u32>::new());
     assert_eq!(migrate_up(url, Some(1)).await.unwrap(), vec![1]);
     assert_eq!(tables(db).await, v1_tables());
-    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2, 3, 4, 5]);
+    assert_eq!(migrate_up(url, None).await.unwrap(), vec![2, 3, 4, 5, 6]);
     assert_eq!(tables(db).await, all_tables());
     assert!(migrate_status(url).await.unwrap().is_current());
 }
@@ -298,7 +339,7 @@ async fn verify_only_refuses_pending(db: &TestDb) {
         ..StoreOptions::default()
     };
     let msg = migration_error(connect(url, &verify).await);
-    assert_eq!(msg, "5 pending migrations; run `ferry migrate up`");
+    assert_eq!(msg, "6 pending migrations; run `ferry migrate up`");
     assert!(tables(db).await.is_empty());
     migrate_up(url, None).await.unwrap();
     connect(url, &verify).await.unwrap().ping().await.unwrap();

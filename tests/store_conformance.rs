@@ -41,6 +41,7 @@ on_every_backend!(concurrent_appends_one_user, concurrent_appends_one_user);
 on_every_backend!(two_instances_one_database, two_instances_one_database);
 on_every_backend!(foreign_commits, foreign_commits);
 on_every_backend!(concurrent_first_sights, concurrent_first_sights);
+on_every_backend!(head_outlives_its_events, head_outlives_its_events);
 
 const A: UserId = UserId([0xA1; 32]);
 const B: UserId = UserId([0xB2; 32]);
@@ -529,6 +530,43 @@ async fn hammer(stores: Vec<Arc<dyn Store>>, tasks: u128, per_task: u128) {
     let others = store.events_after(&other, 0, 100_000, T0).await.unwrap();
     let other_seqs: Vec<u64> = others.events.iter().map(|e| e.seq).collect();
     assert_eq!(other_seqs, (1..=others.head).collect::<Vec<_>>());
+}
+
+/// The head stays where it was when the newest events go, whichever way they go
+/// (expiry, pruning), and the next event takes the next seq: every read of the head
+/// agrees, and so does the device cursor's cap.
+async fn head_outlives_its_events(url: &str) {
+    let store = open(url).await;
+    let s = &*store;
+    s.register_device(&A, &D1, &cert(), T0).await.unwrap();
+    let expiring = |n| NewEvent {
+        ttl: Some(1),
+        ..ev(A, n)
+    };
+    let out = s
+        .append(&[ev(A, 1), expiring(2), expiring(3)])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![stored(1, 1), stored(2, 2), stored(3, 3)]);
+    // Both expiring events, the newest two of the log, go.
+    assert_eq!(s.delete_expired(T0 + 10_000, 100).await.unwrap(), 2);
+    assert_eq!(s.head(&A).await.unwrap(), 3);
+    let page = s.events_after(&A, 0, 10, T0).await.unwrap();
+    assert_eq!((page.head, page.events.len()), (3, 1));
+    assert_eq!(s.device_and_head(&A, &D1).await.unwrap().unwrap().1, 3);
+    let summary = s.users_page(None, 10).await.unwrap();
+    assert_eq!(summary.iter().map(|u| u.head).collect::<Vec<_>>(), vec![3]);
+    s.set_cursor(&A, &D1, 100).await.unwrap();
+    assert_eq!(s.device(&A, &D1).await.unwrap().unwrap().cursor, 3);
+    assert_eq!(s.append(&[ev(A, 4)]).await.unwrap(), vec![stored(4, 4)]);
+
+    // Pruning the whole log, newest event included.
+    assert_eq!(s.prune_before(&A, u64::MAX, 100).await.unwrap(), 2);
+    assert_eq!(s.head(&A).await.unwrap(), 4);
+    assert_eq!(s.append(&[ev(A, 5)]).await.unwrap(), vec![stored(5, 5)]);
+    assert_eq!(seqs(s, A, 0, 10, T0).await, vec![5]);
+    // The admin totals count the log from the watermark to the head.
+    assert_eq!(s.stats().await.unwrap().events, 1);
 }
 
 async fn concurrent_appends_one_user(url: &str) {

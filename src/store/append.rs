@@ -3,8 +3,9 @@
 //! A backend opens its transaction, serialises against other appenders of the same
 //! users, reads a [`Snapshot`] of what the batch depends on (heads, existing ids,
 //! key heads), and hands it to [`plan`], which decides every outcome and numbers the
-//! new rows. The backend then inserts [`Plan::rows`], writes [`Plan::heads`] and
-//! commits. Keeping the decisions here means both backends answer a batch the same
+//! new rows. The backend then inserts [`Plan::rows`], writes [`Plan::heads`] where
+//! it keeps `users.head` equal to the head (PostgreSQL; on SQLite the log's newest
+//! seq is the head, see `user_head!`) and commits. Keeping the decisions here means both backends answer a batch the same
 //! way, and the rules are unit-tested without a database.
 
 use std::collections::HashMap;

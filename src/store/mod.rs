@@ -16,7 +16,35 @@
 //! Invariant: `seq` is assigned only inside [`Store::append`], in a transaction that
 //! serialises appends per user (SQLite `BEGIN IMMEDIATE`; PostgreSQL the user's
 //! counter row locked `FOR NO KEY UPDATE`), with `UNIQUE (user_id, seq)` as the
-//! backstop.
+//! backstop. A user's head is the greater of `users.head` and the log's newest seq
+//! ([`user_head!`]), read under that lock.
+
+/// SQL for the head of the user whose `users` row has the alias `$u`: the greater
+/// of `$u.head` and the newest seq in the user's log (one probe of the
+/// `(user_id, seq)` index; NULL-safe, and the same text on both dialects).
+///
+/// `users.head` is a floor, not the head itself: the SQLite append does not write
+/// it (a commit would rewrite the users' counter pages for nothing: the log's newest
+/// seq is the head), and whatever deletes a user's newest events (expiry, pruning)
+/// raises it to their seq first, in the same transaction, so a seq is never handed
+/// out twice. The PostgreSQL append keeps it equal to the head, because its row
+/// lock on `users` is what serialises appenders across instances.
+macro_rules! user_head {
+    ($u:literal) => {
+        concat!(
+            "CASE WHEN coalesce((SELECT max(h.seq) FROM events AS h WHERE h.user_id = ",
+            $u,
+            ".user_id), 0) > ",
+            $u,
+            ".head THEN (SELECT max(h.seq) FROM events AS h WHERE h.user_id = ",
+            $u,
+            ".user_id) ELSE ",
+            $u,
+            ".head END"
+        )
+    };
+}
+pub(crate) use user_head;
 
 mod append;
 pub mod backup;

@@ -79,6 +79,14 @@ pub(super) const RETIRE_KEYS_END: &str = ") AS v WHERE NOT EXISTS \
      ON CONFLICT (user_id, event_key) DO UPDATE SET seq = excluded.seq \
        WHERE excluded.seq > retired_keys.seq";
 
+/// Raises `users.head` to the newest seq deleted of each user, where it is lower; a
+/// `VALUES` list of `(user, seq)` follows, then [`RAISE_HEADS_END`].
+pub(super) const RAISE_HEADS: &str = "UPDATE users SET head = v.column2 FROM (";
+
+/// The end of [`RAISE_HEADS`].
+pub(super) const RAISE_HEADS_END: &str =
+    ") AS v WHERE users.user_id = v.column1 AND users.head < v.column2";
+
 /// Before a prefix of a user's log (`$1`, every `seq <= $2`) is deleted: retires
 /// each key whose newest event is in it.
 pub(super) const RETIRE_PREFIX_KEYS: &str = "INSERT INTO retired_keys (user_id, event_key, seq) \
@@ -139,6 +147,25 @@ macro_rules! retention_sql {
                     .bind(i64::from(limit))
                     .fetch_all(&mut *conn)
                     .await?;
+                // The head of each user stays where it was: `users.head` is raised to
+                // the newest deleted seq (the user's newest event may be among them).
+                let mut newest: std::collections::HashMap<&[u8], i64> =
+                    std::collections::HashMap::new();
+                for (user, seq, _) in &rows {
+                    let s = newest.entry(&user[..]).or_insert(*seq);
+                    *s = (*s).max(*seq);
+                }
+                let newest: Vec<_> = newest.into_iter().collect();
+                for chunk in newest.chunks(10_000) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        $crate::store::retention::RAISE_HEADS,
+                    );
+                    q.push_values(chunk, |mut b, (user, seq)| {
+                        b.push_bind(*user).push_bind(*seq);
+                    });
+                    q.push($crate::store::retention::RAISE_HEADS_END);
+                    q.build().execute(&mut *conn).await?;
+                }
                 // The newest deleted seq of each key, then retired if nothing newer is
                 // left (after the delete, in the same transaction): one statement.
                 let mut keys: std::collections::HashMap<(&[u8], &[u8]), i64> =
@@ -191,7 +218,9 @@ macro_rules! retention_sql {
             ) -> Result<u64, $crate::store::StoreError> {
                 use $crate::store::{from_db, to_db, watermark};
                 let head: Option<i64> = sqlx::query_scalar(concat!(
-                    "SELECT head FROM users WHERE user_id = $1",
+                    "SELECT ",
+                    $crate::store::user_head!("u"),
+                    " FROM users AS u WHERE u.user_id = $1",
                     $lock_head
                 ))
                 .bind(&user.0[..])
@@ -222,13 +251,17 @@ macro_rules! retention_sql {
                         .execute(&mut *conn)
                         .await?;
                 }
+                // The head is written down with the watermark: the prefix may have
+                // held the user's newest events.
                 sqlx::query(
                     "UPDATE users SET pruned_through = \
-                       CASE WHEN pruned_through < $2 THEN $2 ELSE pruned_through END \
+                       CASE WHEN pruned_through < $2 THEN $2 ELSE pruned_through END, \
+                       head = CASE WHEN head < $3 THEN $3 ELSE head END \
                      WHERE user_id = $1",
                 )
                 .bind(&user.0[..])
                 .bind(watermark(head, before, limit, upper, count))
+                .bind(head)
                 .execute(&mut *conn)
                 .await?;
                 Ok(from_db(count))
@@ -340,10 +373,11 @@ macro_rules! retention_sql {
                 after: Option<&$crate::model::UserId>,
                 limit: u32,
             ) -> Result<Vec<$crate::model::UserId>, $crate::store::StoreError> {
-                let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-                    "SELECT user_id FROM users WHERE user_id > $1 AND head - pruned_through > $2 \
-                     ORDER BY user_id LIMIT $3",
-                )
+                let rows: Vec<Vec<u8>> = sqlx::query_scalar(concat!(
+                    "SELECT u.user_id FROM users AS u WHERE u.user_id > $1 AND ",
+                    $crate::store::user_head!("u"),
+                    " - u.pruned_through > $2 ORDER BY u.user_id LIMIT $3"
+                ))
                 .bind(after.map_or_else(Vec::new, |u| u.0.to_vec()))
                 .bind($crate::store::to_db(keep))
                 .bind(i64::from(limit))

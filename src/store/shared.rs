@@ -21,11 +21,15 @@ use super::{StoreError, UserId, UserSummary, from_db, key32};
 pub(super) type SummaryRow = (Vec<u8>, i64, i64, i64, i64, i64, Option<i64>);
 
 /// The admin API's view of users; a `WHERE` clause follows.
-pub(super) const SUMMARY_SELECT: &str = "SELECT u.user_id, u.created_at, u.head, u.pruned_through, \
+pub(super) const SUMMARY_SELECT: &str = concat!(
+    "SELECT u.user_id, u.created_at, ",
+    super::user_head!("u"),
+    ", u.pruned_through, \
         (SELECT count(*) FROM devices AS d WHERE d.user_id = u.user_id), \
         (SELECT count(*) FROM devices AS d WHERE d.user_id = u.user_id AND d.revoked_at IS NOT NULL), \
         (SELECT max(d.last_seen) FROM devices AS d WHERE d.user_id = u.user_id) \
-     FROM users AS u ";
+     FROM users AS u "
+);
 
 /// Registration: a device registered again after its user was erased is revoked
 /// again if it was revoked before the erasure (and its certificate may still be
@@ -346,12 +350,12 @@ macro_rules! auth_and_admin_sql {
         impl $crate::store::AdminStore for $store {
             async fn stats(&self) -> Result<$crate::model::StoreStats, $crate::store::StoreError> {
                 use $crate::store::{Store as _, from_db};
-                let (users, devices, active, events): (i64, i64, i64, i64) = sqlx::query_as(
+                let (users, devices, active, events): (i64, i64, i64, i64) = sqlx::query_as(concat!(
                     "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM devices), \
                             (SELECT count(*) FROM devices WHERE revoked_at IS NULL), \
-                            (SELECT CAST(COALESCE(sum(head - pruned_through), 0) AS BIGINT) \
-                             FROM users)",
-                )
+                            (SELECT CAST(COALESCE(sum(", $crate::store::user_head!("u"),
+                    " - u.pruned_through), 0) AS BIGINT) FROM users AS u)",
+                ))
                 .fetch_one(&self.$reader)
                 .await?;
                 Ok($crate::model::StoreStats {
@@ -478,9 +482,12 @@ macro_rules! event_log {
                 &self,
                 user: &$crate::model::UserId,
             ) -> Result<u64, $crate::store::StoreError> {
-                let head: Option<i64> =
-                    sqlx::query_scalar("SELECT head FROM users WHERE user_id = $1")
-                        .bind(&user.0[..])
+                let head: Option<i64> = sqlx::query_scalar(concat!(
+                    "SELECT ",
+                    $crate::store::user_head!("u"),
+                    " FROM users AS u WHERE u.user_id = $1"
+                ))
+                .bind(&user.0[..])
                         .fetch_optional(&self.$reader)
                         .await?;
                 Ok(head.map_or(0, $crate::store::from_db))
@@ -506,9 +513,12 @@ macro_rules! event_log {
                 .bind(i64::from(limit) + 1)
                 .fetch_all(&self.$reader)
                 .await?;
-                let counters: Option<(i64, i64)> =
-                    sqlx::query_as("SELECT head, pruned_through FROM users WHERE user_id = $1")
-                        .bind(&user.0[..])
+                let counters: Option<(i64, i64)> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    $crate::store::user_head!("u"),
+                    ", u.pruned_through FROM users AS u WHERE u.user_id = $1"
+                ))
+                .bind(&user.0[..])
                         .fetch_optional(&self.$reader)
                         .await?;
                 $crate::store::page(rows, limit, after, counters)
@@ -563,11 +573,12 @@ macro_rules! devices {
             {
                 // Every device row has its users row (registration writes both in one
                 // transaction, and a user goes with its devices).
-                let row: Option<$crate::store::DeviceHeadRow> = sqlx::query_as(
-                    "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, u.head \
-                     FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
-                     WHERE d.user_id = $1 AND d.device_id = $2",
-                )
+                let row: Option<$crate::store::DeviceHeadRow> = sqlx::query_as(concat!(
+                    "SELECT d.created_at, d.last_seen, d.cursor_seq, d.revoked_at, ",
+                    $crate::store::user_head!("u"),
+                    " FROM devices AS d JOIN users AS u ON u.user_id = d.user_id \
+                     WHERE d.user_id = $1 AND d.device_id = $2"
+                ))
                 .bind(&user.0[..])
                 .bind(&device.0[..])
                 .fetch_optional(&self.$reader)

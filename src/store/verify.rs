@@ -16,7 +16,7 @@ use super::{Backend, StoreError, migrate_status};
 /// One problem found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
-    /// Which check found it (`integrity`, `event_above_head`, `migrations`, …).
+    /// Which check found it (`integrity`, `cursor_above_head`, `migrations`, …).
     pub check: &'static str,
     /// What is wrong, for people.
     pub detail: String,
@@ -89,10 +89,13 @@ const INVARIANTS: &[(&str, &str, &str)] = &[
          (SELECT 1 FROM users u WHERE u.user_id = e.user_id)",
     ),
     (
-        "event_above_head",
-        "events with a seq above their user's head",
-        "SELECT count(*) FROM events e JOIN users u ON u.user_id = e.user_id \
-         WHERE e.seq > u.head",
+        "cursor_above_head",
+        "devices whose processed position is past their user's head",
+        concat!(
+            "SELECT count(*) FROM devices d JOIN users u ON u.user_id = d.user_id \
+             WHERE d.cursor_seq > ",
+            super::user_head!("u")
+        ),
     ),
     (
         "event_at_or_below_pruned",
@@ -108,13 +111,19 @@ const INVARIANTS: &[(&str, &str, &str)] = &[
     (
         "pruned_above_head",
         "users whose pruned_through is above their head",
-        "SELECT count(*) FROM users WHERE pruned_through > head OR head < 0",
+        concat!(
+            "SELECT count(*) FROM users u WHERE u.head < 0 OR u.pruned_through > ",
+            super::user_head!("u")
+        ),
     ),
     (
         "retired_key_above_head",
         "retired keys whose seq is above their user's head",
-        "SELECT count(*) FROM retired_keys r JOIN users u ON u.user_id = r.user_id \
-         WHERE r.seq > u.head",
+        concat!(
+            "SELECT count(*) FROM retired_keys r JOIN users u ON u.user_id = r.user_id \
+             WHERE r.seq > ",
+            super::user_head!("u")
+        ),
     ),
     (
         "id_sizes",
@@ -434,11 +443,13 @@ macro_rules! checks_on {
         /// What the database holds; a count that cannot be read is a finding.
         async fn $summary(conn: &mut $conn, report: &mut Report) -> Summary {
             report.checks += 1;
-            let row = sqlx::query_as::<_, (i64, i64, i64, Option<i64>, Option<i64>)>(
+            let row = sqlx::query_as::<_, (i64, i64, i64, Option<i64>, Option<i64>)>(concat!(
                 "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM devices), \
-                 (SELECT count(*) FROM events), (SELECT min(head) FROM users), \
-                 (SELECT max(head) FROM users)",
-            )
+                 (SELECT count(*) FROM events), min(h.head), max(h.head) \
+                 FROM (SELECT ",
+                $crate::store::user_head!("u"),
+                " AS head FROM users AS u) AS h"
+            ))
             .fetch_one(&mut *conn)
             .await;
             match row {

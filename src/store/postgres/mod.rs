@@ -285,6 +285,11 @@ super::shared::event_log! {
                 .execute(&mut *tx)
                 .await?;
 
+                // `users.head` stays equal to the head on PostgreSQL (see
+                // `user_head!`): the locked row is what the next appender reads, and
+                // under READ COMMITTED a row it waited to lock is re-read at its newest
+                // version, where a subquery over the log would still see this
+                // statement's snapshot, without the events committed meanwhile.
                 let head_users: Vec<&[u8]> = plan.heads.iter().map(|(u, _)| &u.0[..]).collect();
                 let head_values: Vec<i64> = plan.heads.iter().map(|(_, h)| to_db(*h)).collect();
                 sqlx::query(
@@ -360,11 +365,13 @@ super::shared::devices! {
             device: &DeviceId,
             seq: u64,
         ) -> Result<(), StoreError> {
-            let done = sqlx::query(
+            let done = sqlx::query(concat!(
                 "UPDATE devices SET cursor_seq = GREATEST(cursor_seq, \
-                     LEAST($3, COALESCE((SELECT head FROM users WHERE users.user_id = $1), 0))) \
-                 WHERE user_id = $1 AND device_id = $2",
-            )
+                     LEAST($3, COALESCE((SELECT ",
+                super::user_head!("u"),
+                " FROM users AS u WHERE u.user_id = $1), 0))) \
+                 WHERE user_id = $1 AND device_id = $2"
+            ))
             .bind(&user.0[..])
             .bind(&device.0[..])
             .bind(to_db(seq))

@@ -497,22 +497,39 @@ async fn append_in(
     // by `WriteTx` either way.
     let mut snapshot = Snapshot::default();
 
-    for chunk in users.chunks(MAX_PARAMS / 2) {
-        // Creates missing counter rows and reads every head in one statement. The
-        // no-op update is what makes RETURNING report existing rows too; the row
-        // is rewritten below anyway when its user gets events.
+    let mut missing = Vec::new();
+    for chunk in users.chunks(MAX_PARAMS) {
+        // Each user's head (see `user_head!`): the newest seq in the log, one probe
+        // of the `(user_id, seq)` index, or `users.head` where retention raised it
+        // when it deleted the newest events. The append writes `users` only for a
+        // user it has not seen: the rows the commit dirties are the log's.
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT v.column1, u.head, \
+                    (SELECT max(e.seq) FROM events AS e WHERE e.user_id = v.column1) \
+             FROM (",
+        );
+        q.push_values(chunk, |mut b, u| {
+            b.push_bind(&u.0[..]);
+        });
+        q.push(") AS v LEFT JOIN users AS u ON u.user_id = v.column1");
+        let rows: Vec<(Vec<u8>, Option<i64>, Option<i64>)> =
+            q.build_query_as().fetch_all(&mut *tx).await?;
+        for (u, floor, newest) in rows {
+            let user = UserId(key32(&u, "users.user_id")?);
+            if floor.is_none() {
+                missing.push(user);
+            }
+            let head = floor.unwrap_or(0).max(newest.unwrap_or(0));
+            snapshot.heads.insert(user, from_db(head));
+        }
+    }
+    for chunk in missing.chunks(MAX_PARAMS / 2) {
         let mut q =
             QueryBuilder::<Sqlite>::new("INSERT OR ROLLBACK INTO users (user_id, created_at) ");
         q.push_values(chunk, |mut b, u| {
             b.push_bind(&u.0[..]).push_bind(now);
         });
-        q.push(" ON CONFLICT (user_id) DO UPDATE SET head = head RETURNING user_id, head");
-        let rows: Vec<(Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
-        for (u, head) in rows {
-            snapshot
-                .heads
-                .insert(UserId(key32(&u, "users.user_id")?), from_db(head));
-        }
+        q.build().execute(&mut *tx).await?;
     }
 
     for chunk in ids.chunks(MAX_PARAMS / 2) {
@@ -581,16 +598,6 @@ async fn append_in(
         q.build().execute(&mut *tx).await?;
     }
 
-    for chunk in plan.heads.chunks(MAX_PARAMS / 2) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("UPDATE OR ROLLBACK users SET head = v.column2 FROM (");
-        q.push_values(chunk, |mut b, (u, head)| {
-            b.push_bind(&u.0[..]).push_bind(to_db(*head));
-        });
-        q.push(") AS v WHERE users.user_id = v.column1");
-        q.build().execute(&mut *tx).await?;
-    }
-
     Ok(plan.outcomes)
 }
 
@@ -625,11 +632,13 @@ super::shared::devices! {
             device: &DeviceId,
             seq: u64,
         ) -> Result<(), StoreError> {
-            let done = sqlx::query(
+            let done = sqlx::query(concat!(
                 "UPDATE devices SET cursor_seq = max(cursor_seq, \
-                     min(?, coalesce((SELECT head FROM users WHERE users.user_id = devices.user_id), 0))) \
-                 WHERE user_id = ? AND device_id = ?",
-            )
+                     min(?, coalesce((SELECT ",
+                super::user_head!("u"),
+                " FROM users AS u WHERE u.user_id = devices.user_id), 0))) \
+                 WHERE user_id = ? AND device_id = ?"
+            ))
             .bind(to_db(seq))
             .bind(&user.0[..])
             .bind(&device.0[..])

@@ -1,0 +1,11 @@
+-- Ferry schema, version 6 (PostgreSQL dialect): no table changes; the meaning of
+-- users.head changes. Keep in step with migrations/sqlite/V6__head_floor.sql.
+--
+-- users.head is now a floor under the user's head, not the head itself: the head
+-- is the greater of users.head and the newest seq in the user's log. The SQLite
+-- append no longer writes users (the users' counter pages were rewritten by every
+-- commit for a value the log already holds); retention raises users.head before it
+-- deletes a user's newest events, so a seq is never handed out twice. Binaries
+-- before this version read users.head as the head, so they refuse this schema, and
+-- the down script writes every head back into users.head.
+SELECT 1;
