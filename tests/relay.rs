@@ -33,7 +33,6 @@ async fn ack_seq(c: &mut TestClient, id: &str, payload: &[u8]) -> u64 {
     }
 }
 
-/// Next message that is not presence.
 /// A new user with two devices connected; `a` has seen `b` come online.
 async fn two_online(url: &str) -> (TestUser, TestClient, TestClient) {
     let user = TestUser::random();
@@ -46,6 +45,7 @@ async fn two_online(url: &str) -> (TestUser, TestClient, TestClient) {
     (user, a, b)
 }
 
+/// Next message that is not presence.
 async fn next_event(c: &mut TestClient) -> ServerMessage {
     loop {
         match c.recv().await {
