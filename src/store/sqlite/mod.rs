@@ -95,7 +95,12 @@ impl SqliteStore {
         // The write connection is kept for the life of the store (no idle or age
         // limit): its page cache stays warm, and `foreign_commits` reads one
         // connection's `data_version` throughout.
+        //
+        // Neither pool pings a connection before handing it out (sqlx's default):
+        // a connection to a local file has no peer that could have gone away, and
+        // each ping is a round trip to the connection's thread.
         let writer = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
@@ -110,6 +115,7 @@ impl SqliteStore {
             )
             .await?;
         let reader = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(opts.max_connections.max(1))
             .acquire_timeout(opts.connect_timeout)
             .connect_with(conn_opts.clone())
@@ -171,6 +177,10 @@ async fn checkpoint_loop(
     };
     let mut last: Option<(u64, Option<std::time::SystemTime>)> = None;
     let mut last_run = tokio::time::Instant::now();
+    // A connection of its own, taken out of the read pool: a checkpoint through the
+    // pool would also ping the connection when it is returned (a second round trip
+    // to SQLite's thread), and would wake whichever of the readers' threads was idle.
+    let mut conn: Option<sqlx::SqliteConnection> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -182,11 +192,23 @@ async fn checkpoint_loop(
         }
         last = now;
         last_run = tokio::time::Instant::now();
+        if conn.is_none() {
+            conn = match pool.acquire().await {
+                Ok(c) => Some(c.detach()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no connection for the background checkpoint");
+                    continue;
+                }
+            };
+        }
+        let Some(c) = conn.as_mut() else { continue };
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
+            .execute(&mut *c)
             .await
         {
             tracing::debug!(error = %e, "background checkpoint failed");
+            // A fresh connection for the next one.
+            conn = None;
         }
     }
 }
