@@ -796,6 +796,22 @@ mod tests {
         }
     }
 
+    /// `.cargo/config.toml` builds the bundled SQLite without memory statistics (a
+    /// global mutex around each of its allocations).
+    #[tokio::test]
+    async fn sqlite_is_built_without_memory_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = store_with(&dir, |o| o).await;
+        let options: Vec<String> = sqlx::query_scalar("SELECT * FROM pragma_compile_options")
+            .fetch_all(&store.reader)
+            .await
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
+
     #[tokio::test]
     async fn commits_reach_the_database_file_without_another_write() {
         let dir = tempfile::tempdir().unwrap();
