@@ -192,16 +192,16 @@ async fn checkpoint_loop(
         }
         last = now;
         last_run = tokio::time::Instant::now();
-        if conn.is_none() {
-            conn = match pool.acquire().await {
-                Ok(c) => Some(c.detach()),
+        let c = match &mut conn {
+            Some(c) => c,
+            None => match pool.acquire().await {
+                Ok(c) => conn.insert(c.detach()),
                 Err(e) => {
                     tracing::debug!(error = %e, "no connection for the background checkpoint");
                     continue;
                 }
-            };
-        }
-        let Some(c) = conn.as_mut() else { continue };
+            },
+        };
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&mut *c)
             .await
