@@ -570,3 +570,108 @@ each_backend!(
         }
     }
 );
+
+/// Holds the database's write lock from a connection of its own until dropped (or
+/// `release`d): SQLite's `BEGIN IMMEDIATE`; on PostgreSQL an `EXCLUSIVE` lock on
+/// `events`, which lets reads through and makes inserts wait.
+enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    async fn take(db: &common::db::TestDb) -> Self {
+        use sqlx::Connection as _;
+        match db.backend() {
+            ferry::store::Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(db.url()).await.unwrap();
+                sqlx::raw_sql("BEGIN IMMEDIATE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                Self::Sqlite(c)
+            }
+            ferry::store::Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(db.url()).await.unwrap();
+                sqlx::raw_sql("BEGIN; LOCK TABLE events IN EXCLUSIVE MODE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                Self::Postgres(c)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Sqlite(mut c) => drop(sqlx::raw_sql("ROLLBACK").execute(&mut c).await.unwrap()),
+            Self::Postgres(mut c) => drop(sqlx::raw_sql("ROLLBACK").execute(&mut c).await.unwrap()),
+        }
+    }
+}
+
+/// A device's publishes reach the group-commit writer in the order it sent them even
+/// when the writer's queue is full: while another connection holds the database's
+/// write lock, ten devices (one per user) send 512 publishes each, far more than the
+/// writer's batch and queue hold, so a session's later publishes wait for room
+/// behind its earlier ones. Once the lock is gone every publish is acked, and each
+/// device's acks carry seqs 1..=512 in the order it sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devices_publishes_keep_their_order_while_the_writer_queue_is_full() {
+    const DEVICES: usize = 10;
+    const EACH: usize = 512;
+    for db in common::db::databases().await {
+        let srv = TestServer::start(
+            db.url(),
+            &[
+                ("FERRY_LIMITS_EVENTS_PER_SEC", "100000"),
+                ("FERRY_LIMITS_BURST", "100000"),
+            ],
+        )
+        .await;
+        let mut clients = Vec::new();
+        for _ in 0..DEVICES {
+            clients.push(connect(&srv.ws_url(), TestUser::random().device()).await);
+        }
+        let lock = WriteLock::take(&db).await;
+        let mut sends = Vec::new();
+        for (d, mut c) in clients.into_iter().enumerate() {
+            sends.push(tokio::spawn(async move {
+                let window: Vec<(String, Vec<u8>)> = (0..EACH)
+                    .map(|i| (uuid((d * EACH + i + 1) as u128), vec![d as u8; 16]))
+                    .collect();
+                let mut acks = Vec::new();
+                c.publish_window(&window, |m| match m {
+                    ServerMessage::Ack {
+                        id, seq: Some(seq), ..
+                    } => acks.push((id, seq)),
+                    ServerMessage::Presence { .. } => {}
+                    other => panic!("device {d}: expected acks, got {other:?}"),
+                })
+                .await
+                .unwrap_or_else(|e| panic!("device {d}: {e:?}"));
+                (window, acks)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        lock.release().await;
+        for send in sends {
+            let (window, acks) = send.await.unwrap();
+            assert_eq!(acks.len(), EACH, "{:?}", db.backend());
+            // The n-th publish sent is the n-th acked and got seq n.
+            let first_out_of_order = window
+                .iter()
+                .zip(&acks)
+                .zip(1u64..)
+                .find(|(((sent, _), (acked, seq)), n)| sent != acked || seq != n);
+            assert!(
+                first_out_of_order.is_none(),
+                "{:?}: publish acked out of order: {first_out_of_order:?}",
+                db.backend()
+            );
+        }
+        srv.stop().await;
+        db.finish("a_devices_publishes_keep_their_order_while_the_writer_queue_is_full")
+            .await;
+    }
+}

@@ -53,7 +53,7 @@ use tokio_util::task::TaskTracker;
 
 pub use admin::{Erased, UserView};
 pub use hub::{Inbox, Outbound, SessionHandle, SessionLink};
-pub use ops::{MISSED_PAGE, Prepared, PublishRefusal, REVOKE_WINDOW_MS, RevokeError};
+pub use ops::{Committing, MISSED_PAGE, Prepared, PublishRefusal, REVOKE_WINDOW_MS, RevokeError};
 pub use sessions::{Admission, Joined};
 pub use writer::stored_event_msg;
 

@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 
 use super::Outbound;
 use super::Relay;
-use super::writer::{event_json, stored_event_json};
+use super::writer::{Full, Queued, event_json, stored_event_json};
 use crate::model::{
     AppendOutcome, DeviceId, DeviceRecord, EventPage, NewEvent, RevokeOutcome, UnixMs, UserId,
 };
@@ -91,15 +91,32 @@ impl Relay {
     /// durable (and the event relayed to the user's other sessions) when this
     /// returns `Ok`. Traced as `append`, a child of the current span.
     pub async fn commit(&self, ev: NewEvent) -> Result<AppendOutcome, StoreError> {
+        self.submit(ev, false).await
+    }
+
+    /// Queues a prepared event for the group-commit writer at once, or, when the
+    /// writer's queue is full or `behind` is set (an earlier publish of the same
+    /// device is still waiting for room), as soon as there is room: awaiting the
+    /// returned [`Committing`] does that and gives the durable outcome, as
+    /// [`Relay::commit`]. A device's publishes reach the writer in the order they
+    /// were submitted when each is awaited in that order (a session's queue of
+    /// publishes, `session::requests::Pending`). Traced as `append`, a child of
+    /// the current span.
+    pub fn submit(&self, ev: NewEvent, behind: bool) -> Committing {
         let span = trace::append();
-        let result = self
-            .inner
-            .writer
-            .append(ev, span.clone())
-            .instrument(span.clone())
-            .await;
-        trace::record_append(&span, &result);
-        result
+        let writer = &self.inner.writer;
+        let stage = if behind {
+            Stage::Waiting(Box::pin(writer.clone().submit_owned(ev, span.clone())))
+        } else {
+            match writer.try_submit(ev, span.clone()) {
+                Ok(queued) => Stage::Queued(queued),
+                Err(full) => {
+                    let Full { event, span } = *full;
+                    Stage::Waiting(Box::pin(writer.clone().submit_owned(event, span)))
+                }
+            }
+        };
+        Committing { stage, span }
     }
 
     /// Relays an ephemeral event to the user's live sessions other than its
@@ -310,5 +327,58 @@ fn fit_page(page: &mut EventPage, max_message_size: usize) {
     if keep < page.events.len() {
         page.events.truncate(keep);
         page.more = true;
+    }
+}
+
+/// A publish on its way through the group-commit writer ([`Relay::submit`]):
+/// resolves to its durable outcome.
+pub struct Committing {
+    stage: Stage,
+    /// The `append` span, which records the outcome.
+    span: tracing::Span,
+}
+
+enum Stage {
+    /// In the writer's queue.
+    Queued(Queued),
+    /// Waiting for room in the writer's queue (rare: the writer is behind).
+    Waiting(futures_util::future::BoxFuture<'static, Result<Queued, StoreError>>),
+}
+
+impl Committing {
+    /// Whether it is still waiting for room in the writer's queue: a publish
+    /// submitted after it must wait too (`behind`), to keep the device's order.
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.stage, Stage::Waiting(_))
+    }
+}
+
+impl Future for Committing {
+    type Output = Result<AppendOutcome, StoreError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        loop {
+            let result = match &mut this.stage {
+                Stage::Waiting(submit) => match submit.as_mut().poll(cx) {
+                    Poll::Ready(Ok(queued)) => {
+                        this.stage = Stage::Queued(queued);
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => return Poll::Pending,
+                },
+                Stage::Queued(queued) => match std::pin::Pin::new(queued).poll(cx) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            trace::record_append(&this.span, &result);
+            return Poll::Ready(result);
+        }
     }
 }

@@ -208,7 +208,6 @@ impl Writer {
     /// Runs `chore` to its end in slices that ride the writer's transactions (see
     /// the module docs); returns the rows deleted in all.
     pub async fn chore(&self, chore: Chore) -> Result<u64, StoreError> {
-        let stopped = || StoreError::Unavailable("writer stopped".into());
         let (reply, rx) = oneshot::channel();
         self.chores
             .send(ChoreRequest { chore, reply })
@@ -220,20 +219,79 @@ impl Writer {
     /// Queues an event and waits for its durable outcome; its fan-out's span is a
     /// child of `span`.
     pub async fn append(&self, event: NewEvent, span: Span) -> Result<AppendOutcome, StoreError> {
-        let (reply, rx) = oneshot::channel();
-        let req = WriteRequest {
-            event,
-            reply,
-            received: Instant::now(),
-            span,
-        };
-        self.tx
-            .send(req)
-            .await
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError::Unavailable("writer stopped".into()))?
+        self.submit(event, span).await?.await
     }
+
+    /// Queues an event, waiting while the queue is full; the returned [`Queued`]
+    /// resolves to its durable outcome.
+    pub async fn submit(&self, event: NewEvent, span: Span) -> Result<Queued, StoreError> {
+        let (req, queued) = request(event, span);
+        self.tx.send(req).await.map_err(|_| stopped())?;
+        Ok(queued)
+    }
+
+    /// [`Writer::submit`] on an owned handle, for a future that outlives the caller's
+    /// borrow.
+    pub async fn submit_owned(self, event: NewEvent, span: Span) -> Result<Queued, StoreError> {
+        self.submit(event, span).await
+    }
+
+    /// Queues an event if the queue has room, without waiting; [`Full`] gives the
+    /// event back otherwise (and when the writer has stopped, so that
+    /// [`Writer::submit`] reports it).
+    pub fn try_submit(&self, event: NewEvent, span: Span) -> Result<Queued, Box<Full>> {
+        let (req, queued) = request(event, span);
+        match self.tx.try_send(req) {
+            Ok(()) => Ok(queued),
+            Err(mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req)) => {
+                Err(Box::new(Full {
+                    event: req.event,
+                    span: req.span,
+                }))
+            }
+        }
+    }
+}
+
+/// A publish [`Writer::try_submit`] could not queue at once.
+pub struct Full {
+    /// The event, to submit again.
+    pub event: NewEvent,
+    /// Its span.
+    pub span: Span,
+}
+
+/// A queued publish: resolves to its durable outcome once its transaction has
+/// committed (or failed). A plain future over the writer's reply, so that a session
+/// can keep its publishes in a queue without boxing each one.
+pub struct Queued(oneshot::Receiver<Result<AppendOutcome, StoreError>>);
+
+impl Future for Queued {
+    type Output = Result<AppendOutcome, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(stopped())))
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("writer stopped".into())
+}
+
+fn request(event: NewEvent, span: Span) -> (WriteRequest, Queued) {
+    let (reply, rx) = oneshot::channel();
+    let req = WriteRequest {
+        event,
+        reply,
+        received: Instant::now(),
+        span,
+    };
+    (req, Queued(rx))
 }
 
 /// When a batch may begin its transaction, if not at once: `interval` after the

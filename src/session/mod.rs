@@ -17,8 +17,6 @@ use ferry_proto::handshake::{
     DeviceStatus, Established, ServerEphemeral, ServerHandshake, ServerOutput,
 };
 use ferry_proto::message::{Limits as WireLimits, ServerMessage};
-use futures_util::future::BoxFuture;
-use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt as _, SinkExt, StreamExt as _};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
@@ -336,8 +334,7 @@ where
             refusals: VecDeque::new(),
         };
         // Publishes waiting for their commit, acked in the order they came.
-        let mut pending: FuturesOrdered<BoxFuture<'static, requests::Replies>> =
-            FuturesOrdered::new();
+        let mut pending: VecDeque<requests::Pending> = VecDeque::new();
         loop {
             tokio::select! {
                 biased;
@@ -345,10 +342,10 @@ where
                     // A parent cancel without a code is the server shutting down.
                     return End::Close(killed_code(code));
                 }
-                Some(replies) = pending.next(), if !pending.is_empty() => {
+                replies = std::future::poll_fn(|cx| requests::poll_oldest(&mut pending, &ctx.app, cx)), if !pending.is_empty() => {
                     let mut ready = Ready::default();
                     ready.add(replies);
-                    gather_ready(&mut pending, rx, &mut ready);
+                    gather_ready(&mut pending, &ctx.app, rx, &mut ready);
                     if let Err(end) = Box::pin(self.send_ready(est, ready, link, &mut order)).await {
                         return end;
                     }
@@ -367,10 +364,11 @@ where
                         self.app.metrics.open_failures.inc();
                         return End::Close(CloseCode::ProtocolViolation);
                     }
-                    let replies = match Box::pin(ctx.handle(&frame)).await {
+                    let behind = pending.back().is_some_and(requests::Pending::waiting);
+                    let replies = match Box::pin(ctx.handle(&frame, behind)).await {
                         requests::Action::Now(r) => r,
-                        requests::Action::Later(fut) => {
-                            pending.push_back(fut);
+                        requests::Action::Later(publish) => {
+                            pending.push_back(publish);
                             continue;
                         }
                     };
@@ -395,7 +393,7 @@ where
                 first = rx.recv() => {
                     let mut ready = Ready::default();
                     ready.queued.push(first);
-                    gather_ready(&mut pending, rx, &mut ready);
+                    gather_ready(&mut pending, &ctx.app, rx, &mut ready);
                     if let Err(end) = Box::pin(self.send_ready(est, ready, link, &mut order)).await {
                         return end;
                     }
@@ -427,13 +425,15 @@ where
     async fn last_words(
         &mut self,
         est: &mut Established,
-        pending: &mut FuturesOrdered<BoxFuture<'static, requests::Replies>>,
+        pending: &mut VecDeque<requests::Pending>,
         reply: Vec<Vec<u8>>,
         code: CloseCode,
     ) -> End {
         let mut msgs = Vec::new();
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            while let Some(r) = pending.next().await {
+            while !pending.is_empty() {
+                let r =
+                    std::future::poll_fn(|cx| requests::poll_oldest(pending, &self.app, cx)).await;
                 msgs.extend(r.messages);
             }
         })
@@ -669,11 +669,14 @@ impl Ready {
 /// Adds what else is ready to go out in the same flush: the acks of every publish
 /// whose commit has finished (in order), and queued messages up to [`MAX_BATCH`].
 fn gather_ready(
-    pending: &mut FuturesOrdered<BoxFuture<'static, requests::Replies>>,
+    pending: &mut VecDeque<requests::Pending>,
+    app: &App,
     rx: &mut Inbox,
     ready: &mut Ready,
 ) {
-    while let Some(Some(more)) = pending.next().now_or_never() {
+    while let Some(more) =
+        std::future::poll_fn(|cx| requests::poll_oldest(pending, app, cx)).now_or_never()
+    {
         ready.add(more);
     }
     let room = MAX_BATCH.saturating_sub(ready.queued.len());

@@ -12,12 +12,14 @@ use ferry_proto::message::{
     ClientMessage, DeviceInfo, ErrorCode, Publish, Request, Rid, ServerMessage, Truncated,
     format_uuid,
 };
-use futures_util::future::BoxFuture;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use tracing::{Instrument as _, warn};
 
 use crate::app::App;
 use crate::model::{AppendOutcome, DeviceId, UserId};
-use crate::relay::{Prepared, PublishRefusal, RevokeError, StoreError};
+use crate::relay::{Committing, Prepared, PublishRefusal, RevokeError, StoreError};
 use crate::telemetry::trace;
 
 /// Rate-limit refusals tolerated in [`ABUSE_WINDOW`] beyond the burst before 4008.
@@ -46,9 +48,67 @@ pub(super) struct Replies {
 pub(super) enum Action {
     /// Reply at once.
     Now(Replies),
-    /// Reply when the future resolves (a publish waiting for its commit); the
-    /// session keeps reading meanwhile.
-    Later(BoxFuture<'static, Replies>),
+    /// Reply when the publish's commit is done; the session keeps reading meanwhile.
+    Later(Pending),
+}
+
+/// A publish waiting for its commit, with what its reply needs. A session keeps
+/// these in a queue in the order the device sent them and polls the oldest
+/// ([`poll_oldest`]): the writer answers a session's publishes in that order.
+pub(super) struct Pending {
+    committing: Committing,
+    rid: Option<Rid>,
+    id: String,
+    key: Option<Vec<u8>>,
+    /// The publish's span, which lasts until the durable outcome.
+    span: tracing::Span,
+}
+
+impl Pending {
+    /// Whether it still waits for room in the writer's queue: the session's next
+    /// publish then waits behind it.
+    pub(super) fn waiting(&self) -> bool {
+        self.committing.is_waiting()
+    }
+
+    fn replies(self, app: &App, result: Result<AppendOutcome, StoreError>) -> Replies {
+        let Self {
+            rid, id, key, span, ..
+        } = self;
+        trace::record_append(&span, &result);
+        match result {
+            Ok(AppendOutcome::Stored { seq, ts }) => Replies {
+                own: Some(seq),
+                ..Replies::one(ack(rid, id, seq, ts, false))
+            },
+            Ok(AppendOutcome::Duplicate { seq, ts }) => Replies {
+                own: Some(seq),
+                ..Replies::one(ack(rid, id, seq, ts, true))
+            },
+            Ok(AppendOutcome::Conflict { key_head }) => Replies::one(ServerMessage::Conflict {
+                rid,
+                id,
+                key: key.as_deref().map(b64u::encode).unwrap_or_default(),
+                head: key_head,
+            }),
+            Err(e) => unavailable(app, rid, "storage unavailable; retry with the same id", &e),
+        }
+    }
+}
+
+/// The replies of the oldest pending publish once its commit is done; pending
+/// while it is not, or while there is none.
+pub(super) fn poll_oldest(
+    pending: &mut VecDeque<Pending>,
+    app: &App,
+    cx: &mut Context<'_>,
+) -> Poll<Replies> {
+    let Some(oldest) = pending.front_mut() else {
+        return Poll::Pending;
+    };
+    let result = ready!(Pin::new(&mut oldest.committing).poll(cx));
+    let done = pending.pop_front().expect("polled the front");
+    Poll::Ready(done.replies(app, result))
 }
 
 impl Replies {
@@ -101,14 +161,16 @@ fn unavailable(app: &App, rid: Option<Rid>, message: &str, e: &StoreError) -> Re
 }
 
 impl Ctx {
-    pub(super) async fn handle(&mut self, plaintext: &[u8]) -> Action {
+    /// Answers one request. `behind`: an earlier publish of this session still waits
+    /// for room in the writer's queue (see [`Pending::waiting`]).
+    pub(super) async fn handle(&mut self, plaintext: &[u8], behind: bool) -> Action {
         let req = match Request::decode(plaintext) {
             Ok(r) => r,
             Err(e) => return Action::Now(error(&self.app, e.rid, e.code, e.message)),
         };
         let rid = req.rid;
         Action::Now(match req.body {
-            ClientMessage::Publish(p) => return self.publish(rid, p).await,
+            ClientMessage::Publish(p) => return self.publish(rid, p, behind).await,
             ClientMessage::Sync { after, limit } => self.sync(rid, after, limit).await,
             ClientMessage::Cursor { seq } => self.cursor(rid, seq).await,
             ClientMessage::Devices => self.devices(rid).await,
@@ -129,7 +191,7 @@ impl Ctx {
         })
     }
 
-    async fn publish(&mut self, rid: Option<Rid>, p: Publish) -> Action {
+    async fn publish(&mut self, rid: Option<Rid>, p: Publish, behind: bool) -> Action {
         let app = &self.app;
         let now = app.clock.now();
         let id = format_uuid(&p.id);
@@ -198,30 +260,15 @@ impl Ctx {
                 return Action::Now(r);
             }
         };
-        let app = app.clone();
         let key = ev.key.clone();
-        Action::Later(Box::pin(async move {
-            // The publish's span lasts until the durable outcome.
-            let result = app.relay.commit(ev).instrument(span.clone()).await;
-            trace::record_append(&span, &result);
-            match result {
-                Ok(AppendOutcome::Stored { seq, ts }) => Replies {
-                    own: Some(seq),
-                    ..Replies::one(ack(rid, id, seq, ts, false))
-                },
-                Ok(AppendOutcome::Duplicate { seq, ts }) => Replies {
-                    own: Some(seq),
-                    ..Replies::one(ack(rid, id, seq, ts, true))
-                },
-                Ok(AppendOutcome::Conflict { key_head }) => Replies::one(ServerMessage::Conflict {
-                    rid,
-                    id,
-                    key: key.as_deref().map(b64u::encode).unwrap_or_default(),
-                    head: key_head,
-                }),
-                Err(e) => unavailable(&app, rid, "storage unavailable; retry with the same id", &e),
-            }
-        }))
+        let committing = span.in_scope(|| app.relay.submit(ev, behind));
+        Action::Later(Pending {
+            committing,
+            rid,
+            id,
+            key,
+            span,
+        })
     }
 
     async fn sync(&self, rid: Option<Rid>, after: u64, limit: u32) -> Replies {
