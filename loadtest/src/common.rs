@@ -17,7 +17,8 @@ pub(crate) struct ConnArgs {
     #[arg(long, default_value = "ws://127.0.0.1:8080/v1/ws")]
     pub(crate) url: String,
     /// The server's public key (b64u) to pin; without it the first key seen is trusted.
-    #[arg(long, env = "FERRYLOAD_SERVER_KEY")]
+    /// A b64u key may begin with `-`, so a value that looks like a flag is taken too.
+    #[arg(long, env = "FERRYLOAD_SERVER_KEY", allow_hyphen_values = true)]
     pub(crate) server_key: Option<String>,
     /// Key file from `ferry-load keys`; without it fresh identities are made in memory.
     #[arg(long)]

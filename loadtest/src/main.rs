@@ -141,3 +141,21 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One b64u public key in 64 begins with `-`: `--server-key` must still take it
+    /// (the documented commands pass `--server-key "$FERRYLOAD_SERVER_KEY"`).
+    #[test]
+    fn a_server_key_beginning_with_a_hyphen_is_a_value() {
+        let key = "-bCdEfGhIjKlMnOpQrStUvWxYz0123456789_-AbCdEf";
+        let cli = Cli::try_parse_from(["ferry-load", "relay", "--server-key", key, "--users", "3"])
+            .expect("parses");
+        match cli.command {
+            Command::Relay(args) => assert_eq!(args.conn.server_key.as_deref(), Some(key)),
+            other => panic!("not relay: {other:?}"),
+        }
+    }
+}
