@@ -76,6 +76,15 @@ const CHECKPOINT_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from
 /// WAL pages after which the writer checkpoints by itself (about 40 MiB): only when
 /// the background checkpointer falls far behind.
 const WRITER_AUTOCHECKPOINT_PAGES: &str = "10000";
+/// The write connection's page cache, in KiB. Not larger: at the end of a write
+/// transaction in which a b-tree page split moved pages (SQLite parks one under the
+/// lock-byte page's number, page 262,145 with 4 KiB pages), SQLite walks its whole
+/// page cache to drop pages past the end of the file, as long as the database is
+/// under 1 GiB, and the walk's length grows with the cache. With 64 MiB it took 2–15 %
+/// of the server's CPU at 10,000 events/s (more with more users, and on a busier
+/// machine); 8 MiB still holds the index pages that 3,333 users' appends touch, with
+/// about as many reads as 64 MiB (`docs/benchmarks.md`, "the writer's page cache").
+const WRITER_CACHE_KIB: u32 = 8192;
 
 impl SqliteStore {
     /// Opens (creating if missing) the SQLite database a `sqlite:` URL names and
@@ -84,9 +93,9 @@ impl SqliteStore {
     pub async fn connect(url: &str, opts: &StoreOptions) -> Result<Self, StoreError> {
         let conn_opts = connect_options(url, true)?;
         migrate::prepare(url, opts.migrate, opts.connect_timeout).await?;
-        // The writer touches the index pages of every user in a batch: give it a page
-        // cache of 64 MiB (SQLite's default is 2 MiB) so a large log does not turn
-        // appends into random reads. Readers keep the default.
+        // The writer touches the index pages of every user in a batch: its page cache
+        // is 8 MiB ([`WRITER_CACHE_KIB`]; SQLite's default is 2 MiB). Readers keep the
+        // default.
         //
         // Checkpoints run on a background task instead of inside the writer's
         // commits (SQLite's default), and the statement journal of the multi-row
@@ -109,7 +118,7 @@ impl SqliteStore {
             .connect_with(
                 conn_opts
                     .clone()
-                    .pragma("cache_size", "-65536")
+                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
                     .pragma("temp_store", "MEMORY")
                     .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES),
             )
@@ -810,6 +819,28 @@ mod tests {
             options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
             "{options:?}"
         );
+    }
+
+    /// The write connection gets [`WRITER_CACHE_KIB`] of page cache, the readers
+    /// SQLite's default.
+    #[tokio::test]
+    async fn the_writer_has_its_page_cache_and_the_readers_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("c.db").display());
+        let store = SqliteStore::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let cache = |pool: &SqlitePool| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("PRAGMA cache_size")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(cache(&store.writer).await, -i64::from(WRITER_CACHE_KIB));
+        assert_eq!(cache(&store.reader).await, -2000, "SQLite's default");
     }
 
     #[tokio::test]
