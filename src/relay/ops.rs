@@ -104,15 +104,25 @@ impl Relay {
     /// the current span.
     pub fn submit(&self, ev: NewEvent, behind: bool) -> Committing {
         let span = trace::append();
+        // Publish → ack latency counts from here, including any wait for room.
+        let received = Instant::now();
         let writer = &self.inner.writer;
         let stage = if behind {
-            Stage::Waiting(Box::pin(writer.clone().submit_owned(ev, span.clone())))
+            Stage::Waiting(Box::pin(writer.clone().submit_owned(
+                ev,
+                span.clone(),
+                received,
+            )))
         } else {
-            match writer.try_submit(ev, span.clone()) {
+            match writer.try_submit(ev, span.clone(), received) {
                 Ok(queued) => Stage::Queued(queued),
                 Err(full) => {
-                    let Full { event, span } = *full;
-                    Stage::Waiting(Box::pin(writer.clone().submit_owned(event, span)))
+                    let Full {
+                        event,
+                        span,
+                        received,
+                    } = *full;
+                    Stage::Waiting(Box::pin(writer.clone().submit_owned(event, span, received)))
                 }
             }
         };

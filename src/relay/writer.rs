@@ -219,34 +219,51 @@ impl Writer {
     /// Queues an event and waits for its durable outcome; its fan-out's span is a
     /// child of `span`.
     pub async fn append(&self, event: NewEvent, span: Span) -> Result<AppendOutcome, StoreError> {
-        self.submit(event, span).await?.await
+        self.submit(event, span, Instant::now()).await?.await
     }
 
     /// Queues an event, waiting while the queue is full; the returned [`Queued`]
-    /// resolves to its durable outcome.
-    pub async fn submit(&self, event: NewEvent, span: Span) -> Result<Queued, StoreError> {
-        let (req, queued) = request(event, span);
+    /// resolves to its durable outcome. `received`: when the publish arrived (its
+    /// publish → ack latency counts from there).
+    pub async fn submit(
+        &self,
+        event: NewEvent,
+        span: Span,
+        received: Instant,
+    ) -> Result<Queued, StoreError> {
+        let (req, queued) = request(event, span, received);
         self.tx.send(req).await.map_err(|_| stopped())?;
         Ok(queued)
     }
 
     /// [`Writer::submit`] on an owned handle, for a future that outlives the caller's
     /// borrow.
-    pub async fn submit_owned(self, event: NewEvent, span: Span) -> Result<Queued, StoreError> {
-        self.submit(event, span).await
+    pub async fn submit_owned(
+        self,
+        event: NewEvent,
+        span: Span,
+        received: Instant,
+    ) -> Result<Queued, StoreError> {
+        self.submit(event, span, received).await
     }
 
     /// Queues an event if the queue has room, without waiting; [`Full`] gives the
     /// event back otherwise (and when the writer has stopped, so that
     /// [`Writer::submit`] reports it).
-    pub fn try_submit(&self, event: NewEvent, span: Span) -> Result<Queued, Box<Full>> {
-        let (req, queued) = request(event, span);
+    pub fn try_submit(
+        &self,
+        event: NewEvent,
+        span: Span,
+        received: Instant,
+    ) -> Result<Queued, Box<Full>> {
+        let (req, queued) = request(event, span, received);
         match self.tx.try_send(req) {
             Ok(()) => Ok(queued),
             Err(mpsc::error::TrySendError::Full(req) | mpsc::error::TrySendError::Closed(req)) => {
                 Err(Box::new(Full {
                     event: req.event,
                     span: req.span,
+                    received: req.received,
                 }))
             }
         }
@@ -259,6 +276,8 @@ pub struct Full {
     pub event: NewEvent,
     /// Its span.
     pub span: Span,
+    /// When it arrived.
+    pub received: Instant,
 }
 
 /// A queued publish: resolves to its durable outcome once its transaction has
@@ -283,12 +302,12 @@ fn stopped() -> StoreError {
     StoreError::Unavailable("writer stopped".into())
 }
 
-fn request(event: NewEvent, span: Span) -> (WriteRequest, Queued) {
+fn request(event: NewEvent, span: Span, received: Instant) -> (WriteRequest, Queued) {
     let (reply, rx) = oneshot::channel();
     let req = WriteRequest {
         event,
         reply,
-        received: Instant::now(),
+        received,
         span,
     };
     (req, Queued(rx))
