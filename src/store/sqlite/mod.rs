@@ -857,12 +857,17 @@ mod tests {
         let wal = dir.path().join("f.db-wal");
         let store =
             SqliteStore::with_pools(pool(1).await.unwrap(), pool(2).await.unwrap(), Some(wal));
-        let len = || std::fs::metadata(&file).unwrap().len();
+        append_and_wait_for_checkpoint(&store, &file).await;
+    }
+
+    /// Appends 800 KiB and waits until a checkpoint has copied them into the database
+    /// file: only a checkpoint writes that file (the writer's own starts at 10,000
+    /// pages), so the file's growth is the background checkpoint's work.
+    async fn append_and_wait_for_checkpoint(store: &SqliteStore, file: &std::path::Path) {
+        let len = || std::fs::metadata(file).unwrap().len();
         let before = len();
         let events: Vec<_> = (1..=100).map(|n| event(n, 8 * 1024)).collect();
         store.append(&events).await.unwrap();
-        // Only a checkpoint writes the database file (the writer's own starts at
-        // 10,000 pages): the background one copies the 800 KiB in.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while len() < before + 800 * 1024 {
             assert!(
@@ -872,6 +877,49 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A checkpoint that fails drops its connection, and the next one runs on a
+    /// fresh connection. The failure is SQLite's own: the first connection the
+    /// checkpointer gets sits in an open read transaction, where
+    /// `PRAGMA wal_checkpoint` fails with "database table is locked" every time.
+    #[tokio::test]
+    async fn a_failed_checkpoint_is_retried_on_a_fresh_connection() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let (_, url) = store_with(&dir, |o| o).await;
+        let opts = connect_options(&url, true).unwrap();
+        let opened = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = opened.clone();
+        let reader = SqlitePoolOptions::new()
+            .max_connections(2)
+            .after_connect(move |conn, _| {
+                let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+                Box::pin(async move {
+                    if first {
+                        sqlx::query("BEGIN").execute(&mut *conn).await?;
+                        sqlx::query("SELECT count(*) FROM sqlite_schema")
+                            .fetch_one(&mut *conn)
+                            .await?;
+                        let err = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                            .execute(&mut *conn)
+                            .await
+                            .expect_err("a checkpoint inside a transaction fails");
+                        assert!(err.to_string().contains("locked"), "{err}");
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(opts.clone());
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .unwrap();
+        let file = dir.path().join("f.db");
+        let store = SqliteStore::with_pools(writer, reader, Some(dir.path().join("f.db-wal")));
+        append_and_wait_for_checkpoint(&store, &file).await;
+        assert!(opened.load(Ordering::SeqCst) >= 2, "a second connection");
     }
 
     #[tokio::test]
