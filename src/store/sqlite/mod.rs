@@ -30,6 +30,50 @@ use super::{
 /// are chunked to stay under it.
 const MAX_PARAMS: usize = 32_766;
 
+/// The row count a multi-row statement for `n` rows is written for: `n` rounded up to
+/// the next number with at most two significant bits (1, 2, 3, 4, 6, 8, 12, 16, 24,
+/// ...), the rows past `n` bound to NULL and filtered out by the statement. So the
+/// append's statements come in a few dozen texts, which stay in the connection's
+/// statement cache, instead of one text per batch size: batch sizes vary with the
+/// load, and re-preparing the statement of every size evicted from the cache took
+/// 3.6 % of the server's CPU at 10,000 events/s (`docs/benchmarks.md`).
+fn padded_rows(n: usize) -> usize {
+    if n <= 4 {
+        return n;
+    }
+    let high = 1usize << (usize::BITS - 1 - n.leading_zeros());
+    if n == high {
+        n
+    } else if n <= high + high / 2 {
+        high + high / 2
+    } else {
+        high * 2
+    }
+}
+
+/// The most rows a padded multi-row statement with `params` parameters per row may
+/// take: the largest [`padded_rows`] size that stays under [`MAX_PARAMS`].
+fn max_padded_rows(params: usize) -> usize {
+    let limit = MAX_PARAMS / params;
+    let mut n = limit;
+    while padded_rows(n) > limit {
+        n -= 1;
+    }
+    padded_rows(n)
+}
+
+/// `rows`, then `None` up to [`padded_rows`] of its length.
+fn padded<T>(rows: &[T]) -> impl Iterator<Item = Option<&T>> {
+    rows.iter().map(Some).chain(std::iter::repeat_n(
+        None,
+        padded_rows(rows.len()) - rows.len(),
+    ))
+}
+
+/// Statements the write connection keeps prepared: the append's padded statements
+/// (four kinds, a few dozen sizes each) and the rest of the writes.
+const WRITER_STATEMENT_CACHE: usize = 512;
+
 /// A [`Store`] on one SQLite file.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -118,6 +162,7 @@ impl SqliteStore {
             .connect_with(
                 conn_opts
                     .clone()
+                    .statement_cache_capacity(WRITER_STATEMENT_CACHE)
                     .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
                     .pragma("temp_store", "MEMORY")
                     .pragma("wal_autocheckpoint", WRITER_AUTOCHECKPOINT_PAGES),
@@ -345,13 +390,17 @@ impl WriteTx {
             conn: pool.acquire().await?,
             finished: false,
         };
-        tx.conn.execute("BEGIN IMMEDIATE").await?;
+        // Prepared once and kept (`query`, not a bare string): these two run once
+        // per write transaction.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *tx.conn)
+            .await?;
         Ok(tx)
     }
 
     /// Commits; only an `Ok` here means the writes are durable.
     async fn commit(mut self) -> Result<(), StoreError> {
-        self.conn.execute("COMMIT").await?;
+        sqlx::query("COMMIT").execute(&mut *self.conn).await?;
         self.finished = true;
         Ok(())
     }
@@ -529,7 +578,7 @@ async fn append_in(
     let mut snapshot = Snapshot::default();
 
     let mut missing = Vec::new();
-    for chunk in users.chunks(MAX_PARAMS) {
+    for chunk in users.chunks(max_padded_rows(1)) {
         // Each user's head (see `user_head!`): the newest seq in the log, one probe
         // of the `(user_id, seq)` index, or `users.head` where retention raised it
         // when it deleted the newest events. The append writes `users` only for a
@@ -539,10 +588,13 @@ async fn append_in(
                     (SELECT max(e.seq) FROM events AS e WHERE e.user_id = v.column1) \
              FROM (",
         );
-        q.push_values(chunk, |mut b, u| {
-            b.push_bind(&u.0[..]);
+        q.push_values(padded(chunk), |mut b, u| {
+            b.push_bind(u.map(|u| &u.0[..]));
         });
-        q.push(") AS v LEFT JOIN users AS u ON u.user_id = v.column1");
+        q.push(
+            ") AS v LEFT JOIN users AS u ON u.user_id = v.column1 \
+             WHERE v.column1 IS NOT NULL",
+        );
         let rows: Vec<(Vec<u8>, Option<i64>, Option<i64>)> =
             q.build_query_as().fetch_all(&mut *tx).await?;
         for (u, floor, newest) in rows {
@@ -563,12 +615,14 @@ async fn append_in(
         q.build().execute(&mut *tx).await?;
     }
 
-    for chunk in ids.chunks(MAX_PARAMS / 2) {
+    for chunk in ids.chunks(max_padded_rows(2)) {
         // CROSS JOIN keeps the VALUES list as the outer loop: one probe of the
         // (event_id, user_id) index per batch id.
         let mut q = QueryBuilder::<Sqlite>::new("SELECT e.user_id, e.event_id, e.seq, e.ts FROM (");
-        q.push_values(chunk, |mut b, (u, id)| {
-            b.push_bind(&u.0[..]).push_bind(&id.as_bytes()[..]);
+        // Padding rows (NULL) match nothing.
+        q.push_values(padded(chunk), |mut b, row| {
+            b.push_bind(row.map(|(u, _)| &u.0[..]))
+                .push_bind(row.map(|(_, id)| &id.as_bytes()[..]));
         });
         q.push(
             ") AS v CROSS JOIN events AS e \
@@ -582,7 +636,7 @@ async fn append_in(
         }
     }
 
-    for chunk in cas_keys.chunks(MAX_PARAMS / 2) {
+    for chunk in cas_keys.chunks(max_padded_rows(2)) {
         // The newest seq of the key: its newest stored event, or the one
         // retention retired (deleted while it was the newest).
         let mut q = QueryBuilder::<Sqlite>::new(
@@ -593,10 +647,11 @@ async fn append_in(
                                       WHERE r.user_id = v.column1 AND r.event_key = v.column2), 0)) \
                      FROM (",
         );
-        q.push_values(chunk, |mut b, (u, key)| {
-            b.push_bind(&u.0[..]).push_bind(*key);
+        q.push_values(padded(chunk), |mut b, row| {
+            b.push_bind(row.map(|(u, _)| &u.0[..]))
+                .push_bind(row.map(|(_, key)| *key));
         });
-        q.push(") AS v");
+        q.push(") AS v WHERE v.column1 IS NOT NULL");
         let rows: Vec<(Vec<u8>, Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
         for (u, key, seq) in rows {
             if seq > 0 {
@@ -609,23 +664,26 @@ async fn append_in(
 
     let plan = append::plan(batch, snapshot);
 
-    for chunk in plan.rows.chunks(MAX_PARAMS / 9) {
+    for chunk in plan.rows.chunks(max_padded_rows(9)) {
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT OR ROLLBACK INTO events \
-                     (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) ",
+                     (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) \
+             SELECT * FROM (",
         );
-        q.push_values(chunk, |mut b, row| {
-            let e = row.event;
-            b.push_bind(&e.user.0[..])
-                .push_bind(to_db(row.seq))
-                .push_bind(&e.id.as_bytes()[..])
-                .push_bind(&e.device.0[..])
-                .push_bind(e.ts)
-                .push_bind(&e.payload[..])
-                .push_bind(e.key.as_deref())
-                .push_bind(e.ttl.map(to_db))
-                .push_bind(row.expires_at);
+        q.push_values(padded(chunk), |mut b, row| {
+            let e = row.map(|r| r.event);
+            b.push_bind(e.map(|e| &e.user.0[..]))
+                .push_bind(row.map(|r| to_db(r.seq)))
+                .push_bind(e.map(|e| &e.id.as_bytes()[..]))
+                .push_bind(e.map(|e| &e.device.0[..]))
+                .push_bind(e.map(|e| e.ts))
+                .push_bind(e.map(|e| &e.payload[..]))
+                .push_bind(e.and_then(|e| e.key.as_deref()))
+                .push_bind(e.and_then(|e| e.ttl.map(to_db)))
+                .push_bind(row.and_then(|r| r.expires_at));
         });
+        // Padding rows have no user.
+        q.push(") WHERE column1 IS NOT NULL");
         q.build().execute(&mut *tx).await?;
     }
 
@@ -1016,6 +1074,91 @@ mod tests {
         let devices = store.devices(&USER).await.unwrap();
         assert_eq!(devices.len(), 2);
         assert_eq!(devices[0].last_seen, 30);
+    }
+
+    #[test]
+    fn padded_sizes_have_two_significant_bits_and_fit_the_parameter_limit() {
+        let first: Vec<_> = (1..=13).map(padded_rows).collect();
+        assert_eq!(first, [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16]);
+        let mut sizes = std::collections::BTreeSet::new();
+        for n in 1..=MAX_PARAMS {
+            let p = padded_rows(n);
+            assert!(p >= n && 2 * p < 3 * n + 1, "{n} → {p}");
+            assert!(p.count_ones() <= 2 && (p >> p.trailing_zeros()) <= 3, "{p}");
+            sizes.insert(p);
+        }
+        assert_eq!(sizes.range(..=1024).count(), 20);
+        for params in [1, 2, 9] {
+            let rows = max_padded_rows(params);
+            assert_eq!(padded_rows(rows), rows);
+            assert!(rows * params <= MAX_PARAMS, "{params}: {rows}");
+            assert!(
+                padded_rows(rows + 1) * params > MAX_PARAMS,
+                "{params}: {rows}"
+            );
+        }
+        let rows = [1, 2, 3, 4, 5];
+        let all: Vec<_> = padded(&rows).collect();
+        assert_eq!(
+            all,
+            [Some(&1), Some(&2), Some(&3), Some(&4), Some(&5), None]
+        );
+    }
+
+    /// Batches of every size from 1 to 130, each event from its own user and with
+    /// its user's key and that key's head as its base: every event is stored once,
+    /// with the right seq, a batch sent twice is all duplicates, and the write
+    /// connection holds a few dozen prepared statements, not one per batch size and
+    /// kind.
+    #[tokio::test]
+    async fn appends_of_every_size_reuse_a_few_statements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = store_with(&dir, |o| o).await;
+        let user = |i: usize| UserId([(i % 200) as u8 + 1; 32]);
+        let mut next = 0u128;
+        let mut stored = 0;
+        for size in 1..=130usize {
+            let batch: Vec<_> = (0..size)
+                .map(|i| {
+                    next += 1;
+                    // The key's newest event is the user's newest: seq size - 1 - i.
+                    NewEvent {
+                        user: user(i),
+                        key: Some(format!("k{i}").into_bytes()),
+                        base: Some((size - 1 - i) as u64),
+                        ..event(next, 16)
+                    }
+                })
+                .collect();
+            let out = store.append(&batch).await.unwrap();
+            for (i, o) in out.iter().enumerate() {
+                // User i has been in every batch larger than i so far.
+                let seq = (size - i) as u64;
+                assert!(
+                    matches!(o, AppendOutcome::Stored { seq: s, .. } if *s == seq),
+                    "size {size}, row {i}: {o:?}"
+                );
+            }
+            stored += size;
+            // The same batch again: each is a duplicate of what was just stored.
+            let again = store.append(&batch).await.unwrap();
+            assert!(
+                again
+                    .iter()
+                    .all(|o| matches!(o, AppendOutcome::Duplicate { .. })),
+                "{again:?}"
+            );
+        }
+        let mut heads = 0;
+        for i in 0..130 {
+            heads += store.head(&user(i)).await.unwrap();
+        }
+        assert_eq!(heads as usize, stored);
+        let conn = store.writer.acquire().await.unwrap();
+        // 4 statements (heads, ids, keys, rows) × 15 sizes up to 130, and the
+        // users' first rows, BEGIN, COMMIT.
+        let cached = sqlx::Connection::cached_statements_size(&*conn);
+        assert!(cached <= 70, "{cached} statements");
     }
 
     #[tokio::test]
