@@ -14,9 +14,10 @@
 use std::ops::{Deref, DerefMut};
 
 use async_trait::async_trait;
+use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{Sqlite, SqlitePool, SqlitePoolOptions};
-use sqlx::{Executor, QueryBuilder};
+use sqlx::sqlite::{Sqlite, SqliteArguments, SqlitePool, SqlitePoolOptions};
+use sqlx::{Arguments, Executor, QueryBuilder};
 
 use super::append::{self, Snapshot};
 use super::options::sqlite_options as connect_options;
@@ -53,22 +54,128 @@ fn padded_rows(n: usize) -> usize {
 
 /// The most rows a padded multi-row statement with `params` parameters per row may
 /// take: the largest [`padded_rows`] size that stays under [`MAX_PARAMS`].
-fn max_padded_rows(params: usize) -> usize {
+const fn max_padded_rows(params: usize) -> usize {
     let limit = MAX_PARAMS / params;
-    let mut n = limit;
-    while padded_rows(n) > limit {
-        n -= 1;
+    let high = 1usize << (usize::BITS - 1 - limit.leading_zeros());
+    if high + high / 2 <= limit {
+        high + high / 2
+    } else {
+        high
     }
-    padded_rows(n)
 }
 
-/// `rows`, then `None` up to [`padded_rows`] of its length.
-fn padded<T>(rows: &[T]) -> impl Iterator<Item = Option<&T>> {
-    rows.iter().map(Some).chain(std::iter::repeat_n(
-        None,
-        padded_rows(rows.len()) - rows.len(),
-    ))
+/// A multi-row statement of the append, padded ([`padded_rows`]): `head`, a `VALUES`
+/// list of rows of `params` parameters each, then `tail`, which filters the padding
+/// rows out. Its texts are built once per size and kept for the life of the process
+/// (a few dozen at most, as [`padded_rows`] has sizes), so a batch only binds its
+/// values.
+struct PaddedStatement {
+    head: &'static str,
+    params: usize,
+    tail: &'static str,
+    texts: std::sync::Mutex<Vec<(usize, &'static str)>>,
 }
+
+impl PaddedStatement {
+    const fn new(head: &'static str, params: usize, tail: &'static str) -> Self {
+        Self {
+            head,
+            params,
+            tail,
+            texts: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The most rows one statement takes.
+    const fn max_rows(&self) -> usize {
+        max_padded_rows(self.params)
+    }
+
+    /// The text for `rows` rows (a [`padded_rows`] size).
+    fn text(&self, rows: usize) -> &'static str {
+        let mut texts = self
+            .texts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, text)) = texts.iter().find(|(n, _)| *n == rows) {
+            return text;
+        }
+        let row = format!("({})", vec!["?"; self.params].join(", "));
+        let text = format!(
+            "{}VALUES {}{}",
+            self.head,
+            vec![row; rows].join(", "),
+            self.tail
+        );
+        let text: &'static str = Box::leak(text.into_boxed_str());
+        texts.push((rows, text));
+        text
+    }
+
+    /// The text and the arguments for `rows`: `bind` adds each row's `params`
+    /// values, and each padding row is NULLs.
+    fn bind<T>(
+        &self,
+        rows: &[T],
+        mut bind: impl FnMut(&mut SqliteArguments, &T) -> Result<(), BoxDynError>,
+    ) -> Result<(&'static str, SqliteArguments), StoreError> {
+        let padded = padded_rows(rows.len());
+        let mut args = SqliteArguments::default();
+        Arguments::reserve(&mut args, padded * self.params, 0);
+        for row in rows {
+            bind(&mut args, row).map_err(sqlx::Error::Encode)?;
+        }
+        for _ in 0..(padded - rows.len()) * self.params {
+            Arguments::add(&mut args, None::<i64>).map_err(sqlx::Error::Encode)?;
+        }
+        debug_assert_eq!(Arguments::len(&args), padded * self.params);
+        Ok((self.text(padded), args))
+    }
+}
+
+/// Each user's head (see `user_head!`): the newest seq in the log, one probe of the
+/// `(user_id, seq)` index, or `users.head` where retention raised it when it deleted
+/// the newest events.
+static HEADS: PaddedStatement = PaddedStatement::new(
+    "SELECT v.column1, u.head, \
+            (SELECT max(e.seq) FROM events AS e WHERE e.user_id = v.column1) \
+     FROM (",
+    1,
+    ") AS v LEFT JOIN users AS u ON u.user_id = v.column1 \
+     WHERE v.column1 IS NOT NULL",
+);
+
+/// The batch's ids already in the log. CROSS JOIN keeps the `VALUES` list as the outer
+/// loop: one probe of the `(event_id, user_id)` index per batch id. Padding rows
+/// (NULL) match nothing.
+static IDS: PaddedStatement = PaddedStatement::new(
+    "SELECT e.user_id, e.event_id, e.seq, e.ts FROM (",
+    2,
+    ") AS v CROSS JOIN events AS e \
+     ON e.event_id = v.column2 AND e.user_id = v.column1",
+);
+
+/// The newest seq of each key: its newest stored event, or the one retention retired
+/// (deleted while it was the newest).
+static KEY_HEADS: PaddedStatement = PaddedStatement::new(
+    "SELECT v.column1, v.column2, \
+            max(coalesce((SELECT max(e.seq) FROM events AS e \
+                          WHERE e.user_id = v.column1 AND e.event_key = v.column2), 0), \
+                coalesce((SELECT r.seq FROM retired_keys AS r \
+                          WHERE r.user_id = v.column1 AND r.event_key = v.column2), 0)) \
+     FROM (",
+    2,
+    ") AS v WHERE v.column1 IS NOT NULL",
+);
+
+/// The rows. Padding rows have no user.
+static ROWS: PaddedStatement = PaddedStatement::new(
+    "INSERT OR ROLLBACK INTO events \
+         (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) \
+     SELECT * FROM (",
+    9,
+    ") WHERE column1 IS NOT NULL",
+);
 
 /// Statements the write connection keeps prepared: the append's padded statements
 /// (four kinds, a few dozen sizes each) and the rest of the writes.
@@ -578,25 +685,12 @@ async fn append_in(
     let mut snapshot = Snapshot::default();
 
     let mut missing = Vec::new();
-    for chunk in users.chunks(max_padded_rows(1)) {
-        // Each user's head (see `user_head!`): the newest seq in the log, one probe
-        // of the `(user_id, seq)` index, or `users.head` where retention raised it
-        // when it deleted the newest events. The append writes `users` only for a
-        // user it has not seen: the rows the commit dirties are the log's.
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT v.column1, u.head, \
-                    (SELECT max(e.seq) FROM events AS e WHERE e.user_id = v.column1) \
-             FROM (",
-        );
-        q.push_values(padded(chunk), |mut b, u| {
-            b.push_bind(u.map(|u| &u.0[..]));
-        });
-        q.push(
-            ") AS v LEFT JOIN users AS u ON u.user_id = v.column1 \
-             WHERE v.column1 IS NOT NULL",
-        );
+    for chunk in users.chunks(HEADS.max_rows()) {
+        // The append writes `users` only for a user it has not seen: the rows the
+        // commit dirties are the log's.
+        let (sql, args) = HEADS.bind(chunk, |a, u| Arguments::add(a, &u.0[..]))?;
         let rows: Vec<(Vec<u8>, Option<i64>, Option<i64>)> =
-            q.build_query_as().fetch_all(&mut *tx).await?;
+            sqlx::query_as_with(sql, args).fetch_all(&mut *tx).await?;
         for (u, floor, newest) in rows {
             let user = UserId(key32(&u, "users.user_id")?);
             if floor.is_none() {
@@ -615,44 +709,26 @@ async fn append_in(
         q.build().execute(&mut *tx).await?;
     }
 
-    for chunk in ids.chunks(max_padded_rows(2)) {
-        // CROSS JOIN keeps the VALUES list as the outer loop: one probe of the
-        // (event_id, user_id) index per batch id.
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT e.user_id, e.event_id, e.seq, e.ts FROM (");
-        // Padding rows (NULL) match nothing.
-        q.push_values(padded(chunk), |mut b, row| {
-            b.push_bind(row.map(|(u, _)| &u.0[..]))
-                .push_bind(row.map(|(_, id)| &id.as_bytes()[..]));
-        });
-        q.push(
-            ") AS v CROSS JOIN events AS e \
-                     ON e.event_id = v.column2 AND e.user_id = v.column1",
-        );
+    for chunk in ids.chunks(IDS.max_rows()) {
+        let (sql, args) = IDS.bind(chunk, |a, (u, id)| {
+            Arguments::add(a, &u.0[..])?;
+            Arguments::add(a, &id.as_bytes()[..])
+        })?;
         let rows: Vec<(Vec<u8>, Vec<u8>, i64, i64)> =
-            q.build_query_as().fetch_all(&mut *tx).await?;
+            sqlx::query_as_with(sql, args).fetch_all(&mut *tx).await?;
         for (u, id, seq, ts) in rows {
             let key = (UserId(key32(&u, "events.user_id")?), event_id(&id)?);
             snapshot.ids.insert(key, (from_db(seq), ts));
         }
     }
 
-    for chunk in cas_keys.chunks(max_padded_rows(2)) {
-        // The newest seq of the key: its newest stored event, or the one
-        // retention retired (deleted while it was the newest).
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT v.column1, v.column2, \
-                        max(coalesce((SELECT max(e.seq) FROM events AS e \
-                                      WHERE e.user_id = v.column1 AND e.event_key = v.column2), 0), \
-                            coalesce((SELECT r.seq FROM retired_keys AS r \
-                                      WHERE r.user_id = v.column1 AND r.event_key = v.column2), 0)) \
-                     FROM (",
-        );
-        q.push_values(padded(chunk), |mut b, row| {
-            b.push_bind(row.map(|(u, _)| &u.0[..]))
-                .push_bind(row.map(|(_, key)| *key));
-        });
-        q.push(") AS v WHERE v.column1 IS NOT NULL");
-        let rows: Vec<(Vec<u8>, Vec<u8>, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
+    for chunk in cas_keys.chunks(KEY_HEADS.max_rows()) {
+        let (sql, args) = KEY_HEADS.bind(chunk, |a, (u, key)| {
+            Arguments::add(a, &u.0[..])?;
+            Arguments::add(a, *key)
+        })?;
+        let rows: Vec<(Vec<u8>, Vec<u8>, i64)> =
+            sqlx::query_as_with(sql, args).fetch_all(&mut *tx).await?;
         for (u, key, seq) in rows {
             if seq > 0 {
                 snapshot
@@ -664,27 +740,20 @@ async fn append_in(
 
     let plan = append::plan(batch, snapshot);
 
-    for chunk in plan.rows.chunks(max_padded_rows(9)) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT OR ROLLBACK INTO events \
-                     (user_id, seq, event_id, device_id, ts, payload, event_key, ttl, expires_at) \
-             SELECT * FROM (",
-        );
-        q.push_values(padded(chunk), |mut b, row| {
-            let e = row.map(|r| r.event);
-            b.push_bind(e.map(|e| &e.user.0[..]))
-                .push_bind(row.map(|r| to_db(r.seq)))
-                .push_bind(e.map(|e| &e.id.as_bytes()[..]))
-                .push_bind(e.map(|e| &e.device.0[..]))
-                .push_bind(e.map(|e| e.ts))
-                .push_bind(e.map(|e| &e.payload[..]))
-                .push_bind(e.and_then(|e| e.key.as_deref()))
-                .push_bind(e.and_then(|e| e.ttl.map(to_db)))
-                .push_bind(row.and_then(|r| r.expires_at));
-        });
-        // Padding rows have no user.
-        q.push(") WHERE column1 IS NOT NULL");
-        q.build().execute(&mut *tx).await?;
+    for chunk in plan.rows.chunks(ROWS.max_rows()) {
+        let (sql, args) = ROWS.bind(chunk, |a, row| {
+            let e = row.event;
+            Arguments::add(a, &e.user.0[..])?;
+            Arguments::add(a, to_db(row.seq))?;
+            Arguments::add(a, &e.id.as_bytes()[..])?;
+            Arguments::add(a, &e.device.0[..])?;
+            Arguments::add(a, e.ts)?;
+            Arguments::add(a, &e.payload[..])?;
+            Arguments::add(a, e.key.as_deref())?;
+            Arguments::add(a, e.ttl.map(to_db))?;
+            Arguments::add(a, row.expires_at)
+        })?;
+        sqlx::query_with(sql, args).execute(&mut *tx).await?;
     }
 
     Ok(plan.outcomes)
@@ -1088,7 +1157,7 @@ mod tests {
             sizes.insert(p);
         }
         assert_eq!(sizes.range(..=1024).count(), 20);
-        for params in [1, 2, 9] {
+        for params in [1, 2, 3, 5, 9, MAX_PARAMS] {
             let rows = max_padded_rows(params);
             assert_eq!(padded_rows(rows), rows);
             assert!(rows * params <= MAX_PARAMS, "{params}: {rows}");
@@ -1097,12 +1166,29 @@ mod tests {
                 "{params}: {rows}"
             );
         }
-        let rows = [1, 2, 3, 4, 5];
-        let all: Vec<_> = padded(&rows).collect();
+        // Five rows of two: the text for six, the sixth row NULLs; built once.
+        let stmt = PaddedStatement::new("SELECT * FROM (", 2, ") WHERE column1 IS NOT NULL");
+        let rows = [1i64, 2, 3, 4, 5];
+        let (sql, args) = stmt
+            .bind(&rows, |a, n| {
+                Arguments::add(a, *n)?;
+                Arguments::add(a, -n)
+            })
+            .unwrap();
         assert_eq!(
-            all,
-            [Some(&1), Some(&2), Some(&3), Some(&4), Some(&5), None]
+            sql,
+            "SELECT * FROM (VALUES (?, ?), (?, ?), (?, ?), (?, ?), (?, ?), (?, ?)) \
+             WHERE column1 IS NOT NULL"
         );
+        assert_eq!(Arguments::len(&args), 12);
+        let two = |a: &mut SqliteArguments, n: &i64| {
+            Arguments::add(a, *n)?;
+            Arguments::add(a, *n)
+        };
+        let (four, _) = stmt.bind(&rows[..4], two).unwrap();
+        assert!(!std::ptr::eq(sql, four), "4 rows: another size");
+        let (same, _) = stmt.bind(&rows[..4], two).unwrap();
+        assert!(std::ptr::eq(four, same), "the text is kept");
     }
 
     /// Batches of every size from 1 to 130, each event from its own user and with
