@@ -33,11 +33,12 @@ const MAX_PARAMS: usize = 32_766;
 
 /// The row count a multi-row statement for `n` rows is written for: `n` rounded up to
 /// the next number with at most two significant bits (1, 2, 3, 4, 6, 8, 12, 16, 24,
-/// ...), the rows past `n` bound to NULL and filtered out by the statement. So the
-/// append's statements come in a few dozen texts, which stay in the connection's
-/// statement cache, instead of one text per batch size: batch sizes vary with the
-/// load, and re-preparing the statement of every size evicted from the cache took
-/// 3.6 % of the server's CPU at 10,000 events/s (`docs/benchmarks.md`).
+/// ...), the rows past `n` bound to NULL and filtered out by the statement. So each of
+/// the append's statements comes in 20 texts for batches up to 1,024 events (the relay
+/// writer's largest), which stay in the connection's statement cache, instead of one
+/// text per batch size: batch sizes vary with the load, and re-preparing the
+/// statement of every size evicted from the cache took 3.6 % of the server's CPU at
+/// 10,000 events/s (`docs/benchmarks.md`).
 fn padded_rows(n: usize) -> usize {
     if n <= 4 {
         return n;
@@ -67,8 +68,8 @@ const fn max_padded_rows(params: usize) -> usize {
 /// A multi-row statement of the append, padded ([`padded_rows`]): `head`, a `VALUES`
 /// list of rows of `params` parameters each, then `tail`, which filters the padding
 /// rows out. Its texts are built once per size and kept for the life of the process
-/// (a few dozen at most, as [`padded_rows`] has sizes), so a batch only binds its
-/// values.
+/// (one per [`padded_rows`] size a batch reaches: 20 up to 1,024 rows), so a batch
+/// only binds its values.
 struct PaddedStatement {
     head: &'static str,
     params: usize,
@@ -178,7 +179,7 @@ static ROWS: PaddedStatement = PaddedStatement::new(
 );
 
 /// Statements the write connection keeps prepared: the append's padded statements
-/// (four kinds, a few dozen sizes each) and the rest of the writes.
+/// (four, 20 sizes each up to 1,024 rows) and the rest of the writes.
 const WRITER_STATEMENT_CACHE: usize = 512;
 
 /// A [`Store`] on one SQLite file.
