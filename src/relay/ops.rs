@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 
 use super::Outbound;
 use super::Relay;
-use super::writer::{Full, Queued, event_json, stored_event_json};
+use super::writer::{Queued, event_json, stored_event_json};
 use crate::model::{
     AppendOutcome, DeviceId, DeviceRecord, EventPage, NewEvent, RevokeOutcome, UnixMs, UserId,
 };
@@ -107,23 +107,15 @@ impl Relay {
         // Publish → ack latency counts from here, including any wait for room.
         let received = Instant::now();
         let writer = &self.inner.writer;
+        let wait = |event, span, received| {
+            Stage::Waiting(Box::pin(writer.clone().submit_owned(event, span, received)))
+        };
         let stage = if behind {
-            Stage::Waiting(Box::pin(writer.clone().submit_owned(
-                ev,
-                span.clone(),
-                received,
-            )))
+            wait(ev, span.clone(), received)
         } else {
             match writer.try_submit(ev, span.clone(), received) {
                 Ok(queued) => Stage::Queued(queued),
-                Err(full) => {
-                    let Full {
-                        event,
-                        span,
-                        received,
-                    } = *full;
-                    Stage::Waiting(Box::pin(writer.clone().submit_owned(event, span, received)))
-                }
+                Err(full) => wait(full.event, full.span, full.received),
             }
         };
         Committing { stage, span }
