@@ -371,6 +371,7 @@ fn retention_run(args: &RetentionRunArgs) -> ExitCode {
         connect_timeout: config.database.connect_timeout,
         // A maintenance command never changes the schema.
         migrate: crate::store::MigrateMode::VerifyOnly,
+        checkpoint_interval: config.database.checkpoint_interval,
     };
     let policy = Policy::from_config(&config.retention);
     let dry_run = args.dry_run;

@@ -140,6 +140,7 @@ pub async fn run_with(
         } else {
             MigrateMode::VerifyOnly
         },
+        checkpoint_interval: config.database.checkpoint_interval,
     };
     let store = store::connect(&config.database.url, &opts).await?;
     let tls = match &config.tls {

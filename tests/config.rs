@@ -634,6 +634,14 @@ fn durations_out_of_range_or_malformed() {
             "[database]\ncommit_interval = '101ms'",
             "database.commit_interval",
         ),
+        (
+            "[database]\ncheckpoint_interval = '0ms'",
+            "database.checkpoint_interval",
+        ),
+        (
+            "[database]\ncheckpoint_interval = '11s'",
+            "database.checkpoint_interval",
+        ),
     ] {
         rejects(toml, &[], setting);
     }
@@ -647,6 +655,16 @@ fn commit_interval_defaults_to_2ms_and_takes_zero() {
     assert_eq!(zero.database.commit_interval, ms(0));
     let max = load("[database]\ncommit_interval = '100ms'", &[]).unwrap();
     assert_eq!(max.database.commit_interval, ms(100));
+}
+
+#[test]
+fn checkpoint_interval_defaults_to_10ms() {
+    let ms = std::time::Duration::from_millis;
+    assert_eq!(load("", &[]).unwrap().database.checkpoint_interval, ms(10));
+    let env = load("", &[("FERRY_DATABASE_CHECKPOINT_INTERVAL", "50ms")]).unwrap();
+    assert_eq!(env.database.checkpoint_interval, ms(50));
+    let max = load("[database]\ncheckpoint_interval = '10s'", &[]).unwrap();
+    assert_eq!(max.database.checkpoint_interval, ms(10_000));
 }
 
 #[test]

@@ -298,6 +298,16 @@ settings! {
         default: Text("2ms"),
         dump: |c| duration(c.database.commit_interval),
     }
+    /// SQLite only: how often the background checkpoint copies new pages of the
+    /// write-ahead log into the database file (1ms to 10s). Longer merges more
+    /// rewrites of the same pages into one copy (fewer bytes written and less CPU per
+    /// event), but each checkpoint's sync of the database file is longer, and on a
+    /// disk with slow syncs the commits that wait behind it see more latency.
+    checkpoint_interval {
+        ty: Type::Duration { min: Duration::from_millis(1), max: secs(10) },
+        default: Text("10ms"),
+        dump: |c| duration(c.database.checkpoint_interval),
+    }
     /// Apply pending migrations when `ferry serve` starts (see also `ferry migrate`).
     migrate_on_start {
         ty: Bool,

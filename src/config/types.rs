@@ -313,6 +313,8 @@ pub struct DatabaseConfig {
     pub connect_timeout: Duration,
     /// Shortest time between the starts of two group commits.
     pub commit_interval: Duration,
+    /// SQLite: how often the background checkpoint runs.
+    pub checkpoint_interval: Duration,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
 }
@@ -331,6 +333,7 @@ impl fmt::Debug for DatabaseConfig {
             .field("max_connections", &self.max_connections)
             .field("connect_timeout", &self.connect_timeout)
             .field("commit_interval", &self.commit_interval)
+            .field("checkpoint_interval", &self.checkpoint_interval)
             .field("migrate_on_start", &self.migrate_on_start)
             .finish()
     }

@@ -461,6 +461,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
     let db_max_connections = c.int(&database::max_connections);
     let connect_timeout = c.duration(&database::connect_timeout);
     let commit_interval = c.duration(&database::commit_interval);
+    let checkpoint_interval = c.duration(&database::checkpoint_interval);
 
     let limits = limits(c);
     let retention = retention(c);
@@ -491,6 +492,7 @@ fn validate(c: &mut Checker<'_>) -> Option<Config> {
             max_connections: db_max_connections?,
             connect_timeout: connect_timeout?,
             commit_interval: commit_interval?,
+            checkpoint_interval: checkpoint_interval?,
             migrate_on_start: c.flag(&database::migrate_on_start),
         },
         limits: limits?,

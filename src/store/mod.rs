@@ -207,6 +207,9 @@ pub struct StoreOptions {
     pub connect_timeout: Duration,
     /// Whether to apply pending migrations or only verify them.
     pub migrate: MigrateMode,
+    /// SQLite: how often the background task checkpoints the write-ahead log
+    /// (`database.checkpoint_interval`). PostgreSQL ignores it.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for StoreOptions {
@@ -215,6 +218,7 @@ impl Default for StoreOptions {
             max_connections: 10,
             connect_timeout: Duration::from_secs(5),
             migrate: MigrateMode::Apply,
+            checkpoint_interval: sqlite::CHECKPOINT_EVERY,
         }
     }
 }

@@ -215,13 +215,14 @@ struct Registration {
 /// Registrations committed together at most (one transaction, one sync).
 const MAX_REGISTRATIONS: usize = 256;
 
-/// How often the background task looks for new WAL frames to copy back into the
-/// database file. Each checkpoint ends with a sync of the database file, and the
-/// writer's commits wait for syncs of the log on the same disk: many small
-/// checkpoints keep each of those syncs short, where one every half second was a
-/// burst that the commits queued behind (publish→delivery p99 at 10,000 events/s:
-/// 17 ms with 500 ms, 8–9 ms with 10 ms; `docs/benchmarks.md`).
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+/// How often, by default (`database.checkpoint_interval`), the background task looks
+/// for new WAL frames to copy back into the database file. Each checkpoint ends with
+/// a sync of the database file, and the writer's commits wait for syncs of the log
+/// on the same disk: many small checkpoints keep each of those syncs short, where
+/// one every half second was a burst that the commits queued behind
+/// (publish→delivery p99 at 10,000 events/s: 17 ms with 500 ms, 8–9 ms with 10 ms;
+/// `docs/benchmarks.md`).
+pub(super) const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 /// The longest time between two checkpoints, even when the log looks unchanged
 /// (frames a reader held back from the last one are copied once it is done).
 const CHECKPOINT_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -288,14 +289,29 @@ impl SqliteStore {
             name.push("-wal");
             std::path::PathBuf::from(name)
         });
-        Ok(Self::with_pools(writer, reader, wal))
+        Ok(Self::with_pools(
+            writer,
+            reader,
+            wal,
+            opts.checkpoint_interval,
+        ))
     }
 
-    /// The store on its two pools, with its background tasks (checkpoints,
-    /// registrations) started.
-    fn with_pools(writer: SqlitePool, reader: SqlitePool, wal: Option<std::path::PathBuf>) -> Self {
+    /// The store on its two pools, with its background tasks (checkpoints every
+    /// `checkpoint_every`, registrations) started.
+    fn with_pools(
+        writer: SqlitePool,
+        reader: SqlitePool,
+        wal: Option<std::path::PathBuf>,
+        checkpoint_every: std::time::Duration,
+    ) -> Self {
         let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(checkpoint_loop(reader.clone(), wal.clone(), stop.clone()));
+        tokio::spawn(checkpoint_loop(
+            reader.clone(),
+            wal.clone(),
+            checkpoint_every,
+            stop.clone(),
+        ));
         let (registrations, queue) = tokio::sync::mpsc::channel(MAX_REGISTRATIONS * 4);
         tokio::spawn(register_loop(writer.clone(), queue));
         Self {
@@ -321,16 +337,17 @@ impl SqliteStore {
 }
 
 /// Copies committed WAL frames into the database file in the background (a
-/// `PASSIVE` checkpoint never blocks the writer or readers): every
-/// [`CHECKPOINT_EVERY`] when the log file changed since the last checkpoint began
-/// (its size or modification time), and at least every
-/// [`CHECKPOINT_AT_LEAST_EVERY`]. An idle database costs one `stat` per tick.
+/// `PASSIVE` checkpoint never blocks the writer or readers): every `every` when the
+/// log file changed since the last checkpoint began (its size or modification
+/// time), and at least every [`CHECKPOINT_AT_LEAST_EVERY`] (or `every`, when that is
+/// longer). An idle database costs one `stat` per tick.
 async fn checkpoint_loop(
     pool: SqlitePool,
     wal: Option<std::path::PathBuf>,
+    every: std::time::Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let stamp = |wal: &std::path::Path| {
         std::fs::metadata(wal)
@@ -909,7 +926,12 @@ mod tests {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts.clone())
         };
-        let store = SqliteStore::with_pools(pool(1).await.unwrap(), pool(2).await.unwrap(), None);
+        let store = SqliteStore::with_pools(
+            pool(1).await.unwrap(),
+            pool(2).await.unwrap(),
+            None,
+            CHECKPOINT_EVERY,
+        );
         (store, url)
     }
 
@@ -983,8 +1005,12 @@ mod tests {
                 .connect_with(opts.clone())
         };
         let wal = dir.path().join("f.db-wal");
-        let store =
-            SqliteStore::with_pools(pool(1).await.unwrap(), pool(2).await.unwrap(), Some(wal));
+        let store = SqliteStore::with_pools(
+            pool(1).await.unwrap(),
+            pool(2).await.unwrap(),
+            Some(wal),
+            CHECKPOINT_EVERY,
+        );
         append_and_wait_for_checkpoint(&store, &file).await;
     }
 
@@ -1005,6 +1031,42 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// `database.checkpoint_interval` reaches the background checkpoint: with an hour,
+    /// appended pages stay in the log (the first checkpoint runs when the store
+    /// opens, the next an hour later), and with 10 ms the same append reaches the
+    /// database file. The write connection's own checkpoints start at 10,000 pages,
+    /// far above this append's.
+    #[tokio::test]
+    async fn the_background_checkpoint_runs_at_the_configured_interval() {
+        let open = |dir: &tempfile::TempDir, every| {
+            let url = format!("sqlite://{}", dir.path().join("f.db").display());
+            async move {
+                let opts = StoreOptions {
+                    checkpoint_interval: every,
+                    ..StoreOptions::default()
+                };
+                SqliteStore::connect(&url, &opts).await.unwrap()
+            }
+        };
+        let hourly = tempfile::tempdir().unwrap();
+        let store = open(&hourly, Duration::from_secs(3600)).await;
+        let file = hourly.path().join("f.db");
+        let wal = hourly.path().join("f.db-wal");
+        let len = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
+        // Let the checkpoint at the start run before the append.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before = len(&file);
+        let events: Vec<_> = (1..=100).map(|n| event(n, 8 * 1024)).collect();
+        store.append(&events).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(len(&file), before, "no checkpoint within the hour");
+        assert!(len(&wal) >= 800 * 1024, "the log holds the append");
+
+        let often = tempfile::tempdir().unwrap();
+        let store = open(&often, Duration::from_millis(10)).await;
+        append_and_wait_for_checkpoint(&store, &often.path().join("f.db")).await;
     }
 
     /// A checkpoint that fails drops its connection, and the next one runs on a
@@ -1045,7 +1107,12 @@ mod tests {
             .await
             .unwrap();
         let file = dir.path().join("f.db");
-        let store = SqliteStore::with_pools(writer, reader, Some(dir.path().join("f.db-wal")));
+        let store = SqliteStore::with_pools(
+            writer,
+            reader,
+            Some(dir.path().join("f.db-wal")),
+            CHECKPOINT_EVERY,
+        );
         append_and_wait_for_checkpoint(&store, &file).await;
         assert!(opened.load(Ordering::SeqCst) >= 2, "a second connection");
     }
