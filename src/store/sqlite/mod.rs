@@ -971,6 +971,19 @@ mod tests {
         );
     }
 
+    /// `.cargo/config.toml` tells the bundled SQLite that `fdatasync` works, so its
+    /// syncs skip inode writes for changed times. SQLite does not list this flag
+    /// among its compile options; what reaches the build is the variable the
+    /// bundling crate's build script reads, which cargo sets for this crate too.
+    #[test]
+    fn sqlite_is_built_to_sync_with_fdatasync() {
+        let flags = option_env!("LIBSQLITE3_FLAGS").unwrap_or_default();
+        assert!(
+            flags.split_whitespace().any(|f| f == "-DHAVE_FDATASYNC=1"),
+            "LIBSQLITE3_FLAGS = {flags:?}"
+        );
+    }
+
     /// The write connection gets [`WRITER_CACHE_KIB`] of page cache, the readers
     /// SQLite's default.
     #[tokio::test]
