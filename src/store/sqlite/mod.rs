@@ -347,7 +347,8 @@ async fn checkpoint_loop(
     every: std::time::Duration,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
+    // The first checkpoint one interval after the start, like every later one.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let stamp = |wal: &std::path::Path| {
         std::fs::metadata(wal)
@@ -1047,10 +1048,10 @@ mod tests {
     }
 
     /// `database.checkpoint_interval` reaches the background checkpoint: with an hour,
-    /// appended pages stay in the log (the first checkpoint runs when the store
-    /// opens, the next an hour later), and with 10 ms the same append reaches the
-    /// database file. The write connection's own checkpoints start at 10,000 pages,
-    /// far above this append's.
+    /// appended pages stay in the log (the first checkpoint is an hour after the
+    /// store opens), and with 10 ms the same append reaches the database file. The
+    /// write connection's own checkpoints start at 10,000 pages, far above this
+    /// append's.
     #[tokio::test]
     async fn the_background_checkpoint_runs_at_the_configured_interval() {
         let open = |dir: &tempfile::TempDir, every| {
@@ -1068,8 +1069,6 @@ mod tests {
         let file = hourly.path().join("f.db");
         let wal = hourly.path().join("f.db-wal");
         let len = |p: &std::path::Path| std::fs::metadata(p).unwrap().len();
-        // Let the checkpoint at the start run before the append.
-        tokio::time::sleep(Duration::from_millis(200)).await;
         let before = len(&file);
         let events: Vec<_> = (1..=100).map(|n| event(n, 8 * 1024)).collect();
         store.append(&events).await.unwrap();
