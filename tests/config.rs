@@ -661,6 +661,11 @@ fn commit_interval_defaults_to_2ms_and_takes_zero() {
 fn checkpoint_interval_defaults_to_10ms() {
     let ms = std::time::Duration::from_millis;
     assert_eq!(load("", &[]).unwrap().database.checkpoint_interval, ms(10));
+    // The store's own default (for stores opened without a configuration) is the same.
+    assert_eq!(
+        ferry::store::StoreOptions::default().checkpoint_interval,
+        ms(10)
+    );
     let env = load("", &[("FERRY_DATABASE_CHECKPOINT_INTERVAL", "50ms")]).unwrap();
     assert_eq!(env.database.checkpoint_interval, ms(50));
     let max = load("[database]\ncheckpoint_interval = '10s'", &[]).unwrap();
